@@ -1,0 +1,27 @@
+import os
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PYRO_HFVAE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _clear_param_store():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture
+def shared_data():
+    """Path to ``../shared/data``; skips the test where that folder is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent (set PYRO_HFVAE_SHARED_DATA)")
+    return SHARED_DATA
