@@ -14,7 +14,7 @@ from pyro_hfvae.group import site_group
 from pyro_hfvae.group_tree import GroupNode, build_group_tree
 from pyro_hfvae.plate_layout import PlateLayout, latent_sites
 from pyro_hfvae.stratified_marginal import pairwise_log_prob, stratified_log_weights
-from pyro_hfvae.terms_elbo import TermsELBO
+from pyro_hfvae.terms_elbo import TermsELBO, model_infer
 from pyro_hfvae.variable_log_prob import _unwrap, soft_value, variable_log_prob, variable_ndim
 
 logger = logging.getLogger(__name__)
@@ -338,7 +338,7 @@ class HFVAELoss(TermsELBO):
     def _decompose(self, layout: PlateLayout, data_sites: dict) -> dict:
         site_groups = {}
         for name, (guide_site, model_site, *_rest) in data_sites.items():
-            guide_group, model_group = site_group(guide_site), site_group(model_site)
+            guide_group, model_group = site_group(guide_site), site_group({"infer": model_infer(model_site)})
             if model_group is not None and guide_group is not None and model_group != guide_group:
                 raise ValueError(
                     f"HFVAELoss expected model and guide to agree on the group of site {name!r} but the guide says "

@@ -11,6 +11,7 @@ from pyro import poutine
 from pyro.infer.elbo import ELBO
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine import Trace
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match, check_site_shape
 
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "NonFiniteLossError",
     "TermsELBO",
+    "model_infer",
 ]
 
 
@@ -29,6 +31,25 @@ class NonFiniteLossError(FloatingPointError):
     Raised when an objective evaluates to NaN or infinity; the message names the
     terms and the sample sites that are not finite.
     """
+
+
+class _RecordModelInfer(Messenger):
+    # poutine.replay replaces a model site's ``infer`` with the guide's; keep the model's own
+    # annotations (e.g. its group) in ``msg["model_infer"]`` so that disagreements can be seen.
+    def _process_message(self, msg) -> None:
+        if msg["type"] == "sample":
+            msg["model_infer"] = dict(msg.get("infer") or {})
+
+
+def model_infer(site: dict) -> dict:
+    """
+    The ``infer`` dict a model site had before :func:`~pyro.poutine.replay` replaced it
+    with the guide's (for model traces made by :class:`TermsELBO`).
+
+    :param dict site: a model trace's sample site.
+    :rtype: dict
+    """
+    return site.get("model_infer", site.get("infer") or {})
 
 
 class TermsELBO(ELBO):
@@ -71,9 +92,8 @@ class TermsELBO(ELBO):
 
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Trace, Trace]:
         guide_trace = poutine.trace(guide, graph_type="flat").get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace), graph_type="flat").get_trace(
-            *args, **kwargs
-        )
+        replayed = poutine.replay(_RecordModelInfer()(model), trace=guide_trace)
+        model_trace = poutine.trace(replayed, graph_type="flat").get_trace(*args, **kwargs)
         if is_validation_enabled():
             check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
         guide_trace = prune_subsample_sites(guide_trace)

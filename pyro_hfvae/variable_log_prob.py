@@ -88,10 +88,12 @@ def concrete_log_prob(fn: RelaxedOneHotCategorical, value: torch.Tensor) -> torc
 
     At low temperature or with many classes the smallest components of a Concrete
     sample underflow to exactly 0 and the textbook density :math:`\log p(x)` is
-    ``-inf``/NaN. The density is evaluated in log space on ``log x`` with ``x``
-    clamped to the smallest normal number of its dtype:
-    :math:`\log p(x) = \log p_{\mathrm{ExpConcrete}}(y) - \sum_k y_k`, :math:`y = \log x`.
-    Where no component underflowed this equals ``fn.log_prob(value)``.
+    ``-inf``/NaN. The density is evaluated in log space,
+    :math:`\log p(x) = \log p_{\mathrm{ExpConcrete}}(y) - \sum_k y_k`, :math:`y = \log x`,
+    with ``x`` clamped below at the square root of the smallest normal number of its
+    dtype (about ``1e-19`` in float32), which also keeps the gradient of ``log x``
+    from overflowing. Where no component is below that floor this equals
+    ``fn.log_prob(value)``.
 
     :param ~torch.distributions.RelaxedOneHotCategorical fn: a Concrete distribution.
     :param torch.Tensor value: a point of the simplex.
@@ -102,8 +104,8 @@ def concrete_log_prob(fn: RelaxedOneHotCategorical, value: torch.Tensor) -> torc
     [1] The Concrete Distribution: A Continuous Relaxation of Discrete Random Variables,
         Chris J. Maddison, Andriy Mnih, Yee Whye Teh (2017)
     """
-    tiny = torch.finfo(value.dtype).tiny
-    log_value = value.clamp(min=tiny).log()
+    floor = torch.finfo(value.dtype).tiny ** 0.5
+    log_value = value.clamp(min=floor).log()
     base = fn.base_dist
     if not isinstance(base, ExpRelaxedCategorical):
         raise TypeError(
