@@ -36,13 +36,15 @@ def _is_batch_invariant(fn: Distribution, data_dim: int) -> bool:
     if base is not None:  # Independent, TransformedDistribution: the base holds the parameters.
         return _is_batch_invariant(base, data_dim - getattr(fn, "reinterpreted_batch_ndims", 0))
     params = [fn.__dict__[name] for name in fn.arg_constraints if isinstance(fn.__dict__.get(name), torch.Tensor)]
-    if not params:
+    # Some distributions keep their parameters in an inner one (ExpRelaxedCategorical._categorical).
+    inner = [v for v in fn.__dict__.values() if isinstance(v, Distribution)]
+    if not params and not inner:
         return False
+    axis = batch_ndim + data_dim  # parameters are batch_shape + parameter-event shape
     for param in params:
-        axis = batch_ndim + data_dim  # parameters are batch_shape + parameter-event shape
         if param.dim() > axis and param.size(axis) > 1 and param.stride(axis) != 0:
             return False
-    return True
+    return all(_is_batch_invariant(d, data_dim) for d in inner)
 
 
 class HFVAELoss(TermsELBO):

@@ -564,3 +564,21 @@ def test_nan_names_site_and_term():
         with pytest.raises(NonFiniteLossError, match=r"'z'") as info:
             HFVAELoss(1.0, 2.0, 2.0).loss(model, guide)
     assert "mutual_info" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "fn,invariant",
+    [
+        (dist.RelaxedOneHotCategorical(torch.tensor(0.5), logits=torch.zeros(3)).expand([B]), True),
+        (dist.RelaxedOneHotCategorical(torch.tensor(0.5), logits=torch.randn(B, 3)), False),
+        (dist.Normal(torch.zeros(3), 1.0).expand([B, 3]).to_event(1), True),
+        (dist.Normal(torch.randn(B, 3), 1.0).to_event(1), False),
+        (dist.MultivariateNormal(torch.zeros(3), torch.eye(3)).expand([B]), True),
+        (dist.Dirichlet(torch.rand(B, 3) + 0.5), False),
+    ],
+)
+def test_batch_invariant_priors_are_recognised(fn, invariant):
+    # Invariant priors are scored exactly; the others by the (costlier) batch mixture.
+    from pyro_hfvae.hfvae_loss import _is_batch_invariant
+
+    assert _is_batch_invariant(fn, -1) is invariant
