@@ -4,9 +4,9 @@ with open("README.md", encoding="utf-8") as f:
     long_description = f.read()
 
 EXTRAS = {
-    "test": ["pytest>=7", "scikit-learn>=1.3", "scipy>=1.10", "h5py>=3.8", "pillow>=9"],
+    "test": ["pytest>=7", "scikit-learn>=1.3", "scipy>=1.10", "h5py>=3.8", "pillow>=9.1"],
     "docs": ["sphinx>=7", "nbsphinx>=0.9", "ipykernel", "nbconvert", "nbformat", "ipython"],
-    "examples": ["scikit-learn>=1.3", "scipy>=1.10", "h5py>=3.8", "pillow>=9"],
+    "examples": ["scikit-learn>=1.3", "scipy>=1.10", "h5py>=3.8", "pillow>=9.1"],
 }
 EXTRAS["dev"] = sorted({pkg for pkgs in EXTRAS.values() for pkg in pkgs} | {"ruff"})
 
