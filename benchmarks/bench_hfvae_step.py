@@ -14,6 +14,7 @@ the table reports the median ms/step and ratios measured in the same run.
     python benchmarks/bench_hfvae_step.py --batch-sizes 64 256 --repeats 5
     python benchmarks/bench_hfvae_step.py --device cuda --batch-sizes 256 1024 4096
 """
+
 import argparse
 import math
 import statistics
@@ -144,8 +145,10 @@ def main(args):
             net.guide = _renamed(net.guide, name)
         ms = time_methods(steps, args.repeats, args.warmup, device)
         rows.append((batch, ms))
-    print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
-          f"threads: {torch.get_num_threads()}, torch {torch.__version__}, pyro {pyro.__version__}")
+    print(
+        f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
+        f"threads: {torch.get_num_threads()}, torch {torch.__version__}, pyro {pyro.__version__}"
+    )
     header = f"{'batch':>6} | {'torch_elbo':>10} | {'torch_hfvae':>11} | {'trace_elbo':>10} | {'hfvae_loss':>10} |"
     header += " hfvae/torch_hfvae | hfvae/trace_elbo | hfvae/torch_elbo"
     print(header)

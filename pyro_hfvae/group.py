@@ -8,6 +8,7 @@ enclosing :class:`group` context. Nested contexts (or a ``"/"`` in the name) mak
 tree of groups: ``group("style")`` around ``group("shape")`` puts a site in the
 sub-group ``"style/shape"``.
 """
+
 from pyro.poutine.messenger import Messenger
 
 __all__ = [
@@ -22,9 +23,7 @@ GROUP_SEPARATOR = "/"
 
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not name or any(not part for part in name.split(GROUP_SEPARATOR)):
-        raise ValueError(
-            f"expected a non-empty group name (levels separated by {GROUP_SEPARATOR!r}) but got {name!r}"
-        )
+        raise ValueError(f"expected a non-empty group name (levels separated by {GROUP_SEPARATOR!r}) but got {name!r}")
     return name
 
 

@@ -3,6 +3,7 @@
 """
 The tree of groups over a guide's latent sites: root -> groups -> sub-groups -> variables.
 """
+
 from dataclasses import dataclass, field
 
 from pyro_hfvae.group import GROUP_SEPARATOR

@@ -366,9 +366,7 @@ class HFVAELoss(TermsELBO):
             if _is_batch_invariant(model_site["fn"], layout.data_dim):
                 lp = self._score(model_site["fn"], value, var_ndims[name])
                 lp = layout.front(lp, batch_ndim)
-                prior_var[name] = lp.reshape(lp.shape[:2] + (-1,)).expand(
-                    layout.num_particles, layout.batch_size, -1
-                )
+                prior_var[name] = lp.reshape(lp.shape[:2] + (-1,)).expand(layout.num_particles, layout.batch_size, -1)
                 prior_site[name] = layout.per_datum(log_p_site)
             else:
                 mixture_sites.append(name)
@@ -396,9 +394,7 @@ class HFVAELoss(TermsELBO):
             if node.depth >= 1:
                 per_group[f"tc_within/{node.path}"] = tc
         for group in tree.children:
-            per_group[f"dimwise_kl/{group.path}"] = sum(
-                (q_var[s] - prior_var[s]).sum(-1) for s in group.all_sites()
-            )
+            per_group[f"dimwise_kl/{group.path}"] = sum((q_var[s] - prior_var[s]).sum(-1) for s in group.all_sites())
         dimwise_kl = sum(per_group[f"dimwise_kl/{g.path}"] for g in tree.children)
         return {
             "log_q": log_q,
@@ -426,8 +422,9 @@ class HFVAELoss(TermsELBO):
 
         def chunk(start: int, stop: int, *_tensors):
             rows = slice(start, stop)
-            log_w = stratified_log_weights(rows, B, layout.dataset_size, dtype=some_value.dtype,
-                                           device=some_value.device)
+            log_w = stratified_log_weights(
+                rows, B, layout.dataset_size, dtype=some_value.dtype, device=some_value.device
+            )
             out = []
             site_tables = {}
             for name in names:

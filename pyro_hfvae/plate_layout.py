@@ -8,6 +8,7 @@ batch) need the batch axis of every site. :class:`PlateLayout` finds the data pl
 in a guide trace, reads the batch size ``B`` and the data-set size ``N`` from it, and
 moves any site tensor into a canonical ``(particles, batch, ...)`` layout.
 """
+
 import logging
 from dataclasses import dataclass
 

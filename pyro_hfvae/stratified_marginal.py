@@ -25,6 +25,7 @@ References
 [2] Isolating Sources of Disentanglement in Variational Autoencoders,
     Ricky T. Q. Chen, Xuechen Li, Roger Grosse, David Duvenaud (NeurIPS 2018)
 """
+
 import math
 from typing import Callable
 
@@ -39,9 +40,7 @@ __all__ = [
 ]
 
 
-def stratified_log_weights(
-    rows: slice, batch_size: int, dataset_size: int, *, dtype=None, device=None
-) -> torch.Tensor:
+def stratified_log_weights(rows: slice, batch_size: int, dataset_size: int, *, dtype=None, device=None) -> torch.Tensor:
     """
     Log weights :math:`\\log W_{bb'}` of the minibatch-stratified estimator for the rows ``b`` in ``rows``.
 

@@ -3,6 +3,7 @@
 """
 Base class for ELBO variants that report a decomposition of the objective.
 """
+
 import logging
 from typing import Callable
 

@@ -9,10 +9,10 @@ scalar events (``Normal(loc, scale).to_event(1)``) has one variable per event el
 a site with an intrinsically multivariate event (Concrete, Dirichlet, MultivariateNormal,
 OneHotCategorical) is a single variable.
 """
+
 import logging
 
 import torch
-from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 from torch.distributions import (
     Distribution,
     Independent,
@@ -21,6 +21,7 @@ from torch.distributions import (
     Normal,
     RelaxedOneHotCategorical,
 )
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +115,7 @@ def concrete_log_prob(fn: RelaxedOneHotCategorical, value: torch.Tensor) -> torc
     # ExpRelaxedCategorical.log_prob without support validation (log_value is always valid).
     num_classes = base.logits.shape[-1]
     temperature = base.temperature
-    log_scale = (
-        torch.full_like(temperature, float(num_classes)).lgamma()
-        + (num_classes - 1) * temperature.log()
-    )
+    log_scale = torch.full_like(temperature, float(num_classes)).lgamma() + (num_classes - 1) * temperature.log()
     score = base.logits - log_value * temperature
     score = (score - score.logsumexp(dim=-1, keepdim=True)).sum(-1)
     return score + log_scale - log_value.sum(-1)

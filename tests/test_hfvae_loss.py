@@ -69,7 +69,11 @@ def replayed(model, guide):
 def concrete_log_density(x, probs, lam):
     """Maddison et al. (2017), eq. for the Concrete density, written independently."""
     k = len(x)
-    log_num = math.lgamma(k) + (k - 1) * math.log(lam) + sum(math.log(p) - (lam + 1) * math.log(xi) for p, xi in zip(probs, x))
+    log_num = (
+        math.lgamma(k)
+        + (k - 1) * math.log(lam)
+        + sum(math.log(p) - (lam + 1) * math.log(xi) for p, xi in zip(probs, x))
+    )
     log_den = k * math.log(sum(p * xi ** (-lam) for p, xi in zip(probs, x)))
     return log_num - log_den
 
@@ -88,7 +92,7 @@ def brute_force_terms(params, y, z, dataset_size, prior_cov=None):
     logits = params["logits"].tolist()
     loc, scale = params["loc"].tolist(), params["scale"].tolist()
     y, z = y.tolist(), z.tolist()
-    probs_q = [[math.exp(l) / sum(math.exp(m) for m in row) for l in row] for row in logits]
+    probs_q = [[math.exp(lg) / sum(math.exp(m) for m in row) for lg in row] for row in logits]
 
     def log_w(b, bp):
         if b == bp:
@@ -114,7 +118,9 @@ def brute_force_terms(params, y, z, dataset_size, prior_cov=None):
             cov = prior_cov.numpy()
             lp_zd = [normal_log_density(z[b][d], 0.0, math.sqrt(cov[d, d])) for d in range(D)]
             zb = np.array(z[b])
-            lp_z = float(-0.5 * zb @ np.linalg.solve(cov, zb) - 0.5 * np.linalg.slogdet(cov)[1] - D / 2 * math.log(2 * math.pi))
+            lp_z = float(
+                -0.5 * zb @ np.linalg.solve(cov, zb) - 0.5 * np.linalg.slogdet(cov)[1] - D / 2 * math.log(2 * math.pi)
+            )
         lq = lq_y(b, b) + sum(lq_z(b, b, d) for d in range(D))
         lqh_joint = lqh(lambda b_, bp: lq_y(b_, bp) + sum(lq_z(b_, bp, d) for d in range(D)), b)
         lqh_class = lqh(lq_y, b)
@@ -386,9 +392,7 @@ def test_mask_and_scale_are_respected():
     unmasked = HFVAELoss(1.0, 3.0, 2.0)
     unmasked.loss(poutine.replay(model, trace), poutine.replay(guide, trace))
     masked = HFVAELoss(1.0, 3.0, 2.0)
-    loss = masked.loss(
-        poutine.replay(masked_model, trace), poutine.replay(masked_guide, trace)
-    )
+    loss = masked.loss(poutine.replay(masked_model, trace), poutine.replay(masked_guide, trace))
     assert loss == pytest.approx(-0.5 * (N / B) * B * masked.terms["objective"], rel=1e-7)
     assert masked.terms["objective"] != pytest.approx(unmasked.terms["objective"])
 
@@ -473,7 +477,11 @@ def test_svi_and_elbo_module():
 def _simple_pair(plate_kwargs, site_fn=None, guide_group=None, model_group=None, batch=B):
     def model():
         with pyro.plate("data", **plate_kwargs):
-            pyro.sample("z", dist.Normal(torch.zeros(batch, 2), 1.0).to_event(1), infer={"group": model_group} if model_group else {})
+            pyro.sample(
+                "z",
+                dist.Normal(torch.zeros(batch, 2), 1.0).to_event(1),
+                infer={"group": model_group} if model_group else {},
+            )
 
     def guide():
         with pyro.plate("data", **plate_kwargs):
@@ -507,7 +515,9 @@ def test_no_data_plate_error():
 
 
 def test_non_reparameterised_site_error():
-    model, guide = _simple_pair({"size": N, "subsample": torch.arange(B)}, site_fn=lambda: dist.Bernoulli(0.5 * torch.ones(B, 2)).to_event(1))
+    model, guide = _simple_pair(
+        {"size": N, "subsample": torch.arange(B)}, site_fn=lambda: dist.Bernoulli(0.5 * torch.ones(B, 2)).to_event(1)
+    )
     with pytest.raises(ValueError, match="no rsample"):
         HFVAELoss().loss(model, guide)
 
@@ -537,11 +547,14 @@ def test_site_named_like_group_error():
         HFVAELoss().loss(guide, guide)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"beta": float("nan")}, "finite"),
-    ({"concrete_scoring": "mode"}, "concrete_scoring"),
-    ({"pairwise_memory_mb": 0}, "pairwise_memory_mb"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"beta": float("nan")}, "finite"),
+        ({"concrete_scoring": "mode"}, "concrete_scoring"),
+        ({"pairwise_memory_mb": 0}, "pairwise_memory_mb"),
+    ],
+)
 def test_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         HFVAELoss(**kwargs)

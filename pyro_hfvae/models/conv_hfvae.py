@@ -3,6 +3,7 @@
 """
 A VAE with a Concrete "class" group and a Normal "style" group (the HFVAE paper's image models).
 """
+
 import math
 
 import pyro
