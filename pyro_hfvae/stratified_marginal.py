@@ -84,7 +84,7 @@ def pairwise_log_prob(
     :param slice rows: which data points ``b`` to score.
     :returns: a ``(P, len(rows), B, V)`` tensor (``V`` = number of variables, nested plates included).
     """
-    batch_ndim = value.dim() - fn.event_dim
+    batch_ndim = value.dim() - len(fn.event_shape)
     data_axis = batch_ndim + layout.data_dim
     start, stop, _ = rows.indices(layout.batch_size)
     value_rows = value.narrow(data_axis, start, stop - start) if value.size(data_axis) > 1 else value

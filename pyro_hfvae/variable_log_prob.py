@@ -159,9 +159,9 @@ def variable_log_prob(fn: Distribution, value: torch.Tensor, var_ndim: int | Non
     fn = _unwrap(fn)
     if var_ndim == 0:
         return _joint_log_prob(fn, value)
-    if var_ndim > fn.event_dim:
+    if var_ndim > len(fn.event_shape):
         raise ValueError(
-            f"expected at most {fn.event_dim} variable dims for {type(fn).__name__} with event shape "
+            f"expected at most {len(fn.event_shape)} variable dims for {type(fn).__name__} with event shape "
             f"{tuple(fn.event_shape)} but got var_ndim={var_ndim}"
         )
     if isinstance(fn, Independent):

@@ -1,6 +1,7 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
 """Argument checks and conversions shared by the metrics (private)."""
+
 import numbers
 
 import numpy as np
@@ -10,7 +11,7 @@ RandomStateLike = int | np.random.RandomState
 
 
 def as_random_state(random_state: RandomStateLike) -> np.random.RandomState:
-    """An int seeds a fresh :class:`numpy.random.RandomState`; a RandomState is used (and advanced) as is."""
+    """An int seeds a fresh :class:`numpy.random.RandomState`; a RandomState is used as is."""
     if isinstance(random_state, np.random.RandomState):
         return random_state
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
@@ -46,7 +47,8 @@ def as_codes(codes, name: str = "codes") -> torch.Tensor:
     if tensor.dim() != 2:
         hint = f"; reshape with {name}.reshape(-1, 1)" if tensor.dim() == 1 else ""
         raise ValueError(
-            f"expected {name} of shape (num_samples, num_codes) but got shape {tuple(tensor.shape)}{hint}"
+            f"expected {name} of shape (num_samples, num_codes) but got shape "
+            f"{tuple(tensor.shape)}{hint}"
         )
     if tensor.dtype in (torch.float16, torch.bfloat16):
         tensor = tensor.float()
@@ -56,14 +58,16 @@ def as_codes(codes, name: str = "codes") -> torch.Tensor:
     if not bool(finite.all()):
         bad_rows = (~finite).any(dim=1).nonzero().flatten()
         raise ValueError(
-            f"expected finite {name} but got NaN or inf in {bad_rows.numel()} of {tensor.shape[0]} rows "
-            f"(first rows {bad_rows[:5].tolist()}); check the encoder for numerical problems or drop those rows"
+            f"expected finite {name} but got NaN or inf in {bad_rows.numel()} of "
+            f"{tensor.shape[0]} rows (first rows {bad_rows[:5].tolist()}); check the encoder for "
+            "numerical problems or drop those rows"
         )
     return tensor
 
 
-def as_factors(factors, num_samples: int | None = None, name: str = "factors",
-               require_variation: bool = True) -> np.ndarray:
+def as_factors(
+    factors, num_samples: int | None = None, name: str = "factors", require_variation: bool = True
+) -> np.ndarray:
     """
     Ground-truth factor classes as an int64 array of shape (num_samples, num_factors).
 
@@ -96,8 +100,8 @@ def as_factors(factors, num_samples: int | None = None, name: str = "factors",
     array = array.astype(np.int64, copy=False)
     if num_samples is not None and array.shape[0] != num_samples:
         raise ValueError(
-            f"expected {name} with one row per code sample ({num_samples} rows) but got {array.shape[0]} "
-            f"rows; pass the factors that generated the codes, in the same order"
+            f"expected {name} with one row per code sample ({num_samples} rows) but got "
+            f"{array.shape[0]} rows; pass the factors that generated the codes, in the same order"
         )
     if array.shape[1] == 0:
         raise ValueError(f"expected at least one factor in {name} but got shape {array.shape}")
@@ -106,24 +110,33 @@ def as_factors(factors, num_samples: int | None = None, name: str = "factors",
             values = np.unique(array[:, k])
             if values.size < 2:
                 raise ValueError(
-                    f"expected every factor to take at least 2 values but factor {k} of {name} takes the "
-                    f"single value {values.tolist()} in these {array.shape[0]} samples (zero entropy, no "
-                    f"classes to separate); drop it with np.delete({name}, {k}, axis=1) or sample more points"
+                    f"expected every factor to take at least 2 values but factor {k} of {name} "
+                    f"takes the single value {values.tolist()} in these {array.shape[0]} samples "
+                    f"(zero entropy, no classes to separate); drop it with np.delete({name}, "
+                    f"{k}, axis=1) or sample more points"
                 )
     return array
 
 
 def check_min_columns(array_shape, minimum: int, name: str, why: str) -> None:
     if array_shape[1] < minimum:
-        raise ValueError(f"expected at least {minimum} columns in {name} ({why}) but got shape {tuple(array_shape)}")
+        raise ValueError(
+            f"expected at least {minimum} columns in {name} ({why}) but got shape "
+            f"{tuple(array_shape)}"
+        )
 
 
-def check_train_test(codes_train: torch.Tensor, factors_train: np.ndarray,
-                     codes_test: torch.Tensor, factors_test: np.ndarray) -> None:
+def check_train_test(
+    codes_train: torch.Tensor,
+    factors_train: np.ndarray,
+    codes_test: torch.Tensor,
+    factors_test: np.ndarray,
+) -> None:
     if codes_test.shape[1] != codes_train.shape[1]:
         raise ValueError(
-            f"expected codes_test with the same number of codes as codes_train ({codes_train.shape[1]}) but "
-            f"got {codes_test.shape[1]}; encode both splits with the same encoder"
+            "expected codes_test with the same number of codes as codes_train "
+            f"({codes_train.shape[1]}) but got {codes_test.shape[1]}; encode both splits with "
+            "the same encoder"
         )
     if factors_test.shape[1] != factors_train.shape[1]:
         raise ValueError(

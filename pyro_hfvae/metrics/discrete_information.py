@@ -11,6 +11,7 @@ every (code, factor) pair is the plug-in estimate from their joint histogram, in
 (what ``sklearn.metrics.mutual_info_score`` returns). All pairs are computed at once
 from ``bincount`` of joint indices, on the device of the codes.
 """
+
 import numpy as np
 import torch
 
@@ -34,8 +35,8 @@ def histogram_bins(codes: torch.Tensor, num_bins: int) -> torch.Tensor:
     num_samples = codes.shape[0]
     if num_samples < num_bins:
         raise ValueError(
-            f"expected at least num_bins={num_bins} samples to discretise codes into {num_bins} bins but got "
-            f"{num_samples} samples; pass more samples or a smaller num_bins"
+            f"expected at least num_bins={num_bins} samples to discretise codes into {num_bins} "
+            f"bins but got {num_samples} samples; pass more samples or a smaller num_bins"
         )
     low = codes.min(dim=0).values
     high = codes.max(dim=0).values
@@ -53,7 +54,7 @@ def histogram_bins(codes: torch.Tensor, num_bins: int) -> torch.Tensor:
 
 
 def _column_classes(labels: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-    """Relabels every column to contiguous classes 0..K-1 (mutual information ignores label values)."""
+    """Relabels every column to classes 0..K-1 (mutual information ignores label values)."""
     columns = []
     sizes = []
     for column in labels.T:
@@ -68,8 +69,9 @@ def _entropy_from_counts(counts: torch.Tensor, num_samples: int, dims) -> torch.
     return -torch.xlogy(p, p).sum(dims)
 
 
-def mutual_information_matrix(code_bins: torch.Tensor, factor_classes: torch.Tensor,
-                              factor_sizes: list[int], num_bins: int) -> torch.Tensor:
+def mutual_information_matrix(
+    code_bins: torch.Tensor, factor_classes: torch.Tensor, factor_sizes: list[int], num_bins: int
+) -> torch.Tensor:
     """
     Plug-in mutual information (nats, float64) of every code column with every factor.
 
@@ -84,14 +86,18 @@ def mutual_information_matrix(code_bins: torch.Tensor, factor_classes: torch.Ten
     columns = []
     for k, size in enumerate(factor_sizes):
         factor = factor_classes[:, k]
-        factor_entropy = _entropy_from_counts(torch.bincount(factor, minlength=size), num_samples, 0)
+        factor_entropy = _entropy_from_counts(
+            torch.bincount(factor, minlength=size), num_samples, 0
+        )
         blocks = []
         for start in range(0, num_codes, chunk):
-            bins = code_bins[:, start:start + chunk]
+            bins = code_bins[:, start : start + chunk]
             width = bins.shape[1]
             offsets = torch.arange(width, device=device) * (num_bins * size)
             joint_index = (bins * size + factor[:, None] + offsets[None, :]).flatten()
-            joint = torch.bincount(joint_index, minlength=width * num_bins * size).view(width, num_bins, size)
+            joint = torch.bincount(joint_index, minlength=width * num_bins * size).view(
+                width, num_bins, size
+            )
             joint_entropy = _entropy_from_counts(joint, num_samples, (1, 2))
             code_entropy = _entropy_from_counts(joint.sum(2), num_samples, 1)
             blocks.append(code_entropy + factor_entropy - joint_entropy)
@@ -101,22 +107,28 @@ def mutual_information_matrix(code_bins: torch.Tensor, factor_classes: torch.Ten
 
 
 def prepare(codes, factors, num_bins: int) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
-    """Checks the arguments and returns (codes tensor, factors array, (C, F) mutual-information matrix)."""
+    """Checks the arguments; returns (codes tensor, factors array, (C, F) mutual information)."""
     num_bins = check_positive_int(num_bins, "num_bins", minimum=2)
     codes = as_codes(codes)
     factors = as_factors(factors, codes.shape[0])
     factor_classes, factor_sizes = _column_classes(torch.from_numpy(factors))
     code_bins = histogram_bins(codes, num_bins)
-    return codes, factors, mutual_information_matrix(code_bins, factor_classes, factor_sizes, num_bins)
+    return (
+        codes,
+        factors,
+        mutual_information_matrix(code_bins, factor_classes, factor_sizes, num_bins),
+    )
 
 
 def factor_entropies(factors: np.ndarray, device: torch.device) -> torch.Tensor:
     """Empirical entropy (nats, float64) of every factor column."""
     classes, sizes = _column_classes(torch.from_numpy(factors).to(device))
-    return torch.stack([
-        _entropy_from_counts(torch.bincount(classes[:, k], minlength=size), factors.shape[0], 0)
-        for k, size in enumerate(sizes)
-    ])
+    return torch.stack(
+        [
+            _entropy_from_counts(torch.bincount(classes[:, k], minlength=size), factors.shape[0], 0)
+            for k, size in enumerate(sizes)
+        ]
+    )
 
 
 def discrete_mutual_information(codes, factors, num_bins: int = 20) -> np.ndarray:
@@ -163,7 +175,8 @@ def discrete_mutual_information(codes, factors, num_bins: int = 20) -> np.ndarra
 
 def discrete_entropy(factors) -> np.ndarray:
     r"""
-    Empirical entropy :math:`H(v_k) = -\sum_v \hat p(v_k = v) \log \hat p(v_k = v)` (nats) of every factor.
+    Empirical entropy (nats) of every factor,
+    :math:`H(v_k) = -\sum_v \hat p(v_k = v) \log \hat p(v_k = v)`.
 
     :param factors: integer factor classes, shape (num_samples, num_factors).
     :type factors: numpy.ndarray or torch.Tensor

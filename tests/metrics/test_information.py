@@ -1,0 +1,286 @@
+import math
+
+import numpy as np
+import pyro.distributions as dist
+import pytest
+import scipy.special
+import torch
+import torch.distributions
+from pyro.distributions import Independent, Normal, RelaxedOneHotCategorical
+
+from pyro_hfvae.metrics import mutual_information, total_correlation
+
+
+class KnownSampleNormal(Normal):
+    """A Normal whose 'sample' is loc + scale * eps for a given eps, so tests know the samples."""
+
+    def __init__(self, loc, scale, eps):
+        super().__init__(loc, scale)
+        self.eps = eps
+
+    def sample(self, sample_shape=torch.Size()):
+        return self.loc + self.scale * self.eps
+
+
+class KnownSampleConcrete(RelaxedOneHotCategorical):
+    def __init__(self, temperature, logits, value):
+        super().__init__(temperature, logits=logits)
+        self.value = value
+
+    def sample(self, sample_shape=torch.Size()):
+        return self.value
+
+
+TEMPERATURE = 0.5
+
+
+def known_posterior(x):
+    """Rows of x: a's loc (2), a's eps (2), b's loc, b's eps, c's logits (3), c's sample (3)."""
+    return {
+        "a": Independent(KnownSampleNormal(x[:, 0:2], 0.5 + 0.1 * x[:, 0:2].abs(), x[:, 2:4]), 1),
+        "b": Independent(
+            KnownSampleNormal(x[:, 4:5], torch.full_like(x[:, 4:5], 0.3), x[:, 5:6]), 1
+        ),
+        "c": KnownSampleConcrete(torch.tensor(TEMPERATURE, dtype=x.dtype), x[:, 6:9], x[:, 9:12]),
+    }
+
+
+def known_data(num_data=23, seed=0):
+    rs = np.random.RandomState(seed)
+    x = np.zeros((num_data, 12))
+    x[:, 0:2] = rs.randn(num_data, 2)
+    x[:, 2:4] = rs.randn(num_data, 2)
+    x[:, 4] = 0.5 * rs.randn(num_data)
+    x[:, 5] = rs.randn(num_data)
+    x[:, 6:9] = 2.0 * rs.randn(num_data, 3)
+    x[:, 9:12] = rs.dirichlet(np.ones(3), size=num_data)
+    return torch.from_numpy(x)
+
+
+def brute_force_log_densities(x):
+    """[s, m, v] float64 log density of sample s's variable v under point m's posterior (loops)."""
+    num_data = len(x)
+    table = np.zeros((num_data, num_data, 4))
+    for s in range(num_data):
+        a_sample = x[s, 0:2] + (0.5 + 0.1 * x[s, 0:2].abs()) * x[s, 2:4]
+        b_sample = x[s, 4] + 0.3 * x[s, 5]
+        for m in range(num_data):
+            for d in range(2):
+                scale = 0.5 + 0.1 * abs(float(x[m, d]))
+                table[s, m, d] = -0.5 * (
+                    (float(a_sample[d]) - float(x[m, d])) / scale
+                ) ** 2 - math.log(scale * math.sqrt(2 * math.pi))
+            table[s, m, 2] = -0.5 * ((float(b_sample) - float(x[m, 4])) / 0.3) ** 2 - math.log(
+                0.3 * math.sqrt(2 * math.pi)
+            )
+            concrete = RelaxedOneHotCategorical(
+                torch.tensor(TEMPERATURE, dtype=torch.float64), logits=x[m, 6:9]
+            )
+            table[s, m, 3] = float(concrete.log_prob(x[s, 9:12]))
+    return table
+
+
+def brute_force_estimates(x):
+    table = brute_force_log_densities(x)
+    columns = {
+        "a[0]": table[..., 0],
+        "a[1]": table[..., 1],
+        "b[0]": table[..., 2],
+        "c": table[..., 3],
+        "a": table[..., 0] + table[..., 1],
+        "b": table[..., 2],
+        "ab": table[..., 0] + table[..., 1] + table[..., 2],
+        "total": table.sum(-1),
+    }
+    num_data = len(x)
+    own = {name: np.diag(value) for name, value in columns.items()}
+    aggregate = {
+        name: scipy.special.logsumexp(value, axis=1) - math.log(num_data)
+        for name, value in columns.items()
+    }
+    return own, aggregate
+
+
+@pytest.mark.parametrize("as_batches", [False, True], ids=["tensor", "loader"])
+@pytest.mark.parametrize("max_memory_mb", [0.02, 1024.0])
+def test_matches_brute_force_double_loop(as_batches, max_memory_mb):
+    x = known_data()
+    data = [(x[:5], "labels"), (x[5:15], "labels"), (x[15:], "labels")] if as_batches else x
+    groups = {"ab": ["a", "b"]}
+    estimate = mutual_information(
+        known_posterior, data, groups=groups, batch_size=4, max_memory_mb=max_memory_mb
+    )
+    own, aggregate = brute_force_estimates(x)
+    expected = {name: np.mean(own[name] - aggregate[name]) for name in own}
+    assert estimate.total == pytest.approx(expected["total"], abs=1e-10)
+    assert estimate.groups == pytest.approx({"ab": expected["ab"], "c": expected["c"]}, abs=1e-10)
+    assert estimate.sites == pytest.approx(
+        {"a": expected["a"], "b": expected["b"], "c": expected["c"]}, abs=1e-10
+    )
+    np.testing.assert_allclose(
+        estimate.variables["a"], [expected["a[0]"], expected["a[1]"]], atol=1e-10
+    )
+    np.testing.assert_allclose(estimate.variables["b"], [expected["b[0]"]], atol=1e-10)
+    assert estimate.variables["c"].shape == ()
+    assert (estimate.num_data, estimate.num_samples) == (23, 23)
+
+    tc = total_correlation(
+        known_posterior, data, groups=groups, batch_size=4, max_memory_mb=max_memory_mb
+    )
+    variable_sum = aggregate["a[0]"] + aggregate["a[1]"] + aggregate["b[0]"] + aggregate["c"]
+    assert tc.total == pytest.approx(np.mean(aggregate["total"] - variable_sum), abs=1e-10)
+    assert tc.between_groups == pytest.approx(
+        np.mean(aggregate["total"] - aggregate["ab"] - aggregate["c"]), abs=1e-10
+    )
+    within_ab = np.mean(aggregate["ab"] - aggregate["a[0]"] - aggregate["a[1]"] - aggregate["b[0]"])
+    assert tc.within_groups == pytest.approx({"ab": within_ab, "c": 0.0}, abs=1e-10)
+
+
+def test_float32_posterior_agrees_with_float64_reference():
+    x = known_data(seed=1)
+    estimate = mutual_information(known_posterior, x.float(), batch_size=7)
+    own, aggregate = brute_force_estimates(x)
+    assert estimate.total == pytest.approx(np.mean(own["total"] - aggregate["total"]), abs=1e-4)
+
+
+def test_sample_subset():
+    x = known_data(num_data=30, seed=2)
+    estimate = mutual_information(known_posterior, x, num_samples=10, random_state=4)
+    own, aggregate = brute_force_estimates(x)
+    rs = np.random.RandomState(4)
+    rs.randint(2**31 - 1)  # the torch seed is drawn first, then the subset
+    chosen = np.sort(rs.choice(30, size=10, replace=False))
+    assert estimate.num_samples == 10
+    assert estimate.total == pytest.approx(
+        np.mean((own["total"] - aggregate["total"])[chosen]), abs=1e-10
+    )
+
+
+def gaussian_posterior(scale):
+    return lambda x: dist.Normal(x, scale).to_event(1)
+
+
+def test_identical_posteriors_carry_no_information():
+    estimate = mutual_information(gaussian_posterior(1.0), torch.ones(50, 3), batch_size=16)
+    assert estimate.total == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(estimate.variables["z"], 0.0, atol=1e-6)
+
+
+def test_separated_posteriors_saturate_at_log_n():
+    num_data = 64
+    codes = torch.stack([torch.arange(num_data) * 10.0, torch.zeros(num_data)], dim=1)
+    estimate = mutual_information(gaussian_posterior(0.1), codes, batch_size=10)
+    assert estimate.total == pytest.approx(math.log(num_data), abs=1e-6)
+    np.testing.assert_allclose(estimate.variables["z"], [math.log(num_data), 0.0], atol=1e-6)
+
+
+def test_gaussian_mixture_entropy_by_quadrature():
+    rs = np.random.RandomState(0)
+    num_data, scale = 2000, 0.4
+    means = rs.randn(num_data)
+    grid = np.linspace(-7, 7, 20001)
+    mixture = np.zeros_like(grid)
+    for mean in means:  # brute force over the components, float64
+        mixture += np.exp(-0.5 * ((grid - mean) / scale) ** 2) / (scale * math.sqrt(2 * math.pi))
+    mixture /= num_data
+    entropy = -np.trapezoid(mixture * np.log(mixture), grid)
+    expected = entropy - 0.5 * math.log(2 * math.pi * math.e * scale**2)
+    estimate = mutual_information(
+        gaussian_posterior(scale), torch.from_numpy(means[:, None]), random_state=1
+    )
+    # Monte Carlo over one sample per point: standard error ~0.015 here.
+    assert estimate.total == pytest.approx(expected, abs=0.05)
+
+
+def test_concrete_at_low_temperature_is_finite_and_counts_classes():
+    num_data, num_classes = 40, 4
+    classes = torch.arange(num_data) % num_classes
+    logits = 12.0 * torch.nn.functional.one_hot(classes, num_classes).double()
+
+    def posterior(x):
+        return {"y": RelaxedOneHotCategorical(torch.tensor(0.05, dtype=x.dtype), logits=x)}
+
+    estimate = mutual_information(posterior, logits, batch_size=8)
+    assert estimate.total == pytest.approx(math.log(num_classes), abs=0.05)
+
+    def cold_posterior(x):  # samples underflow to exact zeros at this temperature
+        return {"y": RelaxedOneHotCategorical(torch.tensor(0.01), logits=x)}
+
+    many = 30.0 * torch.nn.functional.one_hot(torch.arange(60) % 20, 20).float()
+    assert math.isfinite(mutual_information(cold_posterior, many).total)
+
+
+def test_plain_torch_distributions():
+    def posterior(x):
+        return {"z": torch.distributions.Independent(torch.distributions.Normal(x, 0.1), 1)}
+
+    codes = torch.arange(8.0).reshape(8, 1) * 10
+    assert mutual_information(posterior, codes).total == pytest.approx(math.log(8), abs=1e-6)
+
+
+def test_multivariate_normal_is_one_variable():
+    codes = torch.arange(12.0).reshape(6, 2)
+
+    def posterior(x):
+        return {"w": dist.MultivariateNormal(x, 0.01 * torch.eye(2))}
+
+    estimate = mutual_information(posterior, codes)
+    assert estimate.variables["w"].shape == ()
+    assert float(estimate.variables["w"]) == pytest.approx(estimate.sites["w"], abs=1e-12)
+    assert estimate.total == pytest.approx(math.log(6), abs=1e-6)
+
+
+def test_total_correlation_closed_forms():
+    copies = torch.arange(16.0).reshape(16, 1).expand(16, 2) * 10
+    assert total_correlation(gaussian_posterior(0.1), copies).total == pytest.approx(
+        math.log(16), abs=1e-6
+    )
+    grid = torch.cartesian_prod(torch.arange(4.0), torch.arange(5.0)) * 10
+    tc = total_correlation(gaussian_posterior(0.1), grid)
+    assert tc.total == pytest.approx(0.0, abs=1e-6)
+
+
+def test_total_correlation_decomposes_exactly():
+    x = known_data(seed=3)
+    tc = total_correlation(known_posterior, x, groups={"ab": ["a", "b"]})
+    assert tc.total == pytest.approx(tc.between_groups + sum(tc.within_groups.values()), abs=1e-12)
+
+
+def test_deterministic_under_random_state():
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+    first = mutual_information(gaussian_posterior(0.5), x, random_state=7)
+    assert (
+        first.total
+        == mutual_information(
+            gaussian_posterior(0.5), x, random_state=np.random.RandomState(7)
+        ).total
+    )
+    assert first.total != mutual_information(gaussian_posterior(0.5), x, random_state=8).total
+
+
+@pytest.mark.parametrize(
+    "groups, match",
+    [
+        ({"g": ["nope"]}, "among the posterior's sites"),
+        ({"g": ["a"], "h": ["a", "b"]}, "at most one group"),
+        ({"b": ["a"]}, "group of its own"),
+        ({"g": "a"}, "list site names"),
+        ({"g": []}, "at least one site"),
+    ],
+)
+def test_bad_groups(groups, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        mutual_information(known_posterior, known_data(), groups=groups)
+
+
+def test_bad_posteriors():
+    with pytest.raises(TypeError, match="expected the posterior to return a torch Distribution"):
+        mutual_information(lambda x: x, torch.zeros(4, 2))
+    with pytest.raises(ValueError, match=r"batch_shape \(4,\)"):
+        mutual_information(lambda x: dist.Normal(x, 1.0), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="max_memory_mb"):
+        mutual_information(
+            gaussian_posterior(1.0), torch.zeros(4000, 2), batch_size=4000, max_memory_mb=0.01
+        )
+    with pytest.raises(ValueError, match="at least one batch"):
+        mutual_information(gaussian_posterior(1.0), [])
