@@ -7,19 +7,20 @@ import numbers
 import numpy as np
 import torch
 
-RandomStateLike = int | np.random.RandomState
+from pyro_hfvae.datasets.ground_truth_dataset import RandomStateLike
+from pyro_hfvae.datasets.ground_truth_dataset import as_random_state as as_random_source
 
 
 def as_random_state(random_state: RandomStateLike) -> np.random.RandomState:
-    """An int seeds a fresh :class:`numpy.random.RandomState`; a RandomState is used as is."""
-    if isinstance(random_state, np.random.RandomState):
-        return random_state
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return np.random.RandomState(int(random_state))
-    raise TypeError(
-        f"expected random_state to be an int or a numpy.random.RandomState but got "
-        f"{type(random_state).__name__}; pass e.g. random_state=0"
-    )
+    """
+    ``random_state`` as a :class:`numpy.random.RandomState` (the metrics draw with its API, as
+    disentanglement_lib does): an int seeds a fresh one, a RandomState is used as is, and a
+    :class:`numpy.random.Generator` seeds a fresh one from its next draw.
+    """
+    source = as_random_source(random_state)
+    if isinstance(source, np.random.Generator):
+        return np.random.RandomState(int(source.integers(2**32)))
+    return source
 
 
 def torch_seed(random_state: np.random.RandomState) -> int:

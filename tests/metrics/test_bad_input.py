@@ -129,7 +129,7 @@ def test_train_test_errors(metric):
             np.hstack([FACTORS, np.zeros((100, 1), int)]),
         )
     with pytest.raises(
-        TypeError, match=r"expected random_state to be an int or a numpy.random.RandomState"
+        TypeError, match=r"expected random_state to be an int, a numpy.random.RandomState"
     ):
         metric(CODES, FACTORS, CODES, FACTORS, random_state="zero")
 
