@@ -30,6 +30,7 @@ setup(
         "scikit-learn>=1.3",
         "scipy>=1.10",
         "tqdm>=4.60",
+        "xarray>=2023.1",
         "tomli>=2.0; python_version<'3.11'",
     ],
     extras_require=EXTRAS,
