@@ -1,0 +1,285 @@
+# Copyright Contributors to the pyro_hfvae project.
+# SPDX-License-Identifier: Apache-2.0
+"""
+Trading information between the layers of a hierarchical VAE (Xiao and Bamler, ICLR 2023).
+
+Trains a two-layer :class:`~pyro_hfvae.models.HierarchicalVAE` with
+:class:`~pyro_hfvae.HITLoss` for every ``(beta_1, beta_2)`` of a log-spaced grid on
+binarised MNIST digits (the test split in ``../shared/data/mnist``, read with a small IDX
+reader below) or on scikit-learn's 8x8 digits, and tabulates each layer's rate, the
+distortion and the three uses of the paper:
+
+- reconstruction: PSNR of the mean reconstruction;
+- representation: accuracy of a logistic regression (and of 5-NN) on the top layer's
+  posterior means, fitted on half of the held-out images and tested on the other half;
+- generation: an inception-style score of 1,000 model samples under a logistic regression
+  on pixels fitted to real held-out images (a cheap proxy: it rewards confident and
+  class-balanced samples, not fidelity).
+
+It writes ``hit_rates.csv``, ``hit_rates.png`` (the rate-rate view coloured by each
+metric) and ``summary.md`` (the best setting per use, and whether a plain beta-VAE
+setting is beaten at equal or lower total rate) to ``--out-dir``.
+
+The runs in docs/hit_results.md are the defaults (about 8 minutes of CPU time each)::
+
+    python examples/hit_rates.py --out-dir runs/hit_rates
+    python examples/hit_rates.py --seed 1 --out-dir runs/hit_rates_s1
+
+A smoke run: ``--dataset digits --num-train 120 --num-eval 60 --num-betas 2 --steps 2``.
+"""
+
+import argparse
+import gzip
+import logging
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pyro_hfvae.models import HierarchicalVAE
+from pyro_hfvae.rate_grid import rate_grid, read_rate_grid_csv, write_rate_grid_csv
+from pyro_hfvae.rate_grid_plot import best_row, is_diagonal, plot_rate_grid
+
+DEFAULT_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Reads a (gzipped) IDX file of unsigned bytes, the format of the MNIST files."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        zero, dtype_code, ndim = struct.unpack(">HBB", f.read(4))
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError(f"expected an IDX file of unsigned bytes but {path} starts with {zero:#x} {dtype_code:#x}")
+        shape = struct.unpack(f">{ndim}I", f.read(4 * ndim))
+        return np.frombuffer(f.read(), dtype=np.uint8).reshape(shape)
+
+
+def load_images(args: argparse.Namespace) -> tuple[torch.Tensor, np.ndarray]:
+    """Binarised images ``(N, 1, H, W)`` in {0, 1} and their labels."""
+    if args.dataset == "mnist":
+        folder = Path(args.data_dir)
+        images_path, labels_path = (
+            folder / "t10k-images-idx3-ubyte.gz",
+            folder / "t10k-labels-idx1-ubyte.gz",
+        )
+        if not images_path.is_file() or not labels_path.is_file():
+            raise FileNotFoundError(
+                f"expected the MNIST test split ({images_path.name}, {labels_path.name}) in "
+                f"{folder}; pass "
+                "--data-dir or use --dataset digits"
+            )
+        images, labels = read_idx(images_path).astype(np.float32) / 255.0, read_idx(labels_path)
+    else:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images, labels = digits.images.astype(np.float32) / 16.0, digits.target
+    images = torch.from_numpy((images > 0.5).astype(np.float32)).unsqueeze(1)
+    return images, labels.astype(np.int64)
+
+
+def dominated_diagonal(rows: list[dict], metric: str) -> list[tuple[dict, dict]]:
+    """
+    Pairs (beta-VAE row, better row) where a setting with unequal weights has at most the
+    same total rate and a higher ``metric`` (the paper's "best model at a given total rate").
+    """
+    pairs = []
+    for diagonal in (row for row in rows if is_diagonal(row)):
+        better = [
+            row
+            for row in rows
+            if not is_diagonal(row) and row["rate"] <= diagonal["rate"] and row[metric] > diagonal[metric]
+        ]
+        if better:
+            pairs.append((diagonal, max(better, key=lambda row: row[metric])))
+    return pairs
+
+
+def _betas(row: dict) -> str:
+    return "(" + ", ".join(f"{v:.3g}" for k, v in row.items() if k.startswith("beta/")) + ")"
+
+
+def _rates(row: dict) -> str:
+    return "(" + ", ".join(f"{v:.1f}" for k, v in row.items() if k.startswith("rate/")) + ")"
+
+
+def summarise(rows: list[dict], uses: dict[str, str]) -> str:
+    """Markdown: the best setting per use against the best beta-VAE setting, and the beta-VAE
+    settings that an unequal setting beats at equal or lower total rate."""
+    lines = [
+        "| use | metric | best betas | its layer rates | value | best beta-VAE betas | value |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for use, metric in uses.items():
+        best = best_row(rows, metric)
+        diagonal = best_row([row for row in rows if is_diagonal(row)], metric)
+        lines.append(
+            f"| {use} | {metric} | {_betas(best)} | {_rates(best)} | {best[metric]:.4g} | "
+            f"{_betas(diagonal)} | {diagonal[metric]:.4g} |"
+        )
+    lines.append("")
+    count = sum(is_diagonal(row) for row in rows)
+    for use, metric in uses.items():
+        pairs = dominated_diagonal(rows, metric)
+        lines.append(
+            f"- {use} ({metric}): {len(pairs)} of {count} beta-VAE settings are beaten by an "
+            "unequal setting with at most the same total rate"
+        )
+        for diagonal, better in pairs:
+            lines.append(
+                f"  - {_betas(diagonal)}: {diagonal[metric]:.4g} at {diagonal['rate']:.1f} nats, "
+                f"beaten by {_betas(better)}: {better[metric]:.4g} at {better['rate']:.1f} nats"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """The rows as a markdown table."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(f"{row[c]:.3g}" for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_target(path: Path) -> str:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=path.suffix)
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp creates the file readable by its owner only
+    return tmp
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = _atomic_target(path)
+    Path(tmp).write_text(text)
+    os.replace(tmp, path)
+
+
+def plot(rows: list[dict], uses: dict[str, str], path: Path) -> None:
+    """The rate-rate view coloured by each use's metric, saved atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(uses), figsize=(4.6 * len(uses), 4.2))
+    for ax, (use, metric) in zip(np.atleast_1d(axes), uses.items()):
+        plot_rate_grid(rows, metric, ax=ax, title=f"{use}: {metric}")
+    handles, names = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        [n.replace(uses["reconstruction"], "metric") for n in names],
+        loc="lower center",
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    tmp = _atomic_target(path)
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def train_grid(args: argparse.Namespace) -> list[dict]:
+    """Loads the data and trains the grid (see the module docstring)."""
+    torch.set_num_threads(args.threads)
+    images, labels = load_images(args)
+    if args.num_train + args.num_eval > len(images):
+        raise ValueError(
+            f"expected --num-train + --num-eval <= {len(images)} images but got {args.num_train} + {args.num_eval}"
+        )
+    held_out = slice(len(images) - args.num_eval, len(images))
+
+    def make_model() -> HierarchicalVAE:
+        return HierarchicalVAE(
+            tuple(images.shape[1:]),
+            tuple(args.latent_dims),
+            channels=tuple(args.channels),
+            hidden_dim=args.hidden_dim,
+        )
+
+    return rate_grid(
+        make_model,
+        images[: args.num_train],
+        eval_data=images[held_out],
+        eval_labels=labels[held_out],
+        num_betas=args.num_betas,
+        beta_range=(args.beta_min, args.beta_max),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        num_samples=args.num_samples,
+        seed=args.seed,
+    )
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.from_csv:
+        rows = read_rate_grid_csv(args.from_csv)
+    else:
+        rows = train_grid(args)
+        write_rate_grid_csv(rows, out_dir / "hit_rates.csv")
+    sites = [key[5:] for key in rows[0] if key.startswith("rate/")]
+    uses = {
+        "reconstruction": "psnr",
+        "representation": f"logistic/{sites[-1]}",
+        "generation": "inception_score",
+    }
+    plot(rows, uses, out_dir / "hit_rates.png")
+    columns = (
+        [f"beta/{site}" for site in sites]
+        + [f"rate/{site}" for site in sites]
+        + ["rate", "distortion", "psnr"]
+        + [f"{kind}/{site}" for kind in ("logistic", "knn") for site in sites]
+        + ["inception_score"]
+    )
+    summary = summarise(rows, uses) + "\n" + table(rows, columns)
+    _write_text(out_dir / "summary.md", summary)
+    print(summary)
+    print(f"total training time {sum(row['seconds'] for row in rows):.0f} s; outputs in {out_dir}")
+    return rows
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=("mnist", "digits"),
+        default="mnist",
+        help="MNIST test split (28x28) or scikit-learn's digits (8x8)",
+    )
+    parser.add_argument("--data-dir", default=str(DEFAULT_MNIST), help="folder with the MNIST IDX files")
+    parser.add_argument("--num-train", type=int, default=8000, help="images to train on")
+    parser.add_argument("--num-eval", type=int, default=2000, help="held-out images to evaluate on")
+    parser.add_argument("--num-betas", type=int, default=5, help="weights per layer (grid of num-betas^2)")
+    parser.add_argument("--beta-min", type=float, default=0.1)
+    parser.add_argument("--beta-max", type=float, default=10.0)
+    parser.add_argument("--steps", type=int, default=800, help="Adam steps per setting")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--latent-dims", type=int, nargs="+", default=[32, 8], help="z1 ... zL sizes, bottom first")
+    parser.add_argument("--channels", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--hidden-dim", type=int, default=64)
+    parser.add_argument("--num-samples", type=int, default=1000, help="samples for the generation score")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (more oversubscribe a busy machine)",
+    )
+    parser.add_argument("--out-dir", default="runs/hit_rates")
+    parser.add_argument("--from-csv", help="remake the figure and summary from a saved hit_rates.csv (no training)")
+    return parser
+
+
+if __name__ == "__main__":
+    main(make_parser().parse_args())
