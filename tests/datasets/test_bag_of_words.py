@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 import torch
-from conftest import write_bag_of_words
+from .conftest import write_bag_of_words
 
 from pyro_hfvae.datasets import BagOfWords
 

@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 import torch
-from conftest import write_idx
+from .conftest import write_idx
 
 from pyro_hfvae.datasets import MNIST, Digits, FashionMNIST, read_idx
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import SHAPES3D_VALUES, write_shapes3d
+from .conftest import SHAPES3D_VALUES, write_shapes3d
 
 from pyro_hfvae.datasets import Shapes3D
 
