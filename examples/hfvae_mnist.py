@@ -1,0 +1,356 @@
+# Copyright Contributors to the pyro_hfvae project.
+# SPDX-License-Identifier: Apache-2.0
+"""
+Unsupervised HFVAE on MNIST: does a Concrete(10) "class" group pick up the digit?
+
+Trains the HFVAE of Esmaeili et al. (AISTATS 2019), a Concrete(10) latent ``y`` in group
+``"class"`` and a Normal(10) latent ``z`` in group ``"style"``
+(:class:`~pyro_hfvae.models.conv_hfvae.ConvHFVAE` with the paper's 400-unit MLP), with
+:class:`~pyro_hfvae.HFVAELoss`, next to a beta-VAE with the same number of latents
+(20 Normal dimensions, ``beta * KL``), without labels. Then it reports:
+
+- how well ``y`` recovers the digit label: cluster accuracy of ``argmax y`` after Hungarian
+  matching of clusters to digits, and :math:`I(\\text{label}; y)` in nats (from the argmax,
+  and from the class probabilities, i.e. for :math:`y \\sim \\mathrm{Cat}(\\pi(x))`), at
+  most :math:`\\log 10 = 2.303`; for the beta-VAE, the same for k-means (10 clusters) on
+  its posterior means;
+- how much label information each continuous dimension carries, :math:`I(\\text{label}; z_d)`
+  (20-bin plug-in estimate on posterior samples, so that a pruned dimension, whose samples
+  are prior noise, scores about 0; the paper's Fig. 5, right), and how much information about
+  ``x`` each latent holds, :math:`I(x; z_d)` (exact-mixture estimate): pruned dimensions
+  have :math:`I(x; z_d) \\approx 0`;
+- traversals of one style dimension over [-3, 3] (the paper's Fig. 5, left): one row per
+  digit, the HFVAE's class given by the matched Concrete one-hot and the style taken from
+  a real digit; the beta-VAE varies its most informative dimension of the same digits.
+  "Identity kept" is the share of traversal frames that a 5-nearest-neighbour pixel
+  classifier (fitted on the data) labels as the row's digit, over 20 digits per class.
+
+The Concrete is scored by the categorical probability of its argmax
+(``concrete_scoring="argmax"``, probtorch's choice): with the relaxed density the
+dimension-wise KL of a confident Concrete is tens of nats and the class variable collapsed
+in our runs (:math:`I(x; y) = 0.02` nats). ``beta = 16`` (TC between class and style) and
+``gamma = 3`` follow the paper's observation that raising beta over gamma moves label
+information into the Concrete (its Fig. 6, right).
+
+Data: the MNIST IDX files in ``--data`` (the test split in ``../shared/data/mnist`` by
+default); where that folder is absent, scikit-learn's 1,797 8x8 digits, saying so.
+
+CPU run (the numbers in docs/examples_results.md)::
+
+    python examples/hfvae_mnist.py --steps 2500 --threads 1 --out-dir docs/_static/examples
+
+GPU, longer (the paper's batch sizes are 512-1024)::
+
+    python examples/hfvae_mnist.py --steps 50000 --batch-size 512 --device cuda
+"""
+import argparse
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.optim import Adam
+from pyro.poutine.messenger import Messenger
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
+from sklearn.metrics import mutual_info_score
+from sklearn.neighbors import KNeighborsClassifier
+
+from pyro_hfvae import HFVAELoss
+from pyro_hfvae.datasets import MNIST, Digits
+from pyro_hfvae.metrics import discrete_mutual_information, mutual_information
+from pyro_hfvae.models.conv_hfvae import ConvHFVAE
+
+logger = logging.getLogger("hfvae_mnist")
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+def load_data(args: argparse.Namespace) -> tuple[torch.Tensor, np.ndarray, str]:
+    """Images ``(N, 1, H, W)`` in [0, 1] on ``args.device``, their labels, and what they are."""
+    data = Path(args.data).expanduser()
+    if data.is_dir():
+        dataset = MNIST(data, split=args.split, device=args.device)
+        name = f"MNIST {args.split} split from {data}"
+    else:
+        logger.warning("%s is absent: using scikit-learn's 1,797 8x8 digits instead of MNIST", data)
+        dataset = Digits(device=args.device)
+        name = "scikit-learn 8x8 digits (MNIST folder absent)"
+    num_data = len(dataset) if args.num_data is None else min(args.num_data, len(dataset))
+    images = dataset.observations(torch.arange(num_data))
+    return images, dataset.labels[:num_data], f"{name}, {num_data} images"
+
+
+class scale_sites(Messenger):
+    """Multiplies the log densities of the named sites by ``scale`` (in model and guide)."""
+
+    def __init__(self, names: set[str], scale: float) -> None:
+        super().__init__()
+        self.names = names
+        self.scale = scale
+
+    def _process_message(self, msg) -> None:
+        if msg["type"] == "sample" and msg["name"] in self.names:
+            msg["scale"] = self.scale * msg["scale"]
+
+
+def train(vae: ConvHFVAE, images: torch.Tensor, args: argparse.Namespace, kind: str) -> float:
+    """Trains ``vae`` as an HFVAE or a beta-VAE; returns the seconds it took."""
+    pyro.clear_param_store()  # both models register as "hfvae"
+    if kind == "hfvae":
+        loss = HFVAELoss(args.alpha, args.beta, args.gamma, concrete_scoring=args.concrete_scoring)
+        model, guide = vae.model, vae.guide
+    else:
+        # beta-VAE: log p(x|z) + beta * (log p(z) - log q(z|x)), i.e. every KL term times beta
+        # (HFVAELoss(beta, beta, beta) would leave the dimension-wise KL at weight 1).
+        loss = Trace_ELBO()
+        model = scale_sites({"z"}, args.baseline_beta)(vae.model)
+        guide = scale_sites({"z"}, args.baseline_beta)(vae.guide)
+    svi = SVI(model, guide, Adam({"lr": args.lr}), loss)
+    num_data, batch_size = len(images), min(args.batch_size, len(images))
+    generator = torch.Generator().manual_seed(args.seed)
+    start, step = time.perf_counter(), 0
+    while step < args.steps:
+        order = torch.randperm(num_data, generator=generator).to(images.device)
+        for first in range(0, num_data - batch_size + 1, batch_size):
+            idx = order[first:first + batch_size]
+            value = svi.step(images[idx], idx, num_data)
+            step += 1
+            if step % args.log_every == 0 or step == args.steps:
+                logger.info("%s step %d loss/N %.2f", kind, step, value / num_data)
+            if step == args.steps:
+                break
+    return time.perf_counter() - start
+
+
+def decomposition(vae: ConvHFVAE, images: torch.Tensor, args: argparse.Namespace) -> dict[str, float]:
+    """HFVAE decomposition of the ELBO (all weights 1), averaged over batches of the data."""
+    loss = HFVAELoss(concrete_scoring=args.concrete_scoring)
+    batch_size = args.batch_size
+    num_data = len(images)
+    batch_size = min(batch_size, num_data)
+    totals: dict[str, float] = {}
+    batches = range(0, num_data - batch_size + 1, batch_size)
+    with torch.no_grad():
+        for first in batches:
+            idx = torch.arange(first, first + batch_size, device=images.device)
+            loss.loss(vae.model, vae.guide, images[idx], idx, num_data)
+            for key, value in loss.terms.items():
+                totals[key] = totals.get(key, 0.0) + float(value) / len(batches)
+    return totals
+
+
+def cluster_accuracy(labels: np.ndarray, clusters: np.ndarray, num_classes: int) -> tuple[float, np.ndarray]:
+    """
+    Accuracy of the best one-to-one map of clusters to labels (Hungarian matching), and the
+    matched cluster of every label.
+    """
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (labels, clusters), 1)
+    rows, columns = linear_sum_assignment(-counts)
+    return float(counts[rows, columns].sum() / len(labels)), columns[np.argsort(rows)]
+
+
+def soft_label_information(labels: np.ndarray, probs: np.ndarray) -> float:
+    """:math:`I(\\text{label}; y)` in nats for :math:`y \\sim \\mathrm{Cat}(\\pi(x))`."""
+    joint = np.zeros((probs.shape[1], probs.shape[1]))
+    np.add.at(joint, labels, probs)
+    joint /= joint.sum()
+    outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
+    nonzero = joint > 0
+    return float((joint[nonzero] * np.log(joint[nonzero] / outer[nonzero])).sum())
+
+
+def traversal(vae: ConvHFVAE, codes: dict[str, torch.Tensor], dim: int, values: torch.Tensor,
+              class_index: torch.Tensor | None) -> torch.Tensor:
+    """
+    Bernoulli means ``(rows, len(values), C, H, W)``: each row's code with style dimension
+    ``dim`` set to each of ``values``, and the Concrete set to the one-hot ``class_index``.
+    """
+    rows, columns = len(codes["z"]), len(values)
+    z = codes["z"][:, None, :].repeat(1, columns, 1)
+    z[:, :, dim] = values
+    y = None
+    if class_index is not None:
+        y = torch.nn.functional.one_hot(class_index, vae.num_classes).to(z.dtype)
+        y = y[:, None, :].expand(rows, columns, -1)
+    with torch.no_grad():
+        return vae.decode(y, z).sigmoid()
+
+
+def evaluate(vae: ConvHFVAE, images: torch.Tensor, labels: np.ndarray, args: argparse.Namespace,
+             knn: KNeighborsClassifier) -> dict:
+    """Label recovery, information per latent and identity under traversal of one model."""
+    with torch.no_grad():
+        codes = {key: torch.cat(parts) for key, parts in _batched_codes(vae, images).items()}
+        samples = torch.cat([vae.posterior(batch)["z"].sample() for batch in images.split(1000)])
+    means = codes["z"].cpu().numpy()
+    result = {"decomposition": decomposition(vae, images, args)}
+    information = mutual_information(vae.posterior, images, num_samples=min(args.info_samples, len(images)),
+                                     random_state=args.seed)
+    result["info_z"] = information.variables["z"].tolist()
+    result["label_info_z"] = discrete_mutual_information(samples, labels[:, None])[:, 0].tolist()
+    if vae.num_classes:
+        probs = codes["y"].cpu().numpy()
+        clusters = probs.argmax(1)
+        result["info_y"] = float(information.variables["y"])
+        result["clusters_used"] = int((np.bincount(clusters, minlength=vae.num_classes) > 0.01 * len(clusters)).sum())
+        result["label_info_soft"] = soft_label_information(labels, probs)
+        style_clusters = KMeans(10, n_init=10, random_state=args.seed).fit_predict(means)
+        result["style_kmeans_accuracy"], _ = cluster_accuracy(labels, style_clusters, 10)
+    else:
+        clusters = KMeans(10, n_init=10, random_state=args.seed).fit_predict(means)
+    result["cluster_accuracy"], matched = cluster_accuracy(labels, clusters, 10)
+    result["label_info"] = float(mutual_info_score(labels, clusters))
+
+    # Traverse the style dimension that carries most information about x.
+    dim = int(np.argmax(result["info_z"]))
+    result["traversal_dim"] = dim
+    values = torch.linspace(-3.0, 3.0, args.traversal_steps, device=images.device)
+    rng = np.random.RandomState(args.seed)
+    picks = np.stack([rng.choice(np.flatnonzero(labels == digit), args.traversal_digits)
+                      for digit in range(10)])  # (10, per digit)
+    pick_codes = {key: value[torch.from_numpy(picks.reshape(-1)).to(images.device)] for key, value in codes.items()}
+    class_index = None
+    if vae.num_classes:
+        class_index = torch.from_numpy(np.repeat(matched, args.traversal_digits)).to(images.device)
+    frames = traversal(vae, pick_codes, dim, values, class_index)
+    predicted = knn.predict(frames.flatten(2).flatten(0, 1).cpu().numpy())
+    expected = np.repeat(np.arange(10), args.traversal_digits * len(values))
+    result["identity_kept"] = float(np.mean(predicted == expected))
+    result["figure_frames"] = frames.reshape((10, args.traversal_digits) + frames.shape[1:])[:, 0].cpu().numpy()
+    return result
+
+
+def _batched_codes(vae: ConvHFVAE, images: torch.Tensor, batch_size: int = 1000) -> dict[str, list]:
+    parts: dict[str, list] = {}
+    for batch in images.split(batch_size):
+        for key, value in vae.encode(batch).items():
+            parts.setdefault(key, []).append(value)
+    return parts
+
+
+def plot_traversals(results: dict[str, dict], path: Path) -> None:
+    """Side-by-side traversal grids (rows: digits 0-9, columns: style value), saved atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4.6))
+    for ax, (name, result) in zip(np.atleast_1d(axes), results.items()):
+        frames = result["figure_frames"][:, :, 0]  # (10, columns, H, W)
+        rows, columns, height, width = frames.shape
+        grid = frames.transpose(0, 2, 1, 3).reshape(rows * height, columns * width)
+        ax.imshow(grid, cmap="gray_r", vmin=0.0, vmax=1.0)
+        ax.set_xticks((np.arange(columns) + 0.5) * width)
+        ax.set_xticklabels([f"{v:.1f}" for v in np.linspace(-3, 3, columns)], fontsize=7)
+        ax.set_yticks((np.arange(rows) + 0.5) * height)
+        ax.set_yticklabels([str(d) for d in range(rows)], fontsize=7)
+        ax.set_xlabel(f"z[{result['traversal_dim']}]")
+        ax.set_title(f"{name}: identity kept {result['identity_kept']:.0%}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.chmod(tmp, 0o644)  # mkstemp makes the file private
+    os.replace(tmp, path)
+
+
+def report(results: dict[str, dict], description: str) -> str:
+    """Markdown tables of the results."""
+    lines = [f"Data: {description}.", "",
+             "| model | cluster accuracy | I(label; clusters) | I(label; y) soft | clusters used "
+             "| k-means acc. on z | max_d I(label; z_d) | dims with I(x; z_d) < 0.1 | identity kept "
+             "| ELBO | I(x; z) | TC between | TC within | dim-wise KL | train s |",
+             "|" + "---|" * 15]
+    for name, r in results.items():
+        d = r["decomposition"]
+        lines.append(
+            f"| {name} | {r['cluster_accuracy']:.3f} | {r['label_info']:.3f} | {_fmt(r.get('label_info_soft'))} "
+            f"| {r.get('clusters_used', '-')} | {_fmt(r.get('style_kmeans_accuracy'))} "
+            f"| {max(r['label_info_z']):.3f} | {sum(v < 0.1 for v in r['info_z'])} of {len(r['info_z'])} "
+            f"| {r['identity_kept']:.3f} | {d['elbo']:.1f} | {d['mutual_info']:.2f} | {d['tc_between']:.2f} "
+            f"| {d['tc_within']:.2f} | {d['dimwise_kl']:.2f} | {r['seconds']:.0f} |")
+    lines += ["", "Per dimension, sorted by I(x; z_d) (nats):", ""]
+    for name, r in results.items():
+        order = np.argsort(r["info_z"])[::-1]
+        info = ", ".join(f"z{d}: {r['info_z'][d]:.2f}/{r['label_info_z'][d]:.2f}" for d in order)
+        extra = f"; y: {r['info_y']:.2f}/{r['label_info']:.2f}" if "info_y" in r else ""
+        lines.append(f"- {name} I(x; .)/I(label; .): {info}{extra}")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def main(args: argparse.Namespace) -> dict[str, dict]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    pyro.set_rng_seed(args.seed)
+    images, labels, description = load_data(args)
+    logger.info("data: %s", description)
+    knn = KNeighborsClassifier(5).fit(images.flatten(1).cpu().numpy(), labels)
+    models = {
+        f"HFVAE (alpha={args.alpha:g}, beta={args.beta:g}, gamma={args.gamma:g})":
+            ("hfvae", ConvHFVAE(tuple(images.shape[1:]), 10, args.style_dim, args.temperature,
+                                architecture="mlp", hidden_dim=args.hidden_dim)),
+        f"beta-VAE (beta={args.baseline_beta:g})":
+            ("beta-vae", ConvHFVAE(tuple(images.shape[1:]), 0, 10 + args.style_dim, args.temperature,
+                                   architecture="mlp", hidden_dim=args.hidden_dim)),
+    }
+    results = {}
+    for name, (kind, vae) in models.items():
+        vae.to(args.device)
+        seconds = train(vae, images, args, kind)
+        results[name] = evaluate(vae, images, labels, args, knn)
+        results[name]["seconds"] = seconds
+    print(report(results, description))
+    if args.out_dir is not None:
+        path = Path(args.out_dir) / "hfvae_mnist_traversals.png"
+        plot_traversals(results, path)
+        print(f"traversal figure: {path}")
+    return results
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", default=str(DEFAULT_DATA),
+                        help="folder with the MNIST IDX files (scikit-learn's 8x8 digits if absent)")
+    parser.add_argument("--split", choices=("train", "test"), default="test")
+    parser.add_argument("--num-data", type=int, default=None, help="use only the first N images")
+    parser.add_argument("--steps", type=int, default=2500, help="Adam steps per model")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--alpha", type=float, default=1.0, help="HFVAE weight of I(x; z)")
+    parser.add_argument("--beta", type=float, default=16.0, help="HFVAE weight of the TC between class and style")
+    parser.add_argument("--gamma", type=float, default=3.0, help="HFVAE weight of the TC within style")
+    parser.add_argument("--baseline-beta", type=float, default=4.0, help="beta of the beta-VAE")
+    parser.add_argument("--concrete-scoring", choices=("relaxed", "argmax"), default="argmax",
+                        help="how HFVAELoss scores the Concrete (relaxed density or argmax pmf)")
+    parser.add_argument("--temperature", type=float, default=0.66, help="Concrete temperature")
+    parser.add_argument("--style-dim", type=int, default=10)
+    parser.add_argument("--hidden-dim", type=int, default=400)
+    parser.add_argument("--info-samples", type=int, default=2000, help="samples scored for I(x; z_d)")
+    parser.add_argument("--traversal-steps", type=int, default=9, help="style values in [-3, 3]")
+    parser.add_argument("--traversal-digits", type=int, default=20, help="digits per class traversed")
+    parser.add_argument("--log-every", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out-dir", default=None, help="where to write hfvae_mnist_traversals.png")
+    return parser
+
+
+if __name__ == "__main__":
+    main(make_parser().parse_args())

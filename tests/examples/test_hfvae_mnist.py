@@ -1,0 +1,84 @@
+import itertools
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+from sklearn.metrics import mutual_info_score
+
+TINY = ["--num-data", "200", "--steps", "3", "--batch-size", "50", "--hidden-dim", "32", "--info-samples", "50",
+        "--traversal-digits", "1", "--traversal-steps", "3", "--threads", "1"]
+
+
+@pytest.fixture
+def example(load_example):
+    return load_example("hfvae_mnist")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cluster_accuracy_is_the_best_permutation(example, seed):
+    rng = np.random.RandomState(seed)
+    labels, clusters = rng.randint(4, size=60), rng.randint(4, size=60)
+    accuracy, matched = example.cluster_accuracy(labels, clusters, 4)
+    best = max(np.mean(np.array(perm)[clusters] == labels) for perm in itertools.permutations(range(4)))
+    assert accuracy == pytest.approx(best)
+    # matched[label] is the cluster assigned to that label
+    assert np.mean(np.argsort(matched)[clusters] == labels) == pytest.approx(best)
+
+
+def test_soft_label_information_of_one_hot_probabilities_is_the_plugin_estimate(example):
+    rng = np.random.RandomState(0)
+    labels, clusters = rng.randint(10, size=500), rng.randint(10, size=500)
+    clusters[:300] = labels[:300]
+    probs = np.eye(10)[clusters]
+    assert example.soft_label_information(labels, probs) == pytest.approx(mutual_info_score(labels, clusters))
+    uniform = np.full((500, 10), 0.1)
+    assert example.soft_label_information(labels, uniform) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_scale_sites_multiplies_the_kl_terms_only(example):
+    x, z, beta = torch.tensor(0.5), torch.tensor(0.3), 3.0
+
+    def model():
+        latent = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(latent, 1.0), obs=x)
+
+    def guide():
+        pyro.sample("z", dist.Delta(z))
+
+    scaled = example.scale_sites({"z"}, beta)
+    loss = Trace_ELBO().loss(scaled(model), scaled(guide))
+    expected = -(dist.Normal(z, 1.0).log_prob(x) + beta * dist.Normal(0.0, 1.0).log_prob(z))
+    assert loss == pytest.approx(float(expected), rel=1e-6)
+
+
+def _check_results(results):
+    assert len(results) == 2
+    hfvae, beta_vae = results.values()
+    assert len(hfvae["info_z"]) == 10 and len(beta_vae["info_z"]) == 20
+    for result in results.values():
+        assert 0.0 <= result["cluster_accuracy"] <= 1.0
+        assert 0.0 <= result["label_info"] <= math.log(10) + 1e-9
+        assert 0.0 <= result["identity_kept"] <= 1.0
+        assert all(math.isfinite(v) for v in result["decomposition"].values())
+    assert 0.0 <= hfvae["label_info_soft"] <= math.log(10) + 1e-9
+    assert 1 <= hfvae["clusters_used"] <= 10
+
+
+def test_main_falls_back_to_scikit_learn_digits(example, tmp_path, caplog):
+    args = example.make_parser().parse_args(["--data", str(tmp_path / "absent"), "--out-dir", str(tmp_path)] + TINY)
+    results = example.main(args)
+    assert "scikit-learn" in caplog.text
+    _check_results(results)
+    assert next(iter(results.values()))["figure_frames"].shape == (10, 3, 1, 8, 8)
+    assert (tmp_path / "hfvae_mnist_traversals.png").stat().st_size > 0
+
+
+def test_main_on_mnist(example, shared_data):
+    args = example.make_parser().parse_args(["--data", str(shared_data / "mnist")] + TINY)
+    results = example.main(args)
+    _check_results(results)
+    assert next(iter(results.values()))["figure_frames"].shape == (10, 3, 1, 28, 28)
