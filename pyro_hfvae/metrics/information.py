@@ -222,12 +222,12 @@ def mutual_information(
     latents, from the posterior itself.
 
     With one sample :math:`z_s \sim q(z | x_s)` per data point (or ``num_samples`` of them
-    at random) and the exact aggregate posterior :math:`q(z) = rac1N \sum_m q(z | x_m)`,
+    at random) and the exact aggregate posterior :math:`q(z) = \frac1N \sum_m q(z | x_m)`,
 
     .. math::
 
-        \hat I(x; z_t) = rac{1}{S} \sum_s \Big[ \log q(z_{s,t} | x_s)
-            - \log rac{1}{N} \sum_{m=1}^{N} q(z_{s,t} | x_m) \Big]
+        \hat I(x; z_t) = \frac{1}{S} \sum_s \Big[ \log q(z_{s,t} | x_s)
+            - \log \frac{1}{N} \sum_{m=1}^{N} q(z_{s,t} | x_m) \Big]
             = \hat H(z_t) - \hat H(z_t | x)
 
     for every target :math:`t`: each variable (an element of an ``Independent`` event, or a
@@ -307,7 +307,7 @@ def total_correlation(
     .. math::
 
         \widehat{TC}(z) = \sum_v \hat H(z_v) - \hat H(z)
-            = rac{1}{S} \sum_s \Big[ \log q(z_s) - \sum_v \log q(z_{s,v}) \Big],
+            = \frac{1}{S} \sum_s \Big[ \log q(z_s) - \sum_v \log q(z_{s,v}) \Big],
 
     and likewise between groups (:math:`\sum_g \hat H(z_g) - \hat H(z)`) and within group
     :math:`g` (:math:`\sum_{v \in g} \hat H(z_v) - \hat H(z_g)`): the terms (A) and (i) of the
@@ -338,6 +338,7 @@ def total_correlation(
     References
 
     [1] Structured Disentangled Representations, Babak Esmaeili et al. (AISTATS 2019)
+
     [2] Isolating Sources of Disentanglement in Variational Autoencoders,
         Ricky T. Q. Chen, Xuechen Li, Roger Grosse, David Duvenaud (NeurIPS 2018)
     """
