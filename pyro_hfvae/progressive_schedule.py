@@ -4,8 +4,10 @@
 Progressive growth of a ladder model: latent levels are added top to bottom, each one
 faded in, with a weak "pre-KL" penalty on the levels not yet added (pro-VLAE).
 """
+
 import logging
 import math
+import numbers
 from typing import Any, Sequence
 
 logger = logging.getLogger(__name__)
@@ -16,15 +18,15 @@ __all__ = [
 
 
 def _check_nonnegative_float(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
         raise ValueError(f"expected {name} to be a finite number >= 0 but got {value!r}")
     return float(value)
 
 
 def _check_int(value: int, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"expected {name} to be an int >= {minimum} but got {value!r}")
-    return value
+    return int(value)
 
 
 class ProgressiveSchedule:
@@ -50,11 +52,13 @@ class ProgressiveSchedule:
     0 before the level's stage; from the first iteration of its stage it rises linearly,
     :math:`\alpha = (t - t_s) / T` for :math:`t_s \le t \le t_s + T` (``T = fade_in_steps``),
     so it is exactly 0 at the stage's first iteration and reaches 1 at ``t_s + T``; then 1.
-    The first level is never faded in: it is 1 from iteration 0. Both follow the
-    authors' code, where the iteration counter restarts at 0 with each progressive step,
-    ``alpha = iter / fade_in_duration`` (1 beyond), and only the levels added after the
-    first are multiplied by it. With ``fade_in=False`` an active level's coefficient is 1
-    from the first iteration of its stage (the ablation's "no fade-in").
+    The first level is never faded in: it is 1 from iteration 0, since at stage 0 it is
+    the whole model and there is nothing to blend it into (Eq. (9) applies to components
+    grown onto a trained network). Both follow the authors' code, where the iteration
+    counter restarts at 0 with each progressive step, ``alpha = iter / fade_in_duration``
+    (1 beyond), and only the levels added after the first are multiplied by it. With
+    ``fade_in=False`` an active level's coefficient is 1 from the first iteration of its
+    stage (the ablation's "no fade-in").
 
     The counter :attr:`iteration` is the number of :meth:`step` calls so far: query the
     schedule for iteration ``t``, train, then call :meth:`step`.
@@ -109,13 +113,12 @@ class ProgressiveSchedule:
             steps = tuple(steps_per_level)
             if len(steps) != len(levels):
                 raise ValueError(
-                    f"expected one steps_per_level entry per level ({len(levels)}) but got {len(steps)}; "
-                    "pass one int for all levels or a list as long as levels"
+                    f"expected one steps_per_level entry per level ({len(levels)}) but got "
+                    f"{len(steps)}; pass one int for all levels or a list as long as levels"
                 )
         else:
             steps = (steps_per_level,) * len(levels)
-        for s, value in enumerate(steps):
-            _check_int(value, f"steps_per_level[{s}]", 1)
+        steps = tuple(_check_int(value, f"steps_per_level[{s}]", 1) for s, value in enumerate(steps))
         self.levels: tuple[str, ...] = levels
         self.steps_per_level: tuple[int, ...] = steps
         self.fade_in_steps: int = _check_int(fade_in_steps, "fade_in_steps", 0)
@@ -272,8 +275,8 @@ class ProgressiveSchedule:
         if not isinstance(state, dict) or set(state) != {"iteration", "config"}:
             keys = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise ValueError(
-                f"expected a ProgressiveSchedule state dict with keys ['config', 'iteration'] but got {keys}; "
-                "pass what ProgressiveSchedule.state_dict() returned"
+                "expected a ProgressiveSchedule state dict with keys ['config', 'iteration'] but "
+                f"got {keys}; pass what ProgressiveSchedule.state_dict() returned"
             )
         config = self.config()
         saved = state["config"]
@@ -289,10 +292,10 @@ class ProgressiveSchedule:
             raise ValueError(
                 "expected a state saved by a schedule with the same settings but they differ ("
                 + "; ".join(differences)
-                + "); construct the schedule with the saved settings, ProgressiveSchedule(**state['config'])"
+                + "); construct the schedule with the saved settings, "
+                "ProgressiveSchedule(**state['config'])"
             )
-        _check_int(state["iteration"], "state['iteration']", 0)
-        self._iteration = state["iteration"]
+        self._iteration = _check_int(state["iteration"], "state['iteration']", 0)
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{key}={value!r}" for key, value in self.config().items())

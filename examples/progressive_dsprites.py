@@ -1,0 +1,471 @@
+# Copyright Contributors to the pyro_hfvae project.
+# SPDX-License-Identifier: Apache-2.0
+"""
+Progressive growth (pro-VLAE) on procedurally rendered dSprites: information flow per
+stage, disentanglement against VLAE and beta-VAE, and the ablation of the two
+implementation strategies (fade-in, pre-KL) of Li et al. (ICLR 2020).
+
+Three experiments, all over the same seeds:
+
+* **flow**: pro-VLAE (fade-in and pre-KL on), :math:`I(x; z_l)` of every level at the end of
+  every stage (the paper's Tables 3-8 and Fig. 5), and of a VLAE trained without growth;
+* **compare**: pro-VLAE against VLAE and a beta-VAE with the same total latent count and
+  the same number of iterations, on MIG and MIG-sup (disentanglement_lib protocol);
+* **ablation**: pro-VLAE with no strategy / pre-KL only / fade-in only / both, counting a
+  run as failed when its loss turns non-finite or its KL explodes (``--kl-limit``).
+
+The runs of "both" are the pro-VLAE runs of the other two experiments. Results go to
+``--out`` (``results.json``, ``information_flow.png``) and are printed as Markdown tables.
+
+Smoke test (seconds)::
+
+    python examples/progressive_dsprites.py --tiny
+
+CPU-scale run (the tables in docs/progressive_results.md)::
+
+    python examples/progressive_dsprites.py --steps-per-level 1500 --fade-in-steps 500 \
+        --channels 16 --hidden-dim 64 --seeds 5 --out runs/progressive_cpu
+
+The authors' settings (GPU; 3 levels x 2 latents, beta 1, batch 128, Adam 5e-4, 30
+epochs of dSprites per stage, fade-in over 5,000 iterations, pre-KL 0.5)::
+
+    python examples/progressive_dsprites.py --steps-per-level 172800 --fade-in-steps 5000 \
+        --batch-size 128 --lr 5e-4 --channels 32 --hidden-dim 256 --seeds 15 \
+        --info-size 737280 --info-samples 10000 --device cuda --out runs/progressive_gpu
+"""
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import math
+import multiprocessing
+import os
+import time
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import SVI
+from pyro.optim import Adam
+
+from pyro_hfvae.checkpoint import atomic_file
+from pyro_hfvae.datasets import DSprites
+from pyro_hfvae.hit_loss import HITLoss
+from pyro_hfvae.information_flow import (
+    InformationFlow,
+    InformationRecord,
+    information_table,
+    plot_information_flow,
+)
+from pyro_hfvae.metrics import mig, mig_sup, sample_codes
+from pyro_hfvae.models.conv_hfvae import ConvHFVAE
+from pyro_hfvae.models.vlae import VLAE
+from pyro_hfvae.progressive_schedule import ProgressiveSchedule
+from pyro_hfvae.terms_elbo import NonFiniteLossError
+
+logger = logging.getLogger("progressive_dsprites")
+
+#: Iterations averaged on each side of a growth step to measure its shock.
+SHOCK_WINDOW = 20
+
+#: The ablation's arms: (name, fade_in, use_pre_kl).
+STRATEGIES = (
+    ("no strategy", False, False),
+    ("pre-KL only", False, True),
+    ("fade-in only", True, False),
+    ("both", True, True),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--experiments",
+        nargs="+",
+        default=["flow", "compare", "ablation"],
+        choices=["flow", "compare", "ablation"],
+    )
+    parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--latent-dim", type=int, default=2)
+    parser.add_argument("--steps-per-level", type=int, default=800)
+    parser.add_argument("--fade-in-steps", type=int, default=300)
+    parser.add_argument("--pre-kl", type=float, default=0.5)
+    parser.add_argument("--beta", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--hidden-dim", type=int, default=32)
+    parser.add_argument("--seeds", type=int, default=4, help="runs per configuration (seeds 0..n-1)")
+    parser.add_argument(
+        "--kl-limit",
+        type=float,
+        default=1000.0,
+        help="a run fails when one level's KL on a training batch exceeds this (nats/image)",
+    )
+    parser.add_argument(
+        "--info-size",
+        type=int,
+        default=10_000,
+        help="images (a fixed random subset of the grid) I(x; z_l) is measured on",
+    )
+    parser.add_argument("--info-samples", type=int, default=None, help="samples scored per estimate (all)")
+    parser.add_argument("--metric-points", type=int, default=10_000, help="points for MIG and MIG-sup")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
+    parser.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
+    parser.add_argument("--out", default="runs/progressive_dsprites")
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke test (overrides sizes)")
+    return parser
+
+
+def tiny(args: argparse.Namespace) -> argparse.Namespace:
+    """Sizes for a smoke test: a few steps, tiny networks, small estimates."""
+    return argparse.Namespace(
+        **{
+            **vars(args),
+            **dict(
+                steps_per_level=4,
+                fade_in_steps=2,
+                batch_size=8,
+                channels=4,
+                hidden_dim=8,
+                seeds=1,
+                info_size=64,
+                info_samples=None,
+                metric_points=200,
+            ),
+        }
+    )
+
+
+@dataclasses.dataclass
+class Run:
+    """One training run: its outcome and measurements."""
+
+    model: str
+    strategy: str
+    seed: int
+    failed: str | None = None
+    seconds: float = 0.0
+    max_rate: dict = dataclasses.field(default_factory=dict)
+    max_rate_after_growth: float | None = None
+    growth_shock: dict = dataclasses.field(default_factory=dict)
+    final_terms: dict = dataclasses.field(default_factory=dict)
+    information: list = dataclasses.field(default_factory=list)
+    mig: float | None = None
+    mig_sup: float | None = None
+
+
+def growth_shock(distortions: list[float], schedule: ProgressiveSchedule) -> dict[str, float]:
+    """
+    Per added level: mean batch distortion over the first ``SHOCK_WINDOW`` iterations of its
+    stage minus that over the last ``SHOCK_WINDOW`` iterations before it (nats per image).
+    Positive: adding the level made reconstructions worse at first.
+    """
+    shock = {}
+    for stage in range(1, schedule.num_stages):
+        start = schedule.stage_start(stage)
+        if start >= SHOCK_WINDOW and start + SHOCK_WINDOW <= len(distortions):
+            before = np.mean(distortions[start - SHOCK_WINDOW : start])
+            shock[schedule.levels[stage]] = float(np.mean(distortions[start : start + SHOCK_WINDOW]) - before)
+    return shock
+
+
+class Trainer:
+    """Shared data, batches and measurements of all runs."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.device = torch.device(args.device)
+        self.dataset = DSprites(device=self.device)
+        self.dataset.load_grid()
+        subset = np.random.RandomState(12345).choice(len(self.dataset), size=args.info_size, replace=False)
+        # I(x; z_l) is measured on this fixed subset: each estimate is at most log(info_size).
+        self.info_data = self.dataset.observations(np.sort(subset))
+
+    def batches(self, seed: int):
+        generator = torch.Generator().manual_seed(seed)
+        while True:
+            yield from self.dataset.batches(self.args.batch_size, generator, drop_last=True)
+
+    def train(
+        self,
+        run: Run,
+        net: torch.nn.Module,
+        loss: HITLoss,
+        num_steps: int,
+        schedule: ProgressiveSchedule | None = None,
+        flow: InformationFlow | None = None,
+    ) -> None:
+        """Trains ``net`` with ``loss``, stopping at the first non-finite loss or exploded KL."""
+        args = self.args
+        svi = SVI(net.model, net.guide, Adam({"lr": args.lr}), loss=loss)
+        extra = {} if schedule is None else {"schedule": schedule}
+        start = time.perf_counter()
+        batches = self.batches(run.seed)
+        distortions = []
+        for step in range(num_steps):
+            x, idx = next(batches)
+            try:
+                value = svi.step(x, idx, dataset_size=len(self.dataset), **extra)
+            except NonFiniteLossError as error:
+                run.failed = f"non-finite loss at iteration {step}: {str(error).split(';')[0]}"
+                break
+            rates = {k[len("rate/") :]: v for k, v in loss.terms.items() if k.startswith("rate/")}
+            distortions.append(loss.terms["distortion"])
+            for site, rate in rates.items():
+                run.max_rate[site] = max(run.max_rate.get(site, -math.inf), rate)
+            if schedule is not None and schedule.stage > 0:
+                run.max_rate_after_growth = max(run.max_rate_after_growth or -math.inf, *rates.values())
+            exploded = {site: rate for site, rate in rates.items() if rate > args.kl_limit}
+            if exploded:
+                site, rate = max(exploded.items(), key=lambda item: item[1])
+                limit = args.kl_limit
+                run.failed = f"KL of {site} exploded at iteration {step}: {rate:.3g} nats > {limit:g}"
+                break
+            if step % max(1, num_steps // 10) == 0:
+                logger.info(
+                    "%s %s seed %d step %d: loss/N %.2f %s",
+                    run.model,
+                    run.strategy,
+                    run.seed,
+                    step,
+                    value / len(self.dataset),
+                    {k: round(v, 2) for k, v in rates.items()},
+                )
+            if schedule is not None:
+                schedule.step()
+                if flow is not None:
+                    flow(schedule)
+        run.seconds = time.perf_counter() - start
+        run.final_terms = dict(loss.terms)
+        if schedule is not None:
+            run.growth_shock = growth_shock(distortions, schedule)
+        if run.failed:
+            logger.warning("%s %s seed %d failed: %s", run.model, run.strategy, run.seed, run.failed)
+
+    def disentanglement(self, run: Run, encode) -> None:
+        with torch.no_grad():
+            codes, factors = sample_codes(self.dataset, encode, self.args.metric_points, random_state=0, batch_size=256)
+        run.mig, run.mig_sup = mig(codes, factors), mig_sup(codes, factors)
+
+    def information_flow(self, vlae: VLAE) -> InformationFlow:
+        args = self.args
+        return InformationFlow(
+            vlae.posterior,
+            self.info_data,
+            num_samples=args.info_samples,
+            batch_size=512,
+            max_memory_mb=256.0,
+        )
+
+    def vlae(self) -> VLAE:
+        args = self.args
+        return VLAE(args.levels, args.latent_dim, (1, 64, 64), args.channels, args.hidden_dim).to(self.device)
+
+    def progressive(self, seed: int, strategy: str, fade_in: bool, use_pre_kl: bool, measure: bool) -> Run:
+        args = self.args
+        pyro.clear_param_store()
+        pyro.set_rng_seed(seed)
+        vlae = self.vlae()
+        schedule = ProgressiveSchedule(
+            vlae.sites,
+            args.steps_per_level,
+            fade_in_steps=args.fade_in_steps,
+            pre_kl=args.pre_kl,
+            beta=args.beta,
+            fade_in=fade_in,
+            use_pre_kl=use_pre_kl,
+        )
+        run = Run("pro-VLAE", strategy, seed)
+        flow = self.information_flow(vlae) if measure else None
+        self.train(run, vlae, HITLoss(betas=schedule), schedule.total_steps, schedule, flow)
+        if measure and not run.failed:
+            run.information = flow.state_dict()["records"]
+            self.disentanglement(run, vlae.encode)
+        return run
+
+    def plain_vlae(self, seed: int) -> Run:
+        args = self.args
+        pyro.clear_param_store()
+        pyro.set_rng_seed(seed)
+        vlae = self.vlae()
+        run = Run("VLAE", "-", seed)
+        self.train(run, vlae, HITLoss(default_beta=args.beta), args.levels * args.steps_per_level)
+        if not run.failed:
+            flow = self.information_flow(vlae)
+            flow.record(args.levels - 1, args.levels * args.steps_per_level, vlae.sites)
+            run.information = flow.state_dict()["records"]
+            self.disentanglement(run, vlae.encode)
+        return run
+
+    def beta_vae(self, seed: int) -> Run:
+        args = self.args
+        pyro.clear_param_store()
+        pyro.set_rng_seed(seed)
+        net = ConvHFVAE(
+            (1, 64, 64),
+            num_classes=0,
+            style_dim=args.levels * args.latent_dim,
+            architecture="conv",
+            hidden_dim=args.hidden_dim,
+            channels=(args.channels,) * 4,
+        ).to(self.device)
+        run = Run("beta-VAE", "-", seed)
+        self.train(run, net, HITLoss({"z": args.beta}), args.levels * args.steps_per_level)
+        if not run.failed:
+            self.disentanglement(run, lambda x: net.encode(x)["z"])
+        return run
+
+
+def _mean_std(values, digits: int = 3) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def report(runs: list[Run], args: argparse.Namespace) -> str:
+    """The Markdown tables of all experiments that ran."""
+    sections = []
+    progressive = [r for r in runs if r.model == "pro-VLAE" and r.strategy == "both" and r.information]
+    if progressive:
+        records = [[_record(item) for item in r.information] for r in progressive]
+        sections.append(
+            f"Information flow, pro-VLAE ({len(progressive)} runs, nats, at most "
+            f"log {args.info_size} = {math.log(args.info_size):.2f}):\n\n" + information_table(records)
+        )
+    plain = [r for r in runs if r.model == "VLAE" and r.information]
+    if plain:
+        sections.append(
+            f"Information per level, VLAE without growth ({len(plain)} runs):\n\n"
+            + information_table([[_record(item) for item in r.information] for r in plain])
+        )
+    compared = [r for r in runs if r.mig is not None]
+    if compared:
+        lines = ["| model | runs | MIG | MIG-sup |", "|---|---|---|---|"]
+        for model in ("beta-VAE", "VLAE", "pro-VLAE"):
+            chosen = [r for r in compared if r.model == model]
+            if chosen:
+                lines.append(
+                    f"| {model} | {len(chosen)} | {_mean_std([r.mig for r in chosen])} | "
+                    f"{_mean_std([r.mig_sup for r in chosen])} |"
+                )
+        sections.append("Disentanglement (mean ± std over runs):\n\n" + "\n".join(lines))
+    ablation = [r for r in runs if r.model == "pro-VLAE"]
+    if {r.strategy for r in ablation} - {"both"}:
+        levels = [f"z{level}" for level in range(args.levels - 1, 0, -1)]
+        lines = [
+            "| strategy | succeeded | success rate | largest KL of a level, whole run / after the "
+            "first growth (nats) | " + " | ".join(f"growth shock {level} (nats)" for level in levels) + " |",
+            "|---|---|---|---|" + "---|" * len(levels),
+        ]
+        for name, _, _ in STRATEGIES:
+            chosen = [r for r in ablation if r.strategy == name]
+            if not chosen:
+                continue
+            ok = sum(r.failed is None for r in chosen)
+            peak = max((max(r.max_rate.values()) for r in chosen if r.max_rate), default=math.nan)
+            grown = [r.max_rate_after_growth for r in chosen if r.max_rate_after_growth is not None]
+            shocks = [_mean_std([r.growth_shock.get(level) for r in chosen], digits=1) for level in levels]
+            lines.append(
+                f"| {name} | {ok}/{len(chosen)} | {ok / len(chosen):.2f} | {peak:.3g} / "
+                f"{max(grown, default=math.nan):.3g} | " + " | ".join(shocks) + " |"
+            )
+        failures = [f"- {r.strategy}, seed {r.seed}: {r.failed}" for r in ablation if r.failed]
+        sections.append(
+            "Ablation (a run fails on a non-finite loss or a level's KL above "
+            f"{args.kl_limit:g} nats; growth shock: mean batch distortion over the first "
+            f"{SHOCK_WINDOW} iterations after a level is added minus over the last {SHOCK_WINDOW} "
+            "before, mean ± std over runs):\n\n" + "\n".join(lines) + ("\n\n" + "\n".join(failures) if failures else "")
+        )
+    return "\n\n".join(sections)
+
+
+def _record(item: dict) -> InformationRecord:
+    return InformationRecord(item["stage"], item["iteration"], tuple(item["active"]), item["levels"], item["total"])
+
+
+def _write_json(data, path: str) -> None:
+    with atomic_file(path, "w") as file:
+        json.dump(data, file, indent=1)
+
+
+def jobs(args: argparse.Namespace) -> list[tuple]:
+    """The runs the chosen experiments need: ``(kind, seed, strategy)``, seed by seed."""
+    measure = bool({"flow", "compare"} & set(args.experiments))
+    out = []
+    for seed in range(args.seeds):
+        if measure or "ablation" in args.experiments:
+            out.append(("pro-VLAE", seed, "both"))
+        if "ablation" in args.experiments:
+            out.extend(("pro-VLAE", seed, name) for name, _, _ in STRATEGIES[:-1])
+        if measure:
+            out.append(("VLAE", seed, "-"))
+        if "compare" in args.experiments:
+            out.append(("beta-VAE", seed, "-"))
+    return out
+
+
+def run_job(args: argparse.Namespace, job: tuple, trainer: Trainer | None = None) -> Run:
+    """One run, in this process (builds a :class:`Trainer` unless given one)."""
+    if not logging.getLogger().handlers:  # a worker process: log like the main one
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    trainer = Trainer(args) if trainer is None else trainer
+    kind, seed, strategy = job
+    if kind == "VLAE":
+        return trainer.plain_vlae(seed)
+    if kind == "beta-VAE":
+        return trainer.beta_vae(seed)
+    _, fade_in, use_pre_kl = next(item for item in STRATEGIES if item[0] == strategy)
+    measure = strategy == "both" and bool({"flow", "compare"} & set(args.experiments))
+    return trainer.progressive(seed, strategy, fade_in, use_pre_kl, measure)
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.tiny:
+        args = tiny(args)
+    os.makedirs(args.out, exist_ok=True)
+    todo = jobs(args)
+    runs: list[Run] = []
+
+    def save() -> None:
+        _write_json(
+            {"args": vars(args), "runs": [dataclasses.asdict(r) for r in runs]},
+            os.path.join(args.out, "results.json"),
+        )
+
+    if args.workers == 1:
+        trainer = Trainer(args)
+        for job in todo:
+            runs.append(run_job(args, job, trainer))
+            save()
+    else:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+            futures = [pool.submit(run_job, args, job) for job in todo]
+            for future in concurrent.futures.as_completed(futures):
+                runs.append(future.result())
+                save()
+        order = {job: i for i, job in enumerate(todo)}
+        runs.sort(key=lambda r: order[(r.model, r.seed, r.strategy)])
+        save()
+    progressive = [[_record(item) for item in r.information] for r in runs if r.model == "pro-VLAE" and r.information]
+    if progressive:
+        plot_information_flow(progressive, path=os.path.join(args.out, "information_flow.png"))
+    text = report(runs, args)
+    print(text)
+    return {"args": vars(args), "runs": [dataclasses.asdict(r) for r in runs], "report": text}
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    main(build_parser().parse_args())
