@@ -12,15 +12,14 @@ objectives are special cases of one loss, :class:`~pyro_hfvae.HFVAELoss`:
 model           latents                        objective
 ==============  =============================  ==============================================
 VAE             Normal(10)                     ``HFVAELoss(1, 1, 1)`` (the ELBO)
-beta-VAE        Normal(10)                     ELBO with every KL term times beta (Trace_ELBO)
+beta-VAE        Normal(10)                     ``HITLoss(default_beta=beta)``
 beta-TCVAE      Normal(10)                     ``HFVAELoss(1, beta, beta)``
 HFVAE           Concrete(3) + Normal(10)       ``HFVAELoss(1, beta, gamma)``
 ==============  =============================  ==============================================
 
 (``HFVAELoss(beta, beta, beta)`` is *not* the beta-VAE: it leaves the dimension-wise KL at
-weight 1, so the beta-VAE is trained with Pyro's ``Trace_ELBO`` on latent sites scaled by
-beta.) The HFVAE scores its Concrete by the probability of the argmax
-(``concrete_scoring="argmax"``, as probtorch does; see ``hfvae_mnist.py``). Its
+weight 1, so the beta-VAE is ``HITLoss`` with every site's rate times beta.) The HFVAE
+scores its Concrete by the probability of the argmax (``concrete_scoring="argmax"``, as probtorch does; see ``hfvae_mnist.py``). Its
 representation is its Concrete class probabilities and its Normal means (13 codes); the
 others' are their 10 Normal means. Metrics: MIG, MIG-sup and the FactorVAE
 score through :func:`~pyro_hfvae.metrics.evaluate`, with a CPU-size preset (fewer points and
@@ -47,12 +46,11 @@ import time
 import numpy as np
 import pyro
 import torch
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import SVI
 from pyro.optim import Adam
-from pyro.poutine.messenger import Messenger
 from sklearn.ensemble import RandomForestClassifier
 
-from pyro_hfvae import HFVAELoss
+from pyro_hfvae import HFVAELoss, HITLoss
 from pyro_hfvae.datasets import DSprites
 from pyro_hfvae.metrics import disentanglement_completeness, evaluate, sample_codes
 from pyro_hfvae.models.conv_hfvae import ConvHFVAE
@@ -75,19 +73,6 @@ METRIC_PRESETS = {
 }
 
 
-class scale_sites(Messenger):
-    """Multiplies the log densities of the named sites by ``scale`` (in model and guide)."""
-
-    def __init__(self, names: set[str], scale: float) -> None:
-        super().__init__()
-        self.names = names
-        self.scale = scale
-
-    def _process_message(self, msg) -> None:
-        if msg["type"] == "sample" and msg["name"] in self.names:
-            msg["scale"] = self.scale * msg["scale"]
-
-
 def build(kind: str, args: argparse.Namespace):
     """The network, model, guide and loss of one kind of model."""
     num_classes = 3 if kind == "hfvae" else 0
@@ -97,9 +82,7 @@ def build(kind: str, args: argparse.Namespace):
     if kind == "vae":
         loss = HFVAELoss(1.0, 1.0, 1.0)
     elif kind == "beta-vae":
-        loss = Trace_ELBO()
-        model = scale_sites({"z"}, args.beta)(vae.model)
-        guide = scale_sites({"z"}, args.beta)(vae.guide)
+        loss = HITLoss(default_beta=args.beta, analytic_kl=False)
     elif kind == "beta-tcvae":
         loss = HFVAELoss(1.0, args.beta, args.beta)
     else:

@@ -53,15 +53,14 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import SVI
 from pyro.optim import Adam
-from pyro.poutine.messenger import Messenger
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.metrics import mutual_info_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from pyro_hfvae import HFVAELoss
+from pyro_hfvae import HFVAELoss, HITLoss
 from pyro_hfvae.datasets import MNIST, Digits
 from pyro_hfvae.metrics import discrete_mutual_information, mutual_information
 from pyro_hfvae.models.conv_hfvae import ConvHFVAE
@@ -86,19 +85,6 @@ def load_data(args: argparse.Namespace) -> tuple[torch.Tensor, np.ndarray, str]:
     return images, dataset.labels[:num_data], f"{name}, {num_data} images"
 
 
-class scale_sites(Messenger):
-    """Multiplies the log densities of the named sites by ``scale`` (in model and guide)."""
-
-    def __init__(self, names: set[str], scale: float) -> None:
-        super().__init__()
-        self.names = names
-        self.scale = scale
-
-    def _process_message(self, msg) -> None:
-        if msg["type"] == "sample" and msg["name"] in self.names:
-            msg["scale"] = self.scale * msg["scale"]
-
-
 def train(vae: ConvHFVAE, images: torch.Tensor, args: argparse.Namespace, kind: str) -> float:
     """Trains ``vae`` as an HFVAE or a beta-VAE; returns the seconds it took."""
     pyro.clear_param_store()  # both models register as "hfvae"
@@ -108,9 +94,8 @@ def train(vae: ConvHFVAE, images: torch.Tensor, args: argparse.Namespace, kind: 
     else:
         # beta-VAE: log p(x|z) + beta * (log p(z) - log q(z|x)), i.e. every KL term times beta
         # (HFVAELoss(beta, beta, beta) would leave the dimension-wise KL at weight 1).
-        loss = Trace_ELBO()
-        model = scale_sites({"z"}, args.baseline_beta)(vae.model)
-        guide = scale_sites({"z"}, args.baseline_beta)(vae.guide)
+        loss = HITLoss(default_beta=args.baseline_beta, analytic_kl=False)
+        model, guide = vae.model, vae.guide
     svi = SVI(model, guide, Adam({"lr": args.lr}), loss)
     num_data, batch_size = len(images), min(args.batch_size, len(images))
     generator = torch.Generator().manual_seed(args.seed)

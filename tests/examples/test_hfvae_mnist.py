@@ -6,8 +6,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import Trace_ELBO
 from sklearn.metrics import mutual_info_score
+
+from pyro_hfvae import HITLoss
 
 TINY = ["--num-data", "200", "--steps", "3", "--batch-size", "50", "--hidden-dim", "32", "--info-samples", "50",
         "--traversal-digits", "1", "--traversal-steps", "3", "--threads", "1"]
@@ -39,19 +40,25 @@ def test_soft_label_information_of_one_hot_probabilities_is_the_plugin_estimate(
     assert example.soft_label_information(labels, uniform) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_scale_sites_multiplies_the_kl_terms_only(example):
-    x, z, beta = torch.tensor(0.5), torch.tensor(0.3), 3.0
+def test_beta_vae_loss_multiplies_the_kl_terms_only():
+    # The examples' beta-VAE: HITLoss with every rate times beta (sampled rates).
+    x, z, beta = torch.tensor([0.5, -0.2]), torch.tensor([0.3, 0.1]), 3.0
 
     def model():
-        latent = pyro.sample("z", dist.Normal(0.0, 1.0))
-        pyro.sample("x", dist.Normal(latent, 1.0), obs=x)
+        with pyro.plate("data", 2):
+            latent = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(latent, 1.0), obs=x)
 
     def guide():
-        pyro.sample("z", dist.Delta(z))
+        with pyro.plate("data", 2):
+            pyro.sample("z", dist.Normal(z, 0.5))
 
-    scaled = example.scale_sites({"z"}, beta)
-    loss = Trace_ELBO().loss(scaled(model), scaled(guide))
-    expected = -(dist.Normal(z, 1.0).log_prob(x) + beta * dist.Normal(0.0, 1.0).log_prob(z))
+    trace = pyro.poutine.trace(guide).get_trace()
+    replayed = pyro.poutine.replay(guide, trace=trace), pyro.poutine.replay(model, trace=trace)
+    loss = HITLoss(default_beta=beta, analytic_kl=False).loss(replayed[1], replayed[0])
+    value = trace.nodes["z"]["value"]
+    rate = dist.Normal(z, 0.5).log_prob(value) - dist.Normal(0.0, 1.0).log_prob(value)
+    expected = -(dist.Normal(value, 1.0).log_prob(x) - beta * rate).sum()
     assert loss == pytest.approx(float(expected), rel=1e-6)
 
 
