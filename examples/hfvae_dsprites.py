@@ -19,7 +19,8 @@ HFVAE           Concrete(3) + Normal(10)       ``HFVAELoss(1, beta, gamma)``
 
 (``HFVAELoss(beta, beta, beta)`` is *not* the beta-VAE: it leaves the dimension-wise KL at
 weight 1, so the beta-VAE is ``HITLoss`` with every site's rate times beta.) The HFVAE
-scores its Concrete by the probability of the argmax (``concrete_scoring="argmax"``, as probtorch does; see ``hfvae_mnist.py``). Its
+scores its Concrete by the probability of the argmax (``concrete_scoring="argmax"``,
+as probtorch does; see ``hfvae_mnist.py``). Its
 representation is its Concrete class probabilities and its Normal means (13 codes); the
 others' are their 10 Normal means. Metrics: MIG, MIG-sup and the FactorVAE
 score through :func:`~pyro_hfvae.metrics.evaluate`, with a CPU-size preset (fewer points and
