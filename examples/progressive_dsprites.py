@@ -150,6 +150,7 @@ class Run:
     strategy: str
     seed: int
     failed: str | None = None
+    failed_iteration: int | None = None
     seconds: float = 0.0
     max_rate: dict = dataclasses.field(default_factory=dict)
     max_rate_after_growth: float | None = None
@@ -214,6 +215,7 @@ class Trainer:
                 value = svi.step(x, idx, dataset_size=len(self.dataset), **extra)
             except NonFiniteLossError as error:
                 run.failed = f"non-finite loss at iteration {step}: {str(error).split(';')[0]}"
+                run.failed_iteration = step
                 break
             rates = {k[len("rate/") :]: v for k, v in loss.terms.items() if k.startswith("rate/")}
             distortions.append(loss.terms["distortion"])
@@ -226,6 +228,7 @@ class Trainer:
                 site, rate = max(exploded.items(), key=lambda item: item[1])
                 limit = args.kl_limit
                 run.failed = f"KL of {site} exploded at iteration {step}: {rate:.3g} nats > {limit:g}"
+                run.failed_iteration = step
                 break
             if step % max(1, num_steps // 10) == 0:
                 logger.info(
@@ -322,6 +325,15 @@ class Trainer:
         return run
 
 
+def failure_phase(iteration: int, args: argparse.Namespace) -> str:
+    """When a run failed: "before growth" (stage 0), "at growth" (within ``fade_in_steps`` iterations
+    after a level was added), or "later"."""
+    stage = min(iteration // args.steps_per_level, args.levels - 1)
+    if stage == 0:
+        return "before growth"
+    return "at growth" if iteration - stage * args.steps_per_level < args.fade_in_steps else "later"
+
+
 def _mean_std(values, digits: int = 3) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -362,9 +374,10 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
     if {r.strategy for r in ablation} - {"both"}:
         levels = [f"z{level}" for level in range(args.levels - 1, 0, -1)]
         lines = [
-            "| strategy | succeeded | success rate | largest KL of a level, whole run / after the "
-            "first growth (nats) | " + " | ".join(f"growth shock {level} (nats)" for level in levels) + " |",
-            "|---|---|---|---|" + "---|" * len(levels),
+            "| strategy | succeeded | success rate | failed before any growth / within "
+            f"{args.fade_in_steps} iterations of a growth / later | largest KL of a level, whole run / "
+            "after the first growth (nats) | " + " | ".join(f"growth shock {level} (nats)" for level in levels) + " |",
+            "|---|---|---|---|---|" + "---|" * len(levels),
         ]
         for name, _, _ in STRATEGIES:
             chosen = [r for r in ablation if r.strategy == name]
@@ -374,8 +387,10 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
             peak = max((max(r.max_rate.values()) for r in chosen if r.max_rate), default=math.nan)
             grown = [r.max_rate_after_growth for r in chosen if r.max_rate_after_growth is not None]
             shocks = [_mean_std([r.growth_shock.get(level) for r in chosen], digits=1) for level in levels]
+            phases = [failure_phase(r.failed_iteration, args) for r in chosen if r.failed]
+            counts = " / ".join(str(phases.count(phase)) for phase in ("before growth", "at growth", "later"))
             lines.append(
-                f"| {name} | {ok}/{len(chosen)} | {ok / len(chosen):.2f} | {peak:.3g} / "
+                f"| {name} | {ok}/{len(chosen)} | {ok / len(chosen):.2f} | {counts} | {peak:.3g} / "
                 f"{max(grown, default=math.nan):.3g} | " + " | ".join(shocks) + " |"
             )
         failures = [f"- {r.strategy}, seed {r.seed}: {r.failed}" for r in ablation if r.failed]
