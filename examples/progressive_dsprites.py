@@ -12,7 +12,8 @@ Three experiments, all over the same seeds:
 * **compare**: pro-VLAE against VLAE and a beta-VAE with the same total latent count and
   the same number of iterations, on MIG and MIG-sup (disentanglement_lib protocol);
 * **ablation**: pro-VLAE with no strategy / pre-KL only / fade-in only / both, counting a
-  run as failed when its loss turns non-finite or its KL explodes (``--kl-limit``).
+  run as failed when its loss or a parameter turns non-finite or a level's KL explodes
+  (exceeds ``--kl-limit`` nats per image on a training batch).
 
 The runs of "both" are the pro-VLAE runs of the other two experiments. Results go to
 ``--out`` (``results.json``, ``information_flow.png``) and are printed as Markdown tables.
@@ -202,7 +203,7 @@ class Trainer:
         schedule: ProgressiveSchedule | None = None,
         flow: InformationFlow | None = None,
     ) -> None:
-        """Trains ``net`` with ``loss``, stopping at the first non-finite loss or exploded KL."""
+        """Trains ``net`` with ``loss``, stopping at the first non-finite loss or parameter, or exploded KL."""
         args = self.args
         svi = SVI(net.model, net.guide, Adam({"lr": args.lr}), loss=loss)
         extra = {} if schedule is None else {"schedule": schedule}
@@ -228,6 +229,10 @@ class Trainer:
                 site, rate = max(exploded.items(), key=lambda item: item[1])
                 limit = args.kl_limit
                 run.failed = f"KL of {site} exploded at iteration {step}: {rate:.3g} nats > {limit:g}"
+                run.failed_iteration = step
+                break
+            if not bool(torch.stack([p.detach().isfinite().all() for p in net.parameters()]).all()):
+                run.failed = f"non-finite parameters after the update of iteration {step}"
                 run.failed_iteration = step
                 break
             if step % max(1, num_steps // 10) == 0:
@@ -395,7 +400,7 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
             )
         failures = [f"- {r.strategy}, seed {r.seed}: {r.failed}" for r in ablation if r.failed]
         sections.append(
-            "Ablation (a run fails on a non-finite loss or a level's KL above "
+            "Ablation (a run fails on a non-finite loss or parameter, or a level's KL above "
             f"{args.kl_limit:g} nats; growth shock: mean batch distortion over the first "
             f"{SHOCK_WINDOW} iterations after a level is added minus over the last {SHOCK_WINDOW} "
             "before, mean ± std over runs):\n\n" + "\n".join(lines) + ("\n\n" + "\n".join(failures) if failures else "")

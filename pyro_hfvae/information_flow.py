@@ -58,8 +58,9 @@ class InformationFlow:
     Each measurement calls :func:`~pyro_hfvae.metrics.mutual_information` on the whole
     ``data`` (the exact aggregate posterior :math:`\frac1N \sum_m q(z_l \mid x_m)`, batched
     within ``max_memory_mb``), so every value is at most :math:`\log N`. ``total`` is
-    :math:`I(x; z)` of the active levels jointly, as in the paper's tables, where it is
-    less than the sum over levels by the information the levels share.
+    :math:`I(x; z)` of the active levels jointly, as in the paper's tables. For a posterior
+    that factorises over the levels (a VLAE's), the sum over levels exceeds it by the total
+    correlation between the levels in the aggregate posterior (the paper's :math:`I_{over}`).
 
     Call the object with the schedule after every :meth:`ProgressiveSchedule.step
     <pyro_hfvae.progressive_schedule.ProgressiveSchedule.step>`; it measures when a stage

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import scipy.sparse
 import torch
-from .conftest import write_bag_of_words
 
 from pyro_hfvae.datasets import BagOfWords
+
+from .conftest import write_bag_of_words
 
 
 @pytest.mark.parametrize("split, part", [("train", "tr"), ("test", "te")])

@@ -3,9 +3,10 @@ import gzip
 import numpy as np
 import pytest
 import torch
-from .conftest import write_idx
 
 from pyro_hfvae.datasets import MNIST, Digits, FashionMNIST, read_idx
+
+from .conftest import write_idx
 
 
 @pytest.mark.parametrize("compress", [False, True])

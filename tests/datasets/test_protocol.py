@@ -3,10 +3,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from .conftest import write_bag_of_words, write_shapes3d
 from torch.utils.data import DataLoader
 
 from pyro_hfvae.datasets import MNIST, BagOfWords, Digits, DSprites, GroundTruthDataset, Shapes3D
+
+from .conftest import write_bag_of_words, write_shapes3d
 
 
 @pytest.fixture(params=["digits", "mnist", "shapes3d", "bag_of_words"])

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 import torch
-from .conftest import SHAPES3D_VALUES, write_shapes3d
 
 from pyro_hfvae.datasets import Shapes3D
+
+from .conftest import SHAPES3D_VALUES, write_shapes3d
 
 SIZES = (2, 2, 2, 3, 2, 2)
 
