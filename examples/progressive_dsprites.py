@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--out", default="runs/progressive_dsprites")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke test (overrides sizes)")
+    parser.add_argument(
+        "--from-json",
+        default=None,
+        help="remake the tables and figure from a saved results.json (no training; its settings are used)",
+    )
     return parser
 
 
@@ -450,7 +455,28 @@ def run_job(args: argparse.Namespace, job: tuple, trainer: Trainer | None = None
     return trainer.progressive(seed, strategy, fade_in, use_pre_kl, measure)
 
 
+def load_results(path: str) -> tuple[argparse.Namespace, list[Run]]:
+    """The settings and runs of a saved ``results.json``."""
+    with open(path) as file:
+        saved = json.load(file)
+    return argparse.Namespace(**saved["args"]), [Run(**item) for item in saved["runs"]]
+
+
+def finish(runs: list[Run], args: argparse.Namespace, out: str) -> dict:
+    """Draws the information flow into ``out``, prints the tables, returns everything."""
+    progressive = [[_record(item) for item in r.information] for r in runs if r.model == "pro-VLAE" and r.information]
+    if progressive:
+        plot_information_flow(progressive, path=os.path.join(out, "information_flow.png"))
+    text = report(runs, args)
+    print(text)
+    return {"args": vars(args), "runs": [dataclasses.asdict(r) for r in runs], "report": text}
+
+
 def main(args: argparse.Namespace) -> dict:
+    if args.from_json:
+        os.makedirs(args.out, exist_ok=True)
+        saved_args, runs = load_results(args.from_json)
+        return finish(runs, saved_args, args.out)
     if args.tiny:
         args = tiny(args)
     os.makedirs(args.out, exist_ok=True)
@@ -478,12 +504,7 @@ def main(args: argparse.Namespace) -> dict:
         order = {job: i for i, job in enumerate(todo)}
         runs.sort(key=lambda r: order[(r.model, r.seed, r.strategy)])
         save()
-    progressive = [[_record(item) for item in r.information] for r in runs if r.model == "pro-VLAE" and r.information]
-    if progressive:
-        plot_information_flow(progressive, path=os.path.join(args.out, "information_flow.png"))
-    text = report(runs, args)
-    print(text)
-    return {"args": vars(args), "runs": [dataclasses.asdict(r) for r in runs], "report": text}
+    return finish(runs, args, args.out)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pyro_hfvae.group import group
 from pyro_hfvae.hfvae_loss import HFVAELoss
 from pyro_hfvae.hit_loss import HITLoss
 from pyro_hfvae.progressive_schedule import ProgressiveSchedule
+from pyro_hfvae.tc_weight_bound import tc_weight_bound
 from pyro_hfvae.terms_elbo import NonFiniteLossError, TermsELBO
 from pyro_hfvae.variable_log_prob import concrete_log_prob, variable_log_prob, variable_ndim
 
@@ -28,6 +29,7 @@ __all__ = [
     "TermsELBO",
     "concrete_log_prob",
     "group",
+    "tc_weight_bound",
     "variable_log_prob",
     "variable_ndim",
 ]

@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 import logging
 import math
+import warnings
 from typing import Sequence
 
 import torch
@@ -14,6 +15,7 @@ from pyro_hfvae.group import site_group
 from pyro_hfvae.group_tree import GroupNode, build_group_tree
 from pyro_hfvae.plate_layout import PlateLayout, latent_sites
 from pyro_hfvae.stratified_marginal import pairwise_log_prob, stratified_log_weights
+from pyro_hfvae.tc_weight_bound import tc_weight_bound
 from pyro_hfvae.terms_elbo import TermsELBO, model_infer
 from pyro_hfvae.variable_log_prob import _unwrap, soft_value, variable_log_prob, variable_ndim
 
@@ -95,6 +97,14 @@ class HFVAELoss(TermsELBO):
     across groups.
 
     Latent sites outside the data plate take the plain ELBO terms :math:`\log p - \log q`.
+
+    **Weights.** The dimension-wise KL always has weight 1, as in the paper, so
+    ``HFVAELoss(beta, beta, beta)`` is *not* a beta-VAE (that is
+    ``HITLoss(default_beta=beta)``). Because each total correlation is taken relative to
+    the prior's, a group with a correlated Gaussian prior bounds its weight: at or above
+    :func:`~pyro_hfvae.tc_weight_bound` (:math:`(1 + \rho)/\rho` for a
+    pair with correlation :math:`\rho`) the objective is unbounded below, and the loss
+    warns once per site.
 
     After each evaluation :attr:`terms` holds, in nats per data point (unscaled,
     averaged over the batch and the particles): ``log_likelihood``, ``mutual_info``,
@@ -194,6 +204,7 @@ class HFVAELoss(TermsELBO):
         self.data_plate = data_plate
         self.concrete_scoring = concrete_scoring
         self.pairwise_memory_mb = float(pairwise_memory_mb)
+        self._warned_unbounded: set[str] = set()
 
     def _tc_weight(self, depth: int) -> float:
         weights = (self.beta, self.gamma) + self.level_weights
@@ -357,6 +368,7 @@ class HFVAELoss(TermsELBO):
 
         # A node with one child has no total correlation; the rest need a weight.
         tc_weights = {n.path: self._tc_weight(n.depth) for n in nodes if num_children(n) >= 2}
+        self._warn_unbounded(data_sites, nodes, tc_weights, num_vars)
         log_q = sum(layout.per_datum(s[4]) for s in data_sites.values())
         log_p = sum(layout.per_datum(s[5]) for s in data_sites.values())
 
@@ -404,6 +416,25 @@ class HFVAELoss(TermsELBO):
             "dimwise_kl": dimwise_kl,
             "per_group": per_group,
         }
+
+    def _warn_unbounded(self, data_sites: dict, nodes: list, tc_weights: dict, num_vars: dict) -> None:
+        """Warns (once per site) where a correlated prior makes the objective unbounded below."""
+        for node in nodes:
+            weight = tc_weights.get(node.path, 1.0)
+            if weight <= 1.0:
+                continue
+            for name in node.sites:
+                bound = tc_weight_bound(data_sites[name][1]["fn"])
+                if num_vars[name] >= 2 and weight >= bound and name not in self._warned_unbounded:
+                    self._warned_unbounded.add(name)
+                    warnings.warn(
+                        f"HFVAELoss: the total-correlation weight {weight:g} on group {node.path!r} is at or above "
+                        f"{bound:.4g}, the bound set by the correlated prior of site {name!r}; the objective is "
+                        "unbounded below there (the code can stretch along the prior's correlated direction). "
+                        "Use a weight below the bound (see pyro_hfvae.tc_weight_bound)",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
 
     @staticmethod
     def _num_variables(layout: PlateLayout, data_site: tuple, var_ndim: int) -> int:

@@ -10,6 +10,11 @@ def test_tiny_run_writes_results_and_figure(load_example, tmp_path):
     assert (tmp_path / "information_flow.png").stat().st_size > 0
     for value in _numbers(results):
         assert not math.isnan(value)
+    # The tables come back unchanged from the saved results, without training.
+    remade = example.main(example.build_parser().parse_args(["--from-json", str(tmp_path / "results.json"),
+                                                             "--out", str(tmp_path / "remade")]))
+    assert remade["report"] == results["report"]
+    assert (tmp_path / "remade" / "information_flow.png").stat().st_size > 0
 
 
 def _numbers(obj):
