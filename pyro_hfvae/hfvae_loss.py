@@ -9,14 +9,13 @@ import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine import Trace
 from torch.distributions import Categorical, Distribution, RelaxedOneHotCategorical
-from torch.utils.checkpoint import checkpoint
 
 from pyro_hfvae.group import site_group
 from pyro_hfvae.group_tree import GroupNode, build_group_tree
 from pyro_hfvae.plate_layout import PlateLayout, latent_sites
-from pyro_hfvae.stratified_marginal import pairwise_log_prob, stratified_log_weights
 from pyro_hfvae.tc_weight_bound import tc_weight_bound
 from pyro_hfvae.terms_elbo import TermsELBO, model_infer
+from pyro_hfvae.tree_marginals import tree_marginals
 from pyro_hfvae.variable_log_prob import _unwrap, soft_value, variable_log_prob, variable_ndim
 
 logger = logging.getLogger(__name__)
@@ -223,11 +222,6 @@ class HFVAELoss(TermsELBO):
                 return Categorical(logits=base.logits, validate_args=False).log_prob(value.argmax(-1))
         return variable_log_prob(fn, value, var_ndim)
 
-    def _chunk_rows(self, layout: PlateLayout, num_values: int, itemsize: int) -> int:
-        # About eight B x B x V temporaries live at once while a chunk is scored.
-        per_row = layout.num_particles * layout.batch_size * max(num_values, 1) * itemsize * 8
-        return max(1, min(layout.batch_size, int(self.pairwise_memory_mb * 2**20 // per_row)))
-
     def _particle_loss(self, model_trace: Trace, guide_trace: Trace):
         layout = PlateLayout.from_trace(
             guide_trace,
@@ -386,10 +380,19 @@ class HFVAELoss(TermsELBO):
         # With all weights 1 the decomposition is only reported: keep it out of the autograd graph.
         need_grad = torch.is_grad_enabled() and (self.alpha != 1.0 or any(w != 1.0 for w in tc_weights.values()))
         with torch.set_grad_enabled(need_grad):
-            marginals = self._stratified_marginals(layout, data_sites, tree, var_ndims, num_vars, mixture_sites)
-        q_var, q_node, p_mix_var, p_mix_site = marginals
-        prior_var.update(p_mix_var)
-        prior_site.update(p_mix_site)
+            marginals = tree_marginals(
+                layout,
+                tree,
+                {name: s[2] for name, s in data_sites.items()},
+                {name: s[0]["fn"] for name, s in data_sites.items()},
+                lambda name, fn, value: self._score(fn, value, var_ndims[name]),
+                num_vars,
+                prior_fns={name: data_sites[name][1]["fn"] for name in mixture_sites},
+                pairwise_memory_mb=self.pairwise_memory_mb,
+            )
+        q_var, q_node = marginals.variables, marginals.nodes
+        prior_var.update(marginals.prior_variables)
+        prior_site.update(marginals.prior_sites)
 
         def p_node(node: GroupNode) -> torch.Tensor:
             return log_p if node.depth == 0 else sum(prior_site[s] for s in node.all_sites())
@@ -441,61 +444,3 @@ class HFVAELoss(TermsELBO):
         guide_site, _, value, batch_ndim, _, _ = data_site
         in_plates = value.shape[:batch_ndim].numel() // (layout.num_particles * layout.batch_size)
         return in_plates * guide_site["fn"].event_shape[:var_ndim].numel()
-
-    def _stratified_marginals(self, layout, data_sites, tree, var_ndims, num_vars, mixture_sites):
-        names = list(data_sites)
-        nodes = tree.internal_nodes()
-        some_value = data_sites[names[0]][2]
-        num_values = sum(num_vars[n] * (2 if n in mixture_sites else 1) + 1 for n in names) + len(nodes)
-        rows_per_chunk = self._chunk_rows(layout, num_values, some_value.element_size())
-        B = layout.batch_size
-        log_uniform = -math.log(B)
-
-        def chunk(start: int, stop: int, *_tensors):
-            rows = slice(start, stop)
-            log_w = stratified_log_weights(
-                rows, B, layout.dataset_size, dtype=some_value.dtype, device=some_value.device
-            )
-            out = []
-            site_tables = {}
-            for name in names:
-                guide_site, model_site, value, _, _, _ = data_sites[name]
-                table = pairwise_log_prob(
-                    lambda fn, v: self._score(fn, v, var_ndims[name]), guide_site["fn"], value, layout, rows
-                )
-                out.append(torch.logsumexp(table + log_w[..., None], dim=2))
-                site_tables[name] = table.sum(-1)
-                if name in mixture_sites:
-                    prior = pairwise_log_prob(
-                        lambda fn, v: self._score(fn, v, var_ndims[name]), model_site["fn"], value, layout, rows
-                    )
-                    out.append(torch.logsumexp(prior, dim=2) + log_uniform)
-                    out.append(torch.logsumexp(prior.sum(-1), dim=2) + log_uniform)
-            node_tables = {}
-            for node in reversed(nodes):  # children before parents
-                parts = [site_tables[s] for s in node.sites] + [node_tables[c.path] for c in node.children]
-                node_tables[node.path] = sum(parts)
-                out.append(torch.logsumexp(node_tables[node.path] + log_w, dim=2))
-            return tuple(out)
-
-        if rows_per_chunk >= B:
-            pieces = [chunk(0, B)]
-        else:
-            logger.debug("HFVAELoss: pairwise tables in chunks of %d rows", rows_per_chunk)
-            # Recompute each chunk in the backward pass so that memory stays within the budget.
-            pieces = [
-                checkpoint(chunk, start, min(start + rows_per_chunk, B), use_reentrant=False)
-                if torch.is_grad_enabled()
-                else chunk(start, min(start + rows_per_chunk, B))
-                for start in range(0, B, rows_per_chunk)
-            ]
-        outputs = iter([torch.cat(parts, dim=1) for parts in zip(*pieces)])
-        q_var, p_var, p_site, q_node = {}, {}, {}, {}
-        for name in names:
-            q_var[name] = next(outputs)
-            if name in mixture_sites:
-                p_var[name] = next(outputs)
-                p_site[name] = next(outputs)
-        for node in reversed(nodes):
-            q_node[node.path] = next(outputs)
-        return q_var, q_node, p_var, p_site

@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import numpy as np
 import pyro
@@ -152,7 +153,15 @@ def test_terms_match_brute_force(correlated_prior, dataset_size, weights):
     alpha, beta, gamma = weights
     # A plate of size B with the whole batch carries no N: say it (see test_data_plate_errors).
     loss_fn = HFVAELoss(alpha, beta, gamma, dataset_size=dataset_size if dataset_size == B else None)
-    loss = loss_fn.loss(model, guide)
+    # The prior I + 0.4 has correlation rho = 0.4 / 1.4 between each of its D variables, so the largest
+    # eigenvalue of its correlation matrix is 1 + (D - 1) rho: the within-group weight must stay below
+    # that over itself minus 1 (tc_weight_bound), else the loss warns that it is unbounded.
+    largest = 1 + (D - 1) * 0.4 / 1.4
+    unbounded = correlated_prior and gamma >= largest / (largest - 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = loss_fn.loss(model, guide)
+    assert any("unbounded below" in str(w.message) for w in caught) == unbounded
     expected = brute_force_terms(params, y, z, dataset_size, params["prior_cov"] if correlated_prior else None)
     terms = loss_fn.terms
     for name in ["mutual_info", "tc_between", "tc_within", "dimwise_kl"]:
