@@ -5,8 +5,8 @@ Trading information between the layers of a hierarchical VAE (Xiao and Bamler, I
 
 Trains a two-layer :class:`~pyro_hfvae.models.HierarchicalVAE` with
 :class:`~pyro_hfvae.HITLoss` for every ``(beta_1, beta_2)`` of a log-spaced grid on
-binarised MNIST digits (the test split in ``../shared/data/mnist``, read with a small IDX
-reader below) or on scikit-learn's 8x8 digits, and tabulates each layer's rate, the
+binarised MNIST digits (the test split in ``../shared/data/mnist``, read with
+:class:`~pyro_hfvae.datasets.MNIST`) or on scikit-learn's 8x8 digits, and tabulates each layer's rate, the
 distortion and the three uses of the paper:
 
 - reconstruction: PSNR of the mean reconstruction;
@@ -25,60 +25,35 @@ The runs in docs/hit_results.md are the defaults (about 8 minutes of CPU time ea
     python examples/hit_rates.py --out-dir runs/hit_rates
     python examples/hit_rates.py --seed 1 --out-dir runs/hit_rates_s1
 
-A smoke run: ``--dataset digits --num-train 120 --num-eval 60 --num-betas 2 --steps 2``.
+A smoke run: ``--dataset digits --num-train 120 --num-eval 60 --num-betas 2 --steps 2``. The seeds are
+pooled with ``--from-csv runs/hit_rates*/hit_rates.csv --out-dir runs/hit_rates_pooled``.
 """
 
 import argparse
-import gzip
 import logging
-import os
-import struct
-import tempfile
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pyro_hfvae.checkpoint import atomic_file
+from pyro_hfvae.datasets import MNIST, Digits
 from pyro_hfvae.models import HierarchicalVAE
-from pyro_hfvae.rate_grid import rate_grid, read_rate_grid_csv, write_rate_grid_csv
+from pyro_hfvae.rate_grid import average_rate_grids, rate_grid, read_rate_grid_csv, write_rate_grid_csv
 from pyro_hfvae.rate_grid_plot import best_row, is_diagonal, plot_rate_grid
 
 DEFAULT_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Reads a (gzipped) IDX file of unsigned bytes, the format of the MNIST files."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        zero, dtype_code, ndim = struct.unpack(">HBB", f.read(4))
-        if zero != 0 or dtype_code != 0x08:
-            raise ValueError(f"expected an IDX file of unsigned bytes but {path} starts with {zero:#x} {dtype_code:#x}")
-        shape = struct.unpack(f">{ndim}I", f.read(4 * ndim))
-        return np.frombuffer(f.read(), dtype=np.uint8).reshape(shape)
-
-
 def load_images(args: argparse.Namespace) -> tuple[torch.Tensor, np.ndarray]:
     """Binarised images ``(N, 1, H, W)`` in {0, 1} and their labels."""
     if args.dataset == "mnist":
-        folder = Path(args.data_dir)
-        images_path, labels_path = (
-            folder / "t10k-images-idx3-ubyte.gz",
-            folder / "t10k-labels-idx1-ubyte.gz",
-        )
-        if not images_path.is_file() or not labels_path.is_file():
-            raise FileNotFoundError(
-                f"expected the MNIST test split ({images_path.name}, {labels_path.name}) in "
-                f"{folder}; pass "
-                "--data-dir or use --dataset digits"
-            )
-        images, labels = read_idx(images_path).astype(np.float32) / 255.0, read_idx(labels_path)
+        dataset = MNIST(args.data_dir, "test", binarize=True)
     else:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images, labels = digits.images.astype(np.float32) / 16.0, digits.target
-    images = torch.from_numpy((images > 0.5).astype(np.float32)).unsqueeze(1)
-    return images, labels.astype(np.int64)
+        dataset = Digits(binarize=True)
+    index = np.arange(len(dataset))
+    return dataset.observations(index), dataset.factors_of(index)[:, 0].astype(np.int64)
 
 
 def dominated_diagonal(rows: list[dict], metric: str) -> list[tuple[dict, dict]]:
@@ -99,7 +74,7 @@ def dominated_diagonal(rows: list[dict], metric: str) -> list[tuple[dict, dict]]
 
 
 def _betas(row: dict) -> str:
-    return "(" + ", ".join(f"{v:.3g}" for k, v in row.items() if k.startswith("beta/")) + ")"
+    return _betas_of(_setting(row))
 
 
 def _rates(row: dict) -> str:
@@ -136,25 +111,58 @@ def summarise(rows: list[dict], uses: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _setting(row: dict) -> tuple:
+    return tuple(value for key, value in row.items() if key.startswith("beta/"))
+
+
+def _value(grid: list[dict], setting: tuple, metric: str) -> float:
+    return next(row[metric] for row in grid if _setting(row) == setting)
+
+
+def compare_over_seeds(grids: list[list[dict]], uses: dict[str, str]) -> str:
+    """
+    Markdown: per use, the best unequal setting against the best beta-VAE setting (both
+    chosen on the mean over all grids), their difference in every grid, and, to avoid
+    choosing and judging on the same runs, the difference on the second half of the grids
+    of the two settings chosen on the first half.
+    """
+    mean = average_rate_grids(grids)
+    half = len(grids) // 2
+    first, second = average_rate_grids(grids[:half]), average_rate_grids(grids[half:])
+    lines = [
+        "| use | metric | best unequal betas | best beta-VAE betas | difference per grid | mean ± s.e. | "
+        "grids won by the unequal setting | chosen on the first half, difference on the second |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for use, metric in uses.items():
+        unequal = _setting(best_row([row for row in mean if not is_diagonal(row)], metric))
+        diagonal = _setting(best_row([row for row in mean if is_diagonal(row)], metric))
+        differences = np.array([_value(g, unequal, metric) - _value(g, diagonal, metric) for g in grids])
+        spread = differences.std(ddof=1) / math.sqrt(len(grids)) if len(grids) > 1 else math.nan
+        chosen = (
+            _setting(best_row([row for row in first if not is_diagonal(row)], metric)),
+            _setting(best_row([row for row in first if is_diagonal(row)], metric)),
+        )
+        held_out = _value(second, chosen[0], metric) - _value(second, chosen[1], metric)
+        lines.append(
+            f"| {use} | {metric} | {_betas_of(unequal)} | {_betas_of(diagonal)} | "
+            + ", ".join(f"{d:+.3g}" for d in differences)
+            + f" | {differences.mean():+.3g} ± {spread:.2g} | {int((differences > 0).sum())}/{len(grids)} | "
+            f"{_betas_of(chosen[0])} vs {_betas_of(chosen[1])}: {held_out:+.3g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _betas_of(setting: tuple) -> str:
+    return "(" + ", ".join(f"{v:.3g}" for v in setting) + ")"
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
     """The rows as a markdown table."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(f"{row[c]:.3g}" for c in columns) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _atomic_target(path: Path) -> str:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=path.suffix)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp creates the file readable by its owner only
-    return tmp
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = _atomic_target(path)
-    Path(tmp).write_text(text)
-    os.replace(tmp, path)
 
 
 def plot(rows: list[dict], uses: dict[str, str], path: Path) -> None:
@@ -177,10 +185,9 @@ def plot(rows: list[dict], uses: dict[str, str], path: Path) -> None:
         frameon=False,
     )
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    tmp = _atomic_target(path)
-    fig.savefig(tmp, dpi=110, format="png")
+    with atomic_file(path) as file:
+        fig.savefig(file, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def train_grid(args: argparse.Namespace) -> list[dict]:
@@ -221,9 +228,11 @@ def main(args: argparse.Namespace) -> list[dict]:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.from_csv:
-        rows = read_rate_grid_csv(args.from_csv)
+        grids = [read_rate_grid_csv(path) for path in args.from_csv]
+        rows = average_rate_grids(grids)
     else:
         rows = train_grid(args)
+        grids = [rows]
         write_rate_grid_csv(rows, out_dir / "hit_rates.csv")
     sites = [key[5:] for key in rows[0] if key.startswith("rate/")]
     uses = {
@@ -239,8 +248,15 @@ def main(args: argparse.Namespace) -> list[dict]:
         + [f"{kind}/{site}" for kind in ("logistic", "knn") for site in sites]
         + ["inception_score"]
     )
-    summary = summarise(rows, uses) + "\n" + table(rows, columns)
-    _write_text(out_dir / "summary.md", summary)
+    summary = summarise(rows, uses) + "\n"
+    if len(grids) > 1:
+        summary = (
+            f"Mean over {len(grids)} grids.\n\n" + summary + "\nThe unequal and beta-VAE optima grid by grid:\n\n"
+            + compare_over_seeds(grids, uses) + "\n"
+        )
+    summary += table(rows, columns)
+    with atomic_file(out_dir / "summary.md", "w") as file:
+        file.write(summary)
     print(summary)
     print(f"total training time {sum(row['seconds'] for row in rows):.0f} s; outputs in {out_dir}")
     return rows
@@ -277,7 +293,12 @@ def make_parser() -> argparse.ArgumentParser:
         help="torch CPU threads (more oversubscribe a busy machine)",
     )
     parser.add_argument("--out-dir", default="runs/hit_rates")
-    parser.add_argument("--from-csv", help="remake the figure and summary from a saved hit_rates.csv (no training)")
+    parser.add_argument(
+        "--from-csv",
+        nargs="+",
+        help="remake the figure and summary from saved hit_rates.csv files (no training); several "
+        "(one per seed) are averaged setting by setting and compared grid by grid",
+    )
     return parser
 
 

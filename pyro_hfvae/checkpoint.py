@@ -123,6 +123,12 @@ def param_store_state(module: torch.nn.Module | None = None) -> dict[str, Any]:
             "constraints": {n: state["constraints"][n] for n in names}}
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """
@@ -149,6 +155,8 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private; give it the permissions open() would have.
+        os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(handle, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as file:
             yield file
             file.flush()

@@ -16,7 +16,6 @@ import itertools
 import logging
 import math
 import os
-import tempfile
 import time
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -29,12 +28,14 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from pyro_hfvae.checkpoint import atomic_file
 from pyro_hfvae.hit_loss import HITLoss
 from pyro_hfvae.plate_layout import latent_sites
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "average_rate_grids",
     "default_betas_grid",
     "inception_score",
     "rate_grid",
@@ -95,6 +96,52 @@ def inception_score(class_probs: np.ndarray) -> float:
     return float(np.exp((probs * (np.log(probs) - np.log(marginal))).sum(1).mean()))
 
 
+def average_rate_grids(grids: Sequence[Sequence[Mapping[str, float]]]) -> list[dict[str, float]]:
+    """
+    The per-setting mean of every column over several grids of the same settings (for
+    example one per seed), in the first grid's order; the ``beta/`` columns are kept as
+    they are. A column that some grid lacks for a setting is averaged over the grids that
+    have it.
+
+    :param grids: tables of :func:`rate_grid` (or :func:`read_rate_grid_csv`).
+    :returns: one row per setting.
+    :rtype: list
+
+    Example::
+
+        >>> seed0 = [{"beta/z": 1.0, "psnr": 12.0}, {"beta/z": 2.0, "psnr": 10.0}]
+        >>> seed1 = [{"beta/z": 2.0, "psnr": 11.0}, {"beta/z": 1.0, "psnr": 13.0}]
+        >>> average_rate_grids([seed0, seed1])
+        [{'beta/z': 1.0, 'psnr': 12.5}, {'beta/z': 2.0, 'psnr': 10.5}]
+    """
+    if not grids:
+        raise ValueError("expected at least one grid but got none")
+
+    def setting(row: Mapping[str, float]) -> tuple:
+        return tuple(sorted((key, value) for key, value in row.items() if key.startswith("beta/")))
+
+    keys = [setting(row) for row in grids[0]]
+    by_setting = [{setting(row): row for row in grid} for grid in grids]
+    for i, grid in enumerate(by_setting[1:], start=1):
+        if set(grid) != set(keys):
+            raise ValueError(
+                f"expected every grid to have the settings of the first but grid {i} differs in "
+                f"{sorted(set(grid) ^ set(keys))}; average grids of the same betas only"
+            )
+    averaged = []
+    for key in keys:
+        rows = [grid[key] for grid in by_setting]
+        betas = dict(key)
+        columns = dict.fromkeys(column for row in rows for column in row)
+        averaged.append(
+            {
+                column: betas[column] if column in betas else float(np.mean([r[column] for r in rows if column in r]))
+                for column in columns
+            }
+        )
+    return averaged
+
+
 def write_rate_grid_csv(rows: Sequence[Mapping[str, float]], path: str | os.PathLike) -> None:
     """
     Writes the rows of :func:`rate_grid` as CSV (columns in order of first appearance),
@@ -104,18 +151,10 @@ def write_rate_grid_csv(rows: Sequence[Mapping[str, float]], path: str | os.Path
     :param path: the CSV file.
     """
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".rate_grid_", suffix=".csv")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.chmod(tmp, 0o644)  # mkstemp creates the file readable by its owner only
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_file(path, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def read_rate_grid_csv(path: str | os.PathLike) -> list[dict[str, float]]:

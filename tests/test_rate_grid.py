@@ -13,6 +13,7 @@ import torch
 from pyro_hfvae.hit_loss import HITLoss
 from pyro_hfvae.models import HierarchicalVAE
 from pyro_hfvae.rate_grid import (
+    average_rate_grids,
     default_betas_grid,
     inception_score,
     rate_grid,
@@ -228,14 +229,11 @@ def test_example_smoke(tmp_path):
 
 def test_example_reads_mnist(shared_data, tmp_path):
     example = load_example()
-    images = example.read_idx(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz")
-    labels = example.read_idx(shared_data / "mnist" / "t10k-labels-idx1-ubyte.gz")
-    assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
-    assert np.bincount(labels).tolist()[:3] == [
-        980,
-        1135,
-        1032,
-    ]  # the official test split's class counts
+    parsed = example.make_parser().parse_args(["--data-dir", str(shared_data / "mnist")])
+    images, labels = example.load_images(parsed)
+    assert images.shape == (10000, 1, 28, 28) and labels.shape == (10000,)
+    assert set(images.unique().tolist()) == {0.0, 1.0}
+    assert np.bincount(labels).tolist()[:3] == [980, 1135, 1032]  # the official test split's class counts
     args = TINY + [
         "--data-dir",
         str(shared_data / "mnist"),
@@ -258,3 +256,47 @@ def test_example_dominance_check():
     ]
     pairs = example.dominated_diagonal(rows, "m")
     assert pairs == [(rows[0], rows[1])]
+
+
+def test_average_rate_grids_against_a_loop():
+    generator = np.random.default_rng(0)
+    settings = [(0.1, 0.1), (0.1, 1.0), (1.0, 0.1), (1.0, 1.0)]
+    grids = []
+    for _ in range(3):
+        order = generator.permutation(len(settings))  # grids need not list settings in one order
+        grids.append([{"beta/z1": settings[i][0], "beta/z2": settings[i][1], "psnr": generator.normal()}
+                      for i in order])
+    averaged = average_rate_grids(grids)
+    assert [(row["beta/z1"], row["beta/z2"]) for row in averaged] == [
+        (row["beta/z1"], row["beta/z2"]) for row in grids[0]
+    ]
+    for row in averaged:
+        key = (row["beta/z1"], row["beta/z2"])
+        values = [r["psnr"] for grid in grids for r in grid if (r["beta/z1"], r["beta/z2"]) == key]
+        assert row["psnr"] == pytest.approx(sum(values) / 3)
+    with pytest.raises(ValueError, match="grid 1 differs"):
+        average_rate_grids([grids[0], grids[1][:3]])
+    with pytest.raises(ValueError, match="at least one grid"):
+        average_rate_grids([])
+
+
+def test_example_compares_optima_grid_by_grid():
+    example = load_example()
+
+    def grid(values):
+        settings = [(0.1, 0.1), (0.1, 1.0), (1.0, 0.1), (1.0, 1.0)]
+        return [{"beta/z1": a, "beta/z2": b, "m": v} for (a, b), v in zip(settings, values)]
+
+    # Unequal optimum (1, 0.1) on the mean; diagonal optimum (0.1, 0.1).
+    grids = [grid([0.50, 0.40, 0.60, 0.30]), grid([0.52, 0.41, 0.51, 0.31]),
+             grid([0.50, 0.60, 0.70, 0.30]), grid([0.40, 0.10, 0.50, 0.45])]
+    line = example.compare_over_seeds(grids, {"use": "m"}).splitlines()[2]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[2:4] == ["(1, 0.1)", "(0.1, 0.1)"]
+    differences = np.array([0.10, -0.01, 0.20, 0.10])
+    assert cells[4] == ", ".join(f"{d:+.3g}" for d in differences)
+    assert cells[5] == f"{differences.mean():+.3g} ± {differences.std(ddof=1) / 2:.2g}"
+    assert cells[6] == "3/4"
+    # First half: unequal optimum (1, 0.1) (0.555), diagonal (0.1, 0.1) (0.51); on the second
+    # half their means are 0.60 and 0.45.
+    assert cells[7] == "(1, 0.1) vs (0.1, 0.1): +0.15"
