@@ -15,13 +15,9 @@ A run directory holds::
 """
 import contextlib
 import inspect
-import json
 import logging
 import os
-import signal
-import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,9 +36,22 @@ from pyro_hfvae.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from pyro_hfvae.config import ConfigError, component_factory, dumps_config, load_config, resolve_config
+from pyro_hfvae.config import dumps_config, load_config, resolve_config
+from pyro_hfvae.divergence import _check_checkpoint_parameters, _check_gradients, _diverged, _validation_failure
 from pyro_hfvae.inference_data import latent_groups, latent_means, latent_posterior
+from pyro_hfvae.random_batches import _RandomBatches
+from pyro_hfvae.resumable_settings import _changed_settings, _check_resumable
+from pyro_hfvae.run_components import _build_dataset, _build_model, _build_objective, _build_optimizer, _build_schedule
+from pyro_hfvae.run_evaluation import (
+    _disentanglement_metrics,
+    _evaluation_record,
+    _information_positions,
+    _information_summary,
+)
+from pyro_hfvae.run_log import _append_record, _keep_records_through, _write_json, read_jsonl
+from pyro_hfvae.stop_requests import _StopRequests
 from pyro_hfvae.terms_elbo import NonFiniteLossError
+from pyro_hfvae.training_device import _forked_rng, _pick_device
 
 logger = logging.getLogger(__name__)
 
@@ -91,144 +100,6 @@ EVALUATION_PRESETS: dict[str, dict[str, Any]] = {
     },
     "none": {"metrics": (), "num_train": 0, "num_test": 0, "options": {}, "information_points": 2000},
 }
-
-# Metrics that compare factors with each other, meaningless with a single factor.
-_MULTI_FACTOR_METRICS = {"mig_sup", "modularity", "factor_vae", "beta_vae"}
-
-# Settings that may change when a run is resumed (the rest define the run).
-_RESUMABLE = {"training.steps", "training.log_every", "training.checkpoint_every", "training.eval_every",
-              "training.device", "training.num_threads", "optimizer.lr"}
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """
-    The records of a JSON-lines file (``[]`` if there is none); a truncated last line, as an
-    interrupted write may leave, is skipped.
-
-    :param path: the file.
-    :rtype: list
-    """
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records = []
-    with open(path, encoding="utf-8") as file:
-        for line in file:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                logger.warning("skipping a malformed line of %s", path)
-    return records
-
-
-def _write_json(path: Path, value: Any) -> None:
-    with atomic_file(path, "w") as file:
-        json.dump(value, file, indent=2, allow_nan=True)
-        file.write("\n")
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"expected a CUDA device for [training] device = {name!r} but torch finds none; "
-                          "use device = 'cpu' or 'auto'")
-    return device
-
-
-@contextlib.contextmanager
-def _forked_rng(device: torch.device) -> Iterator[None]:
-    # Evaluation must not move the training's random streams, so that evaluating (or not)
-    # leaves the trained parameters unchanged.
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        yield
-
-
-class _RandomBatches:
-    """
-    Batches of ``batch_size`` positions in ``range(size)``, each epoch a fresh random
-    permutation (the last incomplete batch of an epoch is dropped, so every batch has the
-    same size), drawn from a private generator whose state is checkpointed.
-    """
-
-    def __init__(self, size: int, batch_size: int, seed: int, device: torch.device) -> None:
-        if batch_size > size:
-            raise ConfigError(f"expected [training] batch_size <= the number of training items ({size}) but got "
-                              f"{batch_size}; lower batch_size or raise [data] subset")
-        self.size = size
-        self.batch_size = batch_size
-        self.device = device
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch = 0
-        self._new_epoch()
-
-    def _new_epoch(self) -> None:
-        self._epoch_state = self.generator.get_state()
-        self._order = torch.randperm(self.size, generator=self.generator).to(self.device)
-        self.position = 0
-
-    def next(self) -> torch.Tensor:
-        if self.position + self.batch_size > self.size:
-            self.epoch += 1
-            self._new_epoch()
-        batch = self._order[self.position:self.position + self.batch_size]
-        self.position += self.batch_size
-        return batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch_state": self._epoch_state, "epoch": self.epoch, "position": self.position,
-                "size": self.size, "batch_size": self.batch_size}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if (state["size"], state["batch_size"]) != (self.size, self.batch_size):
-            raise ValueError(f"expected a sampler state for {self.size} items in batches of {self.batch_size} but "
-                             f"got {state['size']} items in batches of {state['batch_size']}")
-        self.generator.set_state(state["epoch_state"])
-        self._new_epoch()
-        self.epoch = state["epoch"]
-        self.position = state["position"]
-
-
-class _StopRequests:
-    """Turns SIGINT and SIGTERM into a request to stop after the current step; a second one stops at once."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signum
-        logger.warning("received %s: stopping after this step (send it again to stop at once)",
-                       signal.Signals(signum).name)
-
-    def __enter__(self) -> "_StopRequests":
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
-def _to_constructor(value: Any) -> Any:
-    return tuple(_to_constructor(v) for v in value) if isinstance(value, list) else value
-
-
-def _construct(section: str, name: str, options: Mapping[str, Any], **fixed) -> Any:
-    factory = component_factory(section, name)
-    try:
-        return factory(**{k: _to_constructor(v) for k, v in options.items()}, **fixed)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        raise ConfigError(f"[{section}] {name}: {error}") from error
 
 
 class Trainer:
@@ -305,7 +176,7 @@ class Trainer:
 
         data = self.config["data"]
         #: The data set (its observations are read on :attr:`device`).
-        self.dataset = self._build_dataset(data)
+        self.dataset = _build_dataset(data, self.device)
         subset = data.get("subset", 0)
         if subset and subset < len(self.dataset):
             chosen = np.sort(np.random.RandomState(training["seed"]).choice(len(self.dataset), subset, replace=False))
@@ -316,27 +187,18 @@ class Trainer:
         #: The number of training items ``N`` (the data plate's size).
         self.dataset_size = subset if self.train_indices is not None else len(self.dataset)
 
-        model_config = dict(self.config["model"])
         #: The model: an ``nn.Module`` with Pyro ``model`` and ``guide`` methods.
-        self.model = _construct("model", model_config.pop("name"), model_config,
-                                image_shape=tuple(self.dataset.observation_shape)).to(self.device)
+        self.model = _build_model(self.config["model"], self.dataset.observation_shape, self.device)
         self._takes_schedule = "schedule" in inspect.signature(self.model.model).parameters
         probe = self.observations(torch.arange(2, device=self.device))
         #: Group path of every latent site of the guide (``None``: no group).
         self.site_groups = latent_groups(self.model.guide, probe)
         #: The progressive schedule, or ``None``.
-        self.schedule = self._build_schedule(self.config["schedule"])
-        objective = dict(self.config["objective"])
-        name = objective.pop("name")
-        if self.schedule is not None:
-            objective["betas"] = self.schedule
+        self.schedule = _build_schedule(self.config["schedule"], self.site_groups)
         #: The objective (a :class:`~pyro_hfvae.TermsELBO`).
-        self.loss = _construct("objective", name, objective)
-        optimizer = dict(self.config["optimizer"])
-        name = optimizer.pop("name")
+        self.loss = _build_objective(self.config["objective"], self.schedule)
         #: The Pyro optimiser.
-        self.optimizer = component_factory("optimizer", name)(
-            {k: tuple(v) if isinstance(v, list) else v for k, v in optimizer.items()})
+        self.optimizer = _build_optimizer(self.config["optimizer"])
         self.sampler = _RandomBatches(self.dataset_size, training["batch_size"], training["seed"], self.device)
         #: Training steps done.
         self.step_count = 0
@@ -355,30 +217,7 @@ class Trainer:
         self._in_step = False
         self._last_checkpoint: tuple[int, Path] | None = None
 
-    # ------------------------------------------------------------------ building
-
-    def _build_dataset(self, data: Mapping[str, Any]):
-        options = {k: v for k, v in data.items() if k not in ("name", "subset")}
-        name = data["name"]
-        if name == "mnist" and options.get("root") == "":
-            warnings.warn("[data] mnist has no root folder: scikit-learn's 8x8 digits stand in for MNIST; set "
-                          "[data] root to the folder with the MNIST IDX files", UserWarning, stacklevel=3)
-            return _construct("data", "digits", {"binarize": options.get("binarize", False)}, device=self.device)
-        return _construct("data", name, options, device=self.device)
-
-    def _build_schedule(self, schedule: Mapping[str, Any]):
-        if schedule["name"] == "none":
-            return None
-        options = {k: v for k, v in schedule.items() if k != "name"}
-        return _construct("schedule", schedule["name"], options, levels=list(self.site_groups))
-
-    def _information_data(self) -> torch.Tensor:
-        """The training items on which I(x; z) is measured (a fixed random choice)."""
-        evaluation = self.config["evaluation"]
-        preset = EVALUATION_PRESETS[self.evaluation_preset()]
-        count = min(evaluation["information_points"] or preset["information_points"], self.dataset_size)
-        positions = np.sort(np.random.RandomState(evaluation["seed"]).choice(self.dataset_size, count, replace=False))
-        return self.observations(torch.from_numpy(positions).to(self.device))
+    # ------------------------------------------------------------------ run directory
 
     def _write_config(self) -> None:
         header = ("pyro-hfvae run configuration, as resolved (every default listed).\n"
@@ -459,18 +298,12 @@ class Trainer:
                                                 **self._model_kwargs())
             except ValueError as error:
                 # Distribution validation rejects NaN parameters before any loss exists: name the culprits.
-                first_line = str(error).strip().splitlines()[0]
-                bad = self._non_finite_parameters()
-                if bad:
-                    raise NonFiniteLossError(f"expected finite parameters but {bad} are not finite (the model "
-                                             f"failed with: {first_line})") from error
-                if not torch.isfinite(x).all():
-                    raise NonFiniteLossError(f"expected finite observations but the batch holds NaN or infinite "
-                                             f"values (the model failed with: {first_line}); check the data set"
-                                             ) from error
-                raise
+                failure = _validation_failure(error, x)
+                if failure is None:
+                    raise
+                raise failure from error
         params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
-        self._check_gradients(capture.trace)
+        _check_gradients(capture.trace)
         self.optimizer(params)
         zero_grads(params)
         if self.schedule is not None:
@@ -479,33 +312,6 @@ class Trainer:
         self._in_step = False
         self.last_record = {"step": self.step_count, "loss": loss, **self.loss.terms}
         return self.last_record
-
-    def _check_gradients(self, param_trace) -> None:
-        sites = [(name, site["value"].unconstrained()) for name, site in param_trace.nodes.items()]
-        grads = [(name, p.grad) for name, p in sites if p.grad is not None]
-        if not grads:
-            return
-        finite = torch.stack([torch.isfinite(g).all() for _, g in grads]).tolist()
-        if all(finite):
-            return
-        bad = [name for (name, _), ok in zip(grads, finite) if not ok]
-        zero_grads({p for _, p in sites})
-        raise NonFiniteLossError(f"expected finite gradients but the gradients of {len(bad)} parameters are not "
-                                 f"finite: {bad[:8]}{' ...' if len(bad) > 8 else ''} (the loss was finite)")
-
-    def _diagnosis(self, error: NonFiniteLossError) -> NonFiniteLossError:
-        failed_step = self.step_count + 1 if self._in_step else self.step_count
-        bad = self._non_finite_parameters()
-        if bad and str(bad) not in str(error):
-            error = f"{error}; non-finite parameters: {bad}"
-        if self._last_checkpoint is None:
-            last = "no checkpoint was written yet"
-            fix = "start again with a lower learning rate (--lr)"
-        else:
-            good_step, path = self._last_checkpoint
-            last = f"the last good checkpoint is {path} (step {good_step})"
-            fix = f"continue from it with a lower learning rate: pyro-hfvae train --resume {path.parent} --lr ..."
-        return NonFiniteLossError(f"training stopped at step {failed_step}: {error} {last}; {fix}")
 
     def train(self, steps: int | None = None) -> str:
         """
@@ -535,7 +341,8 @@ class Trainer:
                     try:
                         self._train_step(target, log_file, progress_bar)
                     except NonFiniteLossError as error:
-                        diagnosis = self._diagnosis(error)
+                        failed_step = self.step_count + 1 if self._in_step else self.step_count
+                        diagnosis = _diverged(error, failed_step, self._last_checkpoint)
                         self._in_step = False
                         self._append_event(log_file, "diverged", str(diagnosis))
                         raise diagnosis from error
@@ -578,8 +385,7 @@ class Trainer:
         record = self.step()
         step = self.step_count
         if log_file is not None and (step % training["log_every"] == 0 or step == target):
-            log_file.write(json.dumps({**record, "seconds": self.elapsed_seconds()}) + "\n")
-            log_file.flush()
+            _append_record(log_file, {**record, "seconds": self.elapsed_seconds()})
         if progress_bar is not None:
             progress_bar.update(1)
             if step % training["log_every"] == 0 or step == target:
@@ -599,8 +405,7 @@ class Trainer:
 
     def _append_event(self, log_file, event: str, message: str) -> None:
         if log_file is not None:
-            log_file.write(json.dumps({"step": self.step_count, "event": event, "message": message}) + "\n")
-            log_file.flush()
+            _append_record(log_file, {"step": self.step_count, "event": event, "message": message})
 
     @staticmethod
     def _postfix(record: Mapping[str, float]) -> dict[str, str]:
@@ -612,10 +417,8 @@ class Trainer:
         result = self.evaluate(write=False)
         if self.run_dir is None:
             return
-        flat = {"step": result["step"], **result["metrics"], "information_total": result["information"]["total"]}
-        flat.update({f"information/{k}": v for k, v in result["information"]["groups"].items()})
         with open(self.run_dir / EVALUATIONS_FILE, "a", encoding="utf-8") as file:
-            file.write(json.dumps(flat) + "\n")
+            _append_record(file, _evaluation_record(result))
 
     # ------------------------------------------------------------------ evaluation
 
@@ -648,58 +451,32 @@ class Trainer:
             "information": {"total", "groups", "sites", "variables", "num_data"}}``.
         :rtype: dict
         """
-        from pyro_hfvae.metrics import evaluate as evaluate_metrics
-        from pyro_hfvae.metrics.information import mutual_information
-
         preset = self.evaluation_preset(preset)
         settings = EVALUATION_PRESETS[preset]
         evaluation = self.config["evaluation"]
         started = time.perf_counter()
-        metrics: dict[str, float] = {}
         with self.evaluation_mode():
-            names = list(evaluation["metrics"] or settings["metrics"])
-            factors = getattr(self.dataset, "factor_sizes", ())
-            if len(factors) < 2:
-                names = [n for n in names if n not in _MULTI_FACTOR_METRICS]
-            if names and factors:
-                options = {k: v for k, v in settings["options"].items() if k in names}
-                logger.info("evaluating %s (%s preset)", ", ".join(names), preset)
-                metrics = evaluate_metrics(self.dataset, self.encode, metrics=names, random_state=evaluation["seed"],
-                                           num_train=evaluation["num_train"] or settings["num_train"],
-                                           num_test=evaluation["num_test"] or settings["num_test"], options=options)
-            groups: dict[str, list[str]] = {}
-            for site, group in self.site_groups.items():
-                groups.setdefault(group or site, []).append(site)
-            information = mutual_information(self.posterior, self._information_data(), groups=groups,
-                                             random_state=evaluation["seed"], batch_size=512)
+            metrics = _disentanglement_metrics(self.dataset, self.encode, evaluation, settings, preset)
+            information = _information_summary(self.posterior, self._information_data(), self.site_groups,
+                                               evaluation["seed"])
         result = {
             "step": self.step_count,
             "preset": preset,
             "seconds": time.perf_counter() - started,
             "metrics": metrics,
-            "information": {
-                "total": information.total,
-                "groups": information.groups,
-                "sites": information.sites,
-                "variables": {k: np.asarray(v).reshape(-1).tolist() for k, v in information.variables.items()},
-                "num_data": information.num_data,
-            },
+            "information": information,
         }
         if write and self.run_dir is not None:
             _write_json(self.run_dir / METRICS_FILE, result)
         return result
 
+    def _information_data(self) -> torch.Tensor:
+        """The training items on which I(x; z) is measured (a fixed random choice)."""
+        positions = _information_positions(self.config["evaluation"], EVALUATION_PRESETS[self.evaluation_preset()],
+                                           self.dataset_size)
+        return self.observations(torch.from_numpy(positions).to(self.device))
+
     # ------------------------------------------------------------------ checkpoints
-
-    def _non_finite_parameters(self) -> list[str]:
-        """Names of the Pyro parameters with a NaN or infinite entry."""
-        return sorted(name for name, p in pyro.get_param_store().named_parameters() if not torch.isfinite(p).all())
-
-    def _check_parameters(self) -> None:
-        bad = self._non_finite_parameters()
-        if bad:
-            raise NonFiniteLossError(f"expected finite parameters before writing a checkpoint but {bad} are not "
-                                     "finite; the checkpoint was not written")
 
     def state_dict(self) -> dict[str, Any]:
         """
@@ -734,7 +511,7 @@ class Trainer:
             if self.run_dir is None:
                 raise ValueError("expected a path or a trainer with a run directory but got neither")
             path = self.run_dir / CHECKPOINT_FILE
-        self._check_parameters()
+        _check_checkpoint_parameters()
         path = save_checkpoint(path, self.state_dict())
         self._last_checkpoint = (self.step_count, Path(path))
         logger.debug("checkpoint at step %d written to %s", self.step_count, path)
@@ -792,15 +569,8 @@ class Trainer:
                                     "train first with pyro-hfvae train --out DIR")
         original = load_config(run_dir / CONFIG_FILE)
         config = resolve_config(original, overrides)
-        changed = [f"{section}.{key}" for section, options in config.items() for key in options
-                   if options[key] != original[section].get(key)]
-        changed += [f"{section}.{key}" for section, options in original.items() for key in options
-                    if key not in config[section]]
-        fixed = [key for key in changed if key not in _RESUMABLE and not key.startswith("evaluation.")]
-        if fixed:
-            raise ConfigError(f"cannot change {', '.join(sorted(fixed))} when resuming {run_dir}: they define the run; "
-                              f"start a new run with --out, or change only {', '.join(sorted(_RESUMABLE))} and "
-                              "[evaluation] settings")
+        changed = _changed_settings(original, config)
+        _check_resumable(changed, run_dir)
         trainer = cls.__new__(cls)
         trainer._build(config, run_dir, progress, callbacks)
         state = load_checkpoint(run_dir / CHECKPOINT_FILE, map_location=trainer.device)
@@ -810,11 +580,7 @@ class Trainer:
         if read_only:
             return trainer
         for name in (LOG_FILE, EVALUATIONS_FILE):
-            path = run_dir / name
-            if path.exists():
-                kept = [r for r in read_jsonl(path) if r.get("step", 0) <= trainer.step_count and "event" not in r]
-                with atomic_file(path, "w") as file:
-                    file.writelines(json.dumps(r) + "\n" for r in kept)
+            _keep_records_through(run_dir / name, trainer.step_count)
         if changed:
             trainer._write_config()
         return trainer
