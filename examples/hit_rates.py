@@ -206,7 +206,7 @@ def train_grid(args: argparse.Namespace) -> list[dict]:
             tuple(args.latent_dims),
             channels=tuple(args.channels),
             hidden_dim=args.hidden_dim,
-        )
+        ).to(args.device)
 
     return rate_grid(
         make_model,
@@ -286,6 +286,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden-dim", type=int, default=64)
     parser.add_argument("--num-samples", type=int, default=1000, help="samples for the generation score")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where the models train (e.g. cuda)")
     parser.add_argument(
         "--threads",
         type=int,
