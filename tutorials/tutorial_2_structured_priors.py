@@ -40,7 +40,7 @@ from pyro.infer import SVI
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_hfvae import HFVAELoss, group, variable_log_prob, variable_ndim
+from pyro_hfvae import HFVAELoss, group, tc_weight_bound, variable_log_prob, variable_ndim
 from pyro_hfvae.datasets import DSprites
 from pyro_hfvae.group import site_group
 from pyro_hfvae.group_tree import build_group_tree
@@ -179,6 +179,13 @@ prior_tc = (prior.log_prob(z) - variable_log_prob(prior, z, 1).sum(-1)).mean()
 print(
     f"Monte Carlo {prior_tc:.4f} nats, closed form {-0.5 * math.log(1 - RHO**2):.4f} nats"
 )
+
+# %%
+# Because the term is "aggregate posterior minus prior", its weight has a ceiling: at or above
+# :func:`~pyro_hfvae.tc_weight_bound`, :math:`(1 + \rho)/\rho` for a correlated pair, the codes
+# can stretch along the prior's correlated direction without limit and the objective is
+# unbounded below (:class:`~pyro_hfvae.HFVAELoss` warns). The weight used below, 2, is under it.
+print(f"largest safe weight on the position's total correlation: {tc_weight_bound(prior):.2f}")
 
 # %%
 # Training with a correlated and with a factorised prior
