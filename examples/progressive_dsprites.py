@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--hidden-dim", type=int, default=32)
-    parser.add_argument("--seeds", type=int, default=4, help="runs per configuration (seeds 0..n-1)")
+    parser.add_argument("--seeds", type=int, default=4, help="runs per configuration")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument(
         "--kl-limit",
         type=float,
@@ -122,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke test (overrides sizes)")
     parser.add_argument(
         "--from-json",
+        nargs="+",
         default=None,
-        help="remake the tables and figure from a saved results.json (no training; its settings are used)",
+        help="remake the tables and figure from saved results.json files (no training; their settings "
+        "are used; several, e.g. of other seeds, are pooled and must share every other setting)",
     )
     return parser
 
@@ -426,7 +429,7 @@ def jobs(args: argparse.Namespace) -> list[tuple]:
     """The runs the chosen experiments need: ``(kind, seed, strategy)``, seed by seed."""
     measure = bool({"flow", "compare"} & set(args.experiments))
     out = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         if measure or "ablation" in args.experiments:
             out.append(("pro-VLAE", seed, "both"))
         if "ablation" in args.experiments:
@@ -455,11 +458,32 @@ def run_job(args: argparse.Namespace, job: tuple, trainer: Trainer | None = None
     return trainer.progressive(seed, strategy, fade_in, use_pre_kl, measure)
 
 
-def load_results(path: str) -> tuple[argparse.Namespace, list[Run]]:
-    """The settings and runs of a saved ``results.json``."""
-    with open(path) as file:
-        saved = json.load(file)
-    return argparse.Namespace(**saved["args"]), [Run(**item) for item in saved["runs"]]
+# Settings that say how or which runs were made, not what was trained: pooled files may differ in them.
+_RUN_ONLY_SETTINGS = {"seeds", "first_seed", "out", "workers", "threads", "device", "experiments", "from_json"}
+
+
+def load_results(paths: list[str]) -> tuple[argparse.Namespace, list[Run]]:
+    """The settings and the pooled runs of saved ``results.json`` files."""
+    settings, runs = None, []
+    for path in paths:
+        with open(path) as file:
+            saved = json.load(file)
+        these = {k: v for k, v in saved["args"].items() if k not in _RUN_ONLY_SETTINGS}
+        if settings is not None and these != settings:
+            changed = sorted(k for k in settings.keys() | these.keys() if settings.get(k) != these.get(k))
+            raise ValueError(
+                f"expected results made with the settings of {paths[0]} but {path} differs in {changed}; "
+                "pool only runs of one configuration"
+            )
+        settings = these
+        runs.extend(Run(**item) for item in saved["runs"])
+    seen = {}
+    for run in runs:
+        key = (run.model, run.strategy, run.seed)
+        if key in seen:
+            raise ValueError(f"expected each run once but {key} appears in more than one file; pool distinct seeds")
+        seen[key] = run
+    return argparse.Namespace(**settings), runs
 
 
 def finish(runs: list[Run], args: argparse.Namespace, out: str) -> dict:

@@ -1,5 +1,7 @@
 import math
 
+import pytest
+
 
 def test_tiny_run_writes_results_and_figure(load_example, tmp_path):
     example = load_example("progressive_dsprites")
@@ -14,6 +16,10 @@ def test_tiny_run_writes_results_and_figure(load_example, tmp_path):
     remade = example.main(example.build_parser().parse_args(["--from-json", str(tmp_path / "results.json"),
                                                              "--out", str(tmp_path / "remade")]))
     assert remade["report"] == results["report"]
+    # Pooling files of the same seeds would count runs twice.
+    twice = ["--from-json", str(tmp_path / "results.json"), str(tmp_path / "results.json"), "--out", str(tmp_path)]
+    with pytest.raises(ValueError, match="appears in more than one file"):
+        example.main(example.build_parser().parse_args(twice))
     assert (tmp_path / "remade" / "information_flow.png").stat().st_size > 0
 
 
