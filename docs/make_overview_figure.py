@@ -10,8 +10,6 @@ Run it from anywhere; it rewrites ``docs/_static/overview/hfvae_objective.png``:
 """
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+
+from pyro_hfvae.checkpoint import atomic_file  # noqa: E402
 
 OUTPUT = Path(__file__).resolve().parent / "_static" / "overview" / "hfvae_objective.png"
 
@@ -290,16 +290,8 @@ def draw() -> Figure:
 
 def save(figure: Figure, path: Path) -> None:
     """Writes ``figure`` to ``path`` atomically (a temporary file beside it, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(handle)
-    try:
-        figure.savefig(temporary)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with atomic_file(path) as file:
+        figure.savefig(file, format=path.suffix.lstrip("."))
 
 
 if __name__ == "__main__":

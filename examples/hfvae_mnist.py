@@ -45,8 +45,6 @@ GPU, longer (the paper's batch sizes are 512-1024)::
 """
 import argparse
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -61,6 +59,7 @@ from sklearn.metrics import mutual_info_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from pyro_hfvae import HFVAELoss, HITLoss
+from pyro_hfvae.checkpoint import atomic_file
 from pyro_hfvae.datasets import MNIST, Digits
 from pyro_hfvae.metrics import discrete_mutual_information, mutual_information
 from pyro_hfvae.models.conv_hfvae import ConvHFVAE
@@ -240,13 +239,9 @@ def plot_traversals(results: dict[str, dict], path: Path) -> None:
         ax.set_xlabel(f"z[{result['traversal_dim']}]")
         ax.set_title(f"{name}: identity kept {result['identity_kept']:.0%}", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    with atomic_file(path) as file:
+        fig.savefig(file, dpi=110, format="png")
     plt.close(fig)
-    os.chmod(tmp, 0o644)  # mkstemp makes the file private
-    os.replace(tmp, path)
 
 
 def report(results: dict[str, dict], description: str) -> str:

@@ -427,8 +427,11 @@ class HFVAELoss(TermsELBO):
             if weight <= 1.0:
                 continue
             for name in node.sites:
+                # Cheap tests first: the bound needs an eigendecomposition (and a device sync).
+                if num_vars[name] < 2 or name in self._warned_unbounded:
+                    continue
                 bound = tc_weight_bound(data_sites[name][1]["fn"])
-                if num_vars[name] >= 2 and weight >= bound and name not in self._warned_unbounded:
+                if weight >= bound:
                     self._warned_unbounded.add(name)
                     warnings.warn(
                         f"HFVAELoss: the total-correlation weight {weight:g} on group {node.path!r} is at or above "

@@ -36,13 +36,14 @@ References
 import hashlib
 import logging
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from pyro_hfvae.checkpoint import atomic_file
 
 from . import _dsprites_rendering as rendering
 from .ground_truth_dataset import GroundTruthDataset, RandomStateLike
@@ -240,23 +241,10 @@ class DSprites(GroundTruthDataset):
         return packed
 
     def _write_cache(self, packed: np.ndarray) -> None:
-        # Atomic: a temporary file in the cache folder, then os.replace.
-        temporary = None
         try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(
-                dir=self.cache_dir, prefix=".dsprites_grid_", suffix=".tmp", delete=False
-            ) as file:
-                temporary = Path(file.name)
-                np.savez_compressed(
-                    file, packed=packed, sha256=np.array(hashlib.sha256(packed).hexdigest())
-                )
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.cache_path)
+            with atomic_file(self.cache_path) as file:
+                np.savez_compressed(file, packed=packed, sha256=np.array(hashlib.sha256(packed).hexdigest()))
         except OSError as error:
-            if temporary is not None:
-                temporary.unlink(missing_ok=True)
             warnings.warn(
                 f"could not cache the dSprites grid in {self.cache_dir} ({error}); it will be "
                 f"rendered again next time (set cache_dir or PYRO_HFVAE_CACHE to a writable "

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pyro_hfvae.group import group
+from pyro_hfvae.models.layers import data_plate
 
 __all__ = [
     "ConvHFVAE",
@@ -185,12 +186,6 @@ class ConvHFVAE(nn.Module):
         logits = self.decoder(latent.reshape(-1, latent.size(-1)))
         return logits.reshape(batch_shape + self.image_shape)
 
-    def _plate(self, x: torch.Tensor, idx: torch.Tensor | None, dataset_size: int | None):
-        batch = x.size(0)
-        if idx is None:
-            idx = torch.arange(batch, device=x.device)
-        return pyro.plate("data", size=dataset_size if dataset_size is not None else batch, subsample=idx)
-
     def model(self, x: torch.Tensor, idx: torch.Tensor | None = None, dataset_size: int | None = None) -> None:
         """
         The generative model: a Pyro program with latent sites ``"y"`` and ``"z"``
@@ -202,7 +197,7 @@ class ConvHFVAE(nn.Module):
         """
         pyro.module("hfvae", self)
         y = z = None
-        with self._plate(x, idx, dataset_size):
+        with data_plate(x, idx, dataset_size):
             if self.num_classes:
                 uniform = x.new_zeros(self.num_classes)
                 y = pyro.sample("y", dist.RelaxedOneHotCategorical(self.temperature, logits=uniform))
@@ -221,7 +216,7 @@ class ConvHFVAE(nn.Module):
         """
         pyro.module("hfvae", self)
         posterior = self.posterior(x)
-        with self._plate(x, idx, dataset_size):
+        with data_plate(x, idx, dataset_size):
             if "y" in posterior:
                 with group("class"):
                     pyro.sample("y", posterior["y"])

@@ -13,7 +13,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_hfvae.models.layers import ConvEncoder, DeconvDecoder, GaussianHead, check_image_shape
+from pyro_hfvae.models.layers import ConvEncoder, DeconvDecoder, GaussianHead, check_image_shape, data_plate
 
 logger = logging.getLogger(__name__)
 
@@ -189,23 +189,6 @@ class HierarchicalVAE(nn.Module):
                 f"reshape with x.reshape(-1, {shape})"
             )
 
-    @staticmethod
-    def _data_plate(x: torch.Tensor, idx: torch.Tensor | None, dataset_size: int | None) -> pyro.plate:
-        batch_size = x.shape[0]
-        if idx is None:
-            if dataset_size is None:
-                return pyro.plate("data", size=batch_size, device=x.device)
-            idx = torch.arange(batch_size, device=x.device)
-        elif dataset_size is None:
-            raise ValueError(
-                "expected dataset_size=N together with idx (the data plate scales the batch by "
-                "N/B) but got "
-                "dataset_size=None; pass dataset_size=len(dataset)"
-            )
-        if len(idx) != batch_size:
-            raise ValueError(f"expected idx with one index per image ({batch_size}) but got {len(idx)}")
-        return pyro.plate("data", size=dataset_size, subsample=idx, device=x.device)
-
     def model(self, x: torch.Tensor, idx: torch.Tensor | None = None, dataset_size: int | None = None) -> None:
         """
         The generative model :math:`p(z_L) \\prod_l p(z_l \\mid z_{l+1})\\, p(x \\mid z_1)`.
@@ -217,7 +200,7 @@ class HierarchicalVAE(nn.Module):
         self._check_images(x)
         pyro.module(self.name, self)
         batch_size, top_dim = x.shape[0], self.latent_dims[-1]
-        with self._data_plate(x, idx, dataset_size):
+        with data_plate(x, idx, dataset_size):
             loc, scale = x.new_zeros(batch_size, top_dim), x.new_ones(batch_size, top_dim)
             z = pyro.sample(f"z{self.num_layers}", dist.Normal(loc, scale).to_event(1))
             for level in range(self.num_layers - 1, 0, -1):
@@ -232,7 +215,7 @@ class HierarchicalVAE(nn.Module):
         """
         self._check_images(x)
         pyro.module(self.name, self)
-        with self._data_plate(x, idx, dataset_size):
+        with data_plate(x, idx, dataset_size):
             bottom_up = self._bottom_up(x)
             z = None
             for level in range(self.num_layers, 0, -1):

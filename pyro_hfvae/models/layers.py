@@ -1,13 +1,14 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
 """
-Network building blocks shared by the image models: a strided-conv encoder, its
-transposed-conv mirror and a Gaussian head.
+Building blocks shared by the image models: a strided-conv encoder, its transposed-conv
+mirror, a Gaussian head, and the data plate of their Pyro programs.
 """
 
 import logging
 from typing import Sequence
 
+import pyro
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +20,7 @@ __all__ = [
     "DeconvDecoder",
     "GaussianHead",
     "check_image_shape",
+    "data_plate",
 ]
 
 #: Smallest standard deviation a :class:`GaussianHead` outputs (keeps log densities finite).
@@ -49,6 +51,41 @@ def check_image_shape(image_shape: Sequence[int], num_stages: int) -> tuple[int,
             "crop the images, or use fewer conv stages (a shorter channels=)"
         )
     return shape
+
+
+def data_plate(x: torch.Tensor, idx: torch.Tensor | None = None, dataset_size: int | None = None) -> pyro.plate:
+    """
+    The ``"data"`` plate over the batch ``x``: subsampled from ``dataset_size`` items at the
+    indices ``idx`` (so sites scale by ``N / B``), at ``arange(B)`` where only the size is
+    given, or the whole batch where neither is.
+
+    :param torch.Tensor x: the batch (its first dim is the batch).
+    :param torch.Tensor idx: the items' indices in the data set (needs ``dataset_size``).
+    :param int dataset_size: ``N``, the data-set size.
+    :rtype: pyro.plate
+
+    Example::
+
+        >>> plate = data_plate(torch.zeros(4, 3), torch.tensor([0, 5, 7, 9]), dataset_size=100)
+        >>> plate.size, plate.subsample_size
+        (100, 4)
+    """
+    batch = x.shape[0]
+    if idx is None:
+        if dataset_size is None:
+            return pyro.plate("data", size=batch, device=x.device)
+        idx = torch.arange(batch, device=x.device)
+    elif dataset_size is None:
+        raise ValueError(
+            "expected dataset_size=N together with idx (the data plate scales the batch by N/B) but got "
+            "dataset_size=None; pass dataset_size=len(dataset)"
+        )
+    idx = torch.as_tensor(idx, device=x.device)
+    if idx.shape != (batch,):
+        raise ValueError(
+            f"expected idx of shape ({batch},), one index per image in the data set, but got {tuple(idx.shape)}"
+        )
+    return pyro.plate("data", size=dataset_size, subsample=idx, device=x.device)
 
 
 def _flatten_batch(tensor: torch.Tensor, event_ndim: int) -> tuple[torch.Tensor, torch.Size]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyro_hfvae.models.layers import data_plate
 from pyro_hfvae.progressive_schedule import ProgressiveSchedule
 
 logger = logging.getLogger(__name__)
@@ -235,22 +236,6 @@ class VLAE(nn.Module):
 
     # ---------------------------------------------------------- Pyro programs
 
-    @staticmethod
-    def _data_plate(x: torch.Tensor, idx: torch.Tensor | None, dataset_size: int | None) -> pyro.plate:
-        batch = x.shape[0]
-        if idx is not None:
-            idx = torch.as_tensor(idx, device=x.device)
-            if idx.shape != (batch,):
-                raise ValueError(
-                    f"expected idx of shape ({batch},), one data-set index per image, but got {tuple(idx.shape)}"
-                )
-            if dataset_size is None:
-                raise ValueError("expected dataset_size=N together with idx; pass the size of the whole data set")
-            return pyro.plate("data", size=dataset_size, subsample=idx, device=x.device)
-        if dataset_size is None or dataset_size == batch:
-            return pyro.plate("data", size=batch, device=x.device)
-        return pyro.plate("data", size=dataset_size, subsample_size=batch, device=x.device)
-
     def model(
         self,
         x: torch.Tensor,
@@ -268,7 +253,7 @@ class VLAE(nn.Module):
             ``None`` for all levels on.
         """
         pyro.module("vlae", self)
-        with self._data_plate(x, idx, dataset_size):
+        with data_plate(x, idx, dataset_size):
             z = {}
             for site in self.sites:
                 prior = dist.Normal(x.new_zeros(x.shape[0], self.latent_dim), 1.0).to_event(1)
@@ -288,7 +273,7 @@ class VLAE(nn.Module):
         as :meth:`model`.
         """
         pyro.module("vlae", self)
-        with self._data_plate(x, idx, dataset_size):
+        with data_plate(x, idx, dataset_size):
             for site, (loc, scale) in self._head_parameters(x, schedule).items():
                 pyro.sample(site, dist.Normal(loc, scale).to_event(1))
 
