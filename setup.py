@@ -17,7 +17,7 @@ setup(
     long_description=long_description,
     long_description_content_type="text/markdown",
     packages=find_packages(include=["pyro_hfvae", "pyro_hfvae.*"]),
-    package_data={"pyro_hfvae": ["py.typed", "configs/*.toml"]},
+    package_data={"pyro_hfvae": ["py.typed", "training/configs/*.toml"]},
     python_requires=">=3.10",
     # torch is pinned by the installer (see .ci/run and the README): never let pip pick one.
     install_requires=[
@@ -34,6 +34,6 @@ setup(
         "tomli>=2.0; python_version<'3.11'",
     ],
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["pyro-hfvae=pyro_hfvae.cli:main"]},
+    entry_points={"console_scripts": ["pyro-hfvae=pyro_hfvae.training.cli:main"]},
     license="Apache-2.0",
 )

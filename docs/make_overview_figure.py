@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
-from pyro_hfvae.checkpoint import atomic_file  # noqa: E402
+from pyro_hfvae.util import atomic_file  # noqa: E402
 
 OUTPUT = Path(__file__).resolve().parent / "_static" / "overview" / "hfvae_objective.png"
 

@@ -59,10 +59,10 @@ from sklearn.metrics import mutual_info_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from pyro_hfvae import HFVAELoss, HITLoss
-from pyro_hfvae.checkpoint import atomic_file
 from pyro_hfvae.datasets import MNIST, Digits
 from pyro_hfvae.metrics import discrete_mutual_information, mutual_information
 from pyro_hfvae.models.conv_hfvae import ConvHFVAE
+from pyro_hfvae.util import atomic_file
 
 logger = logging.getLogger("hfvae_mnist")
 

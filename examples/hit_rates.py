@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyro_hfvae.checkpoint import atomic_file
 from pyro_hfvae.datasets import MNIST, Digits
 from pyro_hfvae.models import HierarchicalVAE
-from pyro_hfvae.rate_grid import average_rate_grids, rate_grid, read_rate_grid_csv, write_rate_grid_csv
-from pyro_hfvae.rate_grid_plot import best_row, is_diagonal, plot_rate_grid
+from pyro_hfvae.plots.rate_grid import best_row, is_diagonal, plot_rate_grid
+from pyro_hfvae.training.rate_grid import average_rate_grids, rate_grid, read_rate_grid_csv, write_rate_grid_csv
+from pyro_hfvae.util import atomic_file
 
 DEFAULT_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

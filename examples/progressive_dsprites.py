@@ -51,20 +51,20 @@ import torch
 from pyro.infer import SVI
 from pyro.optim import Adam
 
-from pyro_hfvae.checkpoint import atomic_file
 from pyro_hfvae.datasets import DSprites
-from pyro_hfvae.hit_loss import HITLoss
-from pyro_hfvae.information_flow import (
+from pyro_hfvae.infer.hit import HITLoss
+from pyro_hfvae.infer.progressive import ProgressiveSchedule
+from pyro_hfvae.infer.terms_elbo import NonFiniteLossError
+from pyro_hfvae.metrics import mig, mig_sup, sample_codes
+from pyro_hfvae.metrics.information_flow import (
     InformationFlow,
     InformationRecord,
     information_table,
     plot_information_flow,
 )
-from pyro_hfvae.metrics import mig, mig_sup, sample_codes
 from pyro_hfvae.models.conv_hfvae import ConvHFVAE
 from pyro_hfvae.models.vlae import VLAE
-from pyro_hfvae.progressive_schedule import ProgressiveSchedule
-from pyro_hfvae.terms_elbo import NonFiniteLossError
+from pyro_hfvae.util import atomic_file
 
 logger = logging.getLogger("progressive_dsprites")
 

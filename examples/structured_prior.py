@@ -57,7 +57,8 @@ from pyro.optim import Adam
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from pyro_hfvae import HFVAELoss, group, variable_log_prob
+from pyro_hfvae import HFVAELoss, group
+from pyro_hfvae.distributions import variable_log_prob
 from pyro_hfvae.metrics import total_correlation
 
 logger = logging.getLogger("structured_prior")

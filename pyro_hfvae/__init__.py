@@ -3,33 +3,39 @@
 """
 pyro_hfvae: structured and hierarchical disentangled representation learning on Pyro.
 
-The top level holds the objectives and what Pyro programs need to use them; it imports
-no plotting or scikit-learn code. The rest lives in subpackages and modules:
-:mod:`pyro_hfvae.models`, :mod:`pyro_hfvae.datasets`, :mod:`pyro_hfvae.metrics`,
-:mod:`pyro_hfvae.plots`, :mod:`pyro_hfvae.trainer`, :mod:`pyro_hfvae.config`,
-:mod:`pyro_hfvae.rate_grid`, :mod:`pyro_hfvae.information_flow`,
-:mod:`pyro_hfvae.inference_data`, :mod:`pyro_hfvae.structure_graph`.
-"""
+The package is laid out as Pyro is:
 
-from pyro_hfvae.group import group
-from pyro_hfvae.hfvae_loss import HFVAELoss
-from pyro_hfvae.hit_loss import HITLoss
-from pyro_hfvae.progressive_schedule import ProgressiveSchedule
-from pyro_hfvae.tc_weight_bound import tc_weight_bound
-from pyro_hfvae.terms_elbo import NonFiniteLossError, TermsELBO
-from pyro_hfvae.variable_log_prob import concrete_log_prob, variable_log_prob, variable_ndim
+- :mod:`pyro_hfvae.infer`: the objectives (:class:`HFVAELoss`, :class:`HITLoss`, their base
+  :class:`~pyro_hfvae.infer.TermsELBO`), named groups (:class:`group`), the progressive
+  schedule, :func:`tc_weight_bound`, and readers of a model's latent space: the structure
+  graph (:mod:`pyro_hfvae.infer.inspect`) and the ArviZ export
+  (:mod:`pyro_hfvae.infer.inference_data`).
+- :mod:`pyro_hfvae.distributions`: per-variable log densities, the stable Concrete density.
+- :mod:`pyro_hfvae.ops`: the aggregate posterior's log marginals, shared by the objectives
+  and the metrics.
+- :mod:`pyro_hfvae.models`, :mod:`pyro_hfvae.datasets`: ready-made models and data sets
+  with ground-truth factors.
+- :mod:`pyro_hfvae.metrics`: disentanglement and information metrics, including the
+  information flow of a progressive run.
+- :mod:`pyro_hfvae.plots`: figures of models, metrics and rate grids.
+- :mod:`pyro_hfvae.training`: the trainer, configurations, checkpoints, run summaries, the
+  HIT rate grid and the ``pyro-hfvae`` command line.
+- :mod:`pyro_hfvae.util`: atomic file writes.
+
+Importing the top level loads neither matplotlib, scikit-learn, scipy, arviz nor networkx.
+"""
+from pyro_hfvae.infer.groups import group
+from pyro_hfvae.infer.hfvae import HFVAELoss
+from pyro_hfvae.infer.hit import HITLoss
+from pyro_hfvae.infer.progressive import ProgressiveSchedule
+from pyro_hfvae.infer.weight_bound import tc_weight_bound
 
 __version__ = "0.1.0"
 
 __all__ = [
     "HFVAELoss",
     "HITLoss",
-    "NonFiniteLossError",
     "ProgressiveSchedule",
-    "TermsELBO",
-    "concrete_log_prob",
     "group",
     "tc_weight_bound",
-    "variable_log_prob",
-    "variable_ndim",
 ]

@@ -40,11 +40,11 @@ from pyro.infer import SVI
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_hfvae import HFVAELoss, group, tc_weight_bound, variable_log_prob, variable_ndim
+from pyro_hfvae import HFVAELoss, group, tc_weight_bound
 from pyro_hfvae.datasets import DSprites
-from pyro_hfvae.group import site_group
-from pyro_hfvae.group_tree import build_group_tree
-from pyro_hfvae.plate_layout import latent_sites
+from pyro_hfvae.distributions import variable_log_prob, variable_ndim
+from pyro_hfvae.infer.groups import build_group_tree, site_group
+from pyro_hfvae.infer.plate_layout import latent_sites
 
 SMOKE = os.environ.get("PYRO_HFVAE_SMOKE", "0") not in ("", "0")
 N = 512 if SMOKE else 8000
@@ -135,8 +135,8 @@ class SpriteHFVAE(nn.Module):
 # %%
 # The group tree
 # --------------
-# :func:`~pyro_hfvae.group.site_group` reads a traced site's group and
-# :func:`~pyro_hfvae.group_tree.build_group_tree` builds the tree the loss uses. The total
+# :func:`~pyro_hfvae.infer.groups.site_group` reads a traced site's group and
+# :func:`~pyro_hfvae.infer.groups.build_group_tree` builds the tree the loss uses. The total
 # correlation at the root (between ``shape`` and ``layout``) is weighted by ``beta``, the
 # one at ``layout`` (between its sub-groups) by ``gamma``, and the one inside
 # ``layout/position`` (between its two coordinates) by ``level_weights[0]``. Groups with a
@@ -171,7 +171,7 @@ for node in tree.internal_nodes():
 # For the position group, the prior side of its total correlation is
 # :math:`\log p(z_g) - \sum_e \log p(z_{ge})`. For a bivariate Normal with correlation
 # :math:`\rho` its mean is the prior's own total correlation, :math:`-\frac12 \log(1-\rho^2)`.
-# :func:`~pyro_hfvae.variable_log_prob` gives the per-variable (marginal) densities that enter
+# :func:`~pyro_hfvae.distributions.util` gives the per-variable (marginal) densities that enter
 # it; averaging over prior samples reproduces the closed form.
 prior = dist.MultivariateNormal(torch.zeros(2), vae.position_cov)
 z = prior.sample((200000,))

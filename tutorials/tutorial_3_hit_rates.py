@@ -12,9 +12,9 @@ A hierarchical VAE with latent layers :math:`z_2 \\to z_1 \\to x` has one *rate*
 and Xiao & Bamler (2023) weight each separately:
 :math:`\\mathrm{loss} = \\mathbb{E}[-\\log p(x \\mid z_1)] + \\beta_1 R_1 + \\beta_2 R_2`.
 Which corner of :math:`(\\beta_1, \\beta_2)` is best depends on the use: reconstruction,
-generation or representation. :class:`~pyro_hfvae.hit_loss.HITLoss` is that objective as a Pyro
+generation or representation. :class:`~pyro_hfvae.infer.hit.HITLoss` is that objective as a Pyro
 ELBO (one weight per sample site or group); :class:`~pyro_hfvae.models.HierarchicalVAE` is a
-two-layer model for images; :func:`~pyro_hfvae.rate_grid.rate_grid` scans a grid of weights.
+two-layer model for images; :func:`~pyro_hfvae.training.rate_grid.rate_grid` scans a grid of weights.
 """
 
 # %%
@@ -30,10 +30,10 @@ import torch
 from pyro.infer import SVI, TraceMeanField_ELBO
 
 from pyro_hfvae.datasets import Digits
-from pyro_hfvae.hit_loss import HITLoss
+from pyro_hfvae.infer.hit import HITLoss
 from pyro_hfvae.models import HierarchicalVAE
-from pyro_hfvae.rate_grid import rate_grid
-from pyro_hfvae.rate_grid_plot import plot_rate_grid
+from pyro_hfvae.plots.rate_grid import plot_rate_grid
+from pyro_hfvae.training.rate_grid import rate_grid
 
 SMOKE = os.environ.get("PYRO_HFVAE_SMOKE", "0") not in ("", "0")
 NUM_STEPS = 20 if SMOKE else 2000
@@ -114,7 +114,7 @@ fig.tight_layout()
 # %%
 # A grid of weights
 # -----------------
-# :func:`~pyro_hfvae.rate_grid.rate_grid` trains one model per setting (same initialisation,
+# :func:`~pyro_hfvae.training.rate_grid.rate_grid` trains one model per setting (same initialisation,
 # same batches) and measures each: the layers' rates and the distortion, the reconstruction's
 # PSNR, the accuracy of a logistic regression on each layer's posterior means (fitted on half
 # of the images, tested on the other half), and an inception score of generated samples.

@@ -10,10 +10,10 @@ training starts with the top level only and adds one level per *stage*, top to b
 new level **faded in** (its contribution multiplied by a coefficient rising from 0 to 1),
 while the levels not yet added pay a weak **pre-KL** penalty.
 
-:class:`~pyro_hfvae.progressive_schedule.ProgressiveSchedule` says, at every iteration, which
+:class:`~pyro_hfvae.infer.progressive.ProgressiveSchedule` says, at every iteration, which
 levels are active, their fade-in coefficients and the per-level KL weights, which
-:class:`~pyro_hfvae.hit_loss.HITLoss` reads at every step.
-:class:`~pyro_hfvae.information_flow.InformationFlow` measures :math:`I(x; z_l)` of every
+:class:`~pyro_hfvae.infer.hit.HITLoss` reads at every step.
+:class:`~pyro_hfvae.metrics.information_flow.InformationFlow` measures :math:`I(x; z_l)` of every
 level at the end of every stage.
 """
 
@@ -34,10 +34,10 @@ from pyro.infer import SVI
 from torch.nn import functional as F
 
 from pyro_hfvae.datasets import DSprites
-from pyro_hfvae.hit_loss import HITLoss
-from pyro_hfvae.information_flow import InformationFlow, information_table
+from pyro_hfvae.infer.hit import HITLoss
+from pyro_hfvae.infer.progressive import ProgressiveSchedule
+from pyro_hfvae.metrics.information_flow import InformationFlow, information_table
 from pyro_hfvae.models.vlae import VLAE
-from pyro_hfvae.progressive_schedule import ProgressiveSchedule
 
 SMOKE = os.environ.get("PYRO_HFVAE_SMOKE", "0") not in ("", "0")
 N = 512 if SMOKE else 10000

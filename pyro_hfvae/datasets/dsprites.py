@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyro_hfvae.checkpoint import atomic_file
+from pyro_hfvae.util import atomic_file
 
 from . import _dsprites_rendering as rendering
 from .ground_truth_dataset import GroundTruthDataset, RandomStateLike

@@ -8,15 +8,14 @@ log density at S sample points is a running logsumexp over chunks of samples x c
 mixture components, so no more than ``max_memory_mb`` of pairwise log densities exist at once.
 """
 
-import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
 from torch.distributions import Distribution, Independent
 
-from pyro_hfvae.variable_log_prob import soft_value, variable_log_prob, variable_ndim
+from pyro_hfvae.distributions.util import soft_value, variable_log_prob, variable_ndim
 
 PosteriorOutput = Mapping[str, Distribution] | Distribution
 Posterior = Callable[[torch.Tensor], PosteriorOutput]
@@ -46,22 +45,13 @@ def as_site_mapping(output: PosteriorOutput) -> dict[str, Distribution]:
     )
 
 
-@contextlib.contextmanager
-def seeded_torch(seed: int) -> Iterator[None]:
-    """Seeds torch's CPU and CUDA generators inside the block and restores them afterwards."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
 class SiteLayout:
     """
     How the sites' variables are laid out along one flat variable axis.
 
     A site whose distribution is ``Independent`` over scalar events has one variable per
     event element; an intrinsically multivariate event (Concrete, Dirichlet,
-    MultivariateNormal) is one variable (:func:`~pyro_hfvae.variable_log_prob.variable_ndim`).
+    MultivariateNormal) is one variable (:func:`~pyro_hfvae.distributions.util.variable_ndim`).
     """
 
     def __init__(self, sites: Mapping[str, Distribution]) -> None:

@@ -30,8 +30,8 @@ from pyro_hfvae.metrics._posterior_mixture import (
     choose_samples,
     mixture_log_density,
     sample_sites,
-    seeded_torch,
 )
+from pyro_hfvae.util import forked_rng
 
 __all__ = [
     "MutualInformation",
@@ -182,7 +182,7 @@ def _log_densities(
     random_state = as_random_state(random_state)
     components, values, own = [], [], []
     targets = None
-    with seeded_torch(torch_seed(random_state)):
+    with forked_rng(seed=torch_seed(random_state)):
         for x in _data_batches(data, batch_size):
             with torch.no_grad():
                 sites = as_site_mapping(posterior(x))

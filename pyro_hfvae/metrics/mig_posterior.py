@@ -31,8 +31,8 @@ from pyro_hfvae.metrics._posterior_mixture import (
     choose_samples,
     mixture_log_density,
     sample_sites,
-    seeded_torch,
 )
+from pyro_hfvae.util import forked_rng
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def _factor_information(
     # the first batch's mean, against cancellation).
     values, location_sum, location_square_sum, shift = [], 0.0, 0.0, None
     has_locations = True
-    with seeded_torch(torch_seed(random_state)):
+    with forked_rng(seed=torch_seed(random_state)):
         for sites in grid.posteriors(everything):
             values.append(sample_sites(sites))
             locations = grid.layout.locations(sites) if has_locations else None

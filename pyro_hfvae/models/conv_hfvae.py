@@ -11,7 +11,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_hfvae.group import group
+from pyro_hfvae.infer.groups import group
 from pyro_hfvae.models.layers import data_plate
 
 __all__ = [

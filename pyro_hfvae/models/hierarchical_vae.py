@@ -72,7 +72,7 @@ class HierarchicalVAE(nn.Module):
     Example::
 
         >>> import torch
-        >>> from pyro_hfvae.hit_loss import HITLoss
+        >>> from pyro_hfvae.infer.hit import HITLoss
         >>> vae = HierarchicalVAE((1, 28, 28), latent_dims=(4, 2), channels=(4, 8), hidden_dim=16)
         >>> x = torch.rand(3, 1, 28, 28).round()
         >>> loss = HITLoss({"z1": 1.0, "z2": 4.0}).loss(vae.model, vae.guide, x, dataset_size=100)

@@ -3,7 +3,7 @@
 """
 The variational ladder autoencoder (VLAE): levels of independent latents read from
 increasing encoder depth and fed to the decoder top-down; growable with a
-:class:`~pyro_hfvae.progressive_schedule.ProgressiveSchedule` (pro-VLAE).
+:class:`~pyro_hfvae.infer.progressive.ProgressiveSchedule` (pro-VLAE).
 """
 
 import logging
@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyro_hfvae.infer.progressive import ProgressiveSchedule
 from pyro_hfvae.models.layers import data_plate
-from pyro_hfvae.progressive_schedule import ProgressiveSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class VLAE(nn.Module):
     the authors' sizes; ``channels=8, hidden_dim=32`` trains in seconds on a CPU.
 
     Growth follows the paper's Eq. (9) and the authors' code. With a ``schedule``
-    (:class:`~pyro_hfvae.progressive_schedule.ProgressiveSchedule` over :attr:`sites`),
+    (:class:`~pyro_hfvae.infer.progressive.ProgressiveSchedule` over :attr:`sites`),
     :math:`\alpha_l` = ``schedule.fade_in(site)`` multiplies the decoder embedding, which
     is therefore exactly zero before the level is added (it then has no influence on the
     reconstruction); from the level's stage on it also multiplies the head's input,
@@ -249,7 +249,7 @@ class VLAE(nn.Module):
         :param torch.Tensor x: images, shape ``(batch,) + image_shape``, values in [0, 1].
         :param torch.Tensor idx: the images' indices in the data set (with ``dataset_size``).
         :param int dataset_size: ``N``, the data-set size; the plate scales by ``N / batch``.
-        :param ~pyro_hfvae.progressive_schedule.ProgressiveSchedule schedule: growth state;
+        :param ~pyro_hfvae.infer.progressive.ProgressiveSchedule schedule: growth state;
             ``None`` for all levels on.
         """
         pyro.module("vlae", self)

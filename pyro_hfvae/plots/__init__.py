@@ -6,19 +6,17 @@ objects, no pyplot state; saved as PNG files written atomically).
 """
 from pyro_hfvae.plots.latent_traversals import plot_latent_traversals
 from pyro_hfvae.plots.mig_scatter import plot_mig_scatter
+from pyro_hfvae.plots.rate_grid import plot_rate_grid
 from pyro_hfvae.plots.reconstructions import plot_reconstructions
-from pyro_hfvae.plots.run_figures import FIGURES_DIR, plot_comparison, plot_run
 from pyro_hfvae.plots.structure_graph import plot_structure_graph
 from pyro_hfvae.plots.training_curves import plot_training_curves
 from pyro_hfvae.plots.variable_information import plot_variable_information
 
 __all__ = [
-    "FIGURES_DIR",
-    "plot_comparison",
     "plot_latent_traversals",
     "plot_mig_scatter",
+    "plot_rate_grid",
     "plot_reconstructions",
-    "plot_run",
     "plot_structure_graph",
     "plot_training_curves",
     "plot_variable_information",

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from pyro_hfvae.checkpoint import atomic_file
+from pyro_hfvae.util import atomic_file
 
 
 def save_figure(figure: Figure, path: str | os.PathLike | None, dpi: int = 110) -> None:

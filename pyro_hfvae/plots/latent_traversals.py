@@ -10,7 +10,7 @@ import torch
 from matplotlib.figure import Figure
 from torch.distributions import Independent, OneHotCategorical, RelaxedOneHotCategorical
 
-from pyro_hfvae.inference_data import decode_latents, latent_means, latent_posterior
+from pyro_hfvae.infer.inference_data import decode_latents, latent_means, latent_posterior
 from pyro_hfvae.plots._figure import is_image_shape, mosaic, row_centres, save_figure
 
 logger = logging.getLogger(__name__)

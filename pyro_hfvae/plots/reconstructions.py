@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from pyro_hfvae.inference_data import decode_latents, distribution_mean, latent_means
+from pyro_hfvae.infer.inference_data import decode_latents, distribution_mean, latent_means
 from pyro_hfvae.plots._figure import is_image_shape, mosaic, row_centres, save_figure
 
 __all__ = [
@@ -31,7 +31,7 @@ def plot_reconstructions(model: Any, x: torch.Tensor, *, model_kwargs: Mapping[s
                          path: str | os.PathLike | None = None) -> Figure:
     """
     Three rows of images: the data ``x``, their reconstructions (the likelihood's mean at
-    the posterior means, :func:`~pyro_hfvae.inference_data.latent_means`), and the
+    the posterior means, :func:`~pyro_hfvae.infer.inference_data.latent_means`), and the
     likelihood's mean at latents drawn from the prior.
 
     :param model: an object with Pyro ``model(x, ...)`` and ``guide(x, ...)`` methods.

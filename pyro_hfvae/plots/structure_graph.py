@@ -1,6 +1,6 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
-"""Drawing of a model's latent structure graph (:func:`pyro_hfvae.structure_graph.structure_graph`)."""
+"""Drawing of a model's latent structure graph (:func:`pyro_hfvae.infer.inspect.structure_graph`)."""
 import os
 
 import networkx as nx
@@ -76,7 +76,7 @@ def plot_structure_graph(graph: nx.DiGraph, *, max_variables: int = 12, title: s
     correlations), the sites (prior, posterior family and, for HIT, the rate weight) and
     their variables.
 
-    :param networkx.DiGraph graph: a graph from :func:`~pyro_hfvae.structure_graph.structure_graph`.
+    :param networkx.DiGraph graph: a graph from :func:`~pyro_hfvae.infer.inspect.structure_graph`.
     :param int max_variables: sites with more variables show them as one node.
     :param str title: the figure's title.
     :param path: where to save the PNG.

@@ -7,9 +7,9 @@ from pyro import poutine
 from pyro.infer import SVI, TraceMeanField_ELBO
 from pyro.optim import Adam
 
-from pyro_hfvae.hit_loss import HITLoss
+from pyro_hfvae.infer.hit import HITLoss
+from pyro_hfvae.infer.plate_layout import latent_sites
 from pyro_hfvae.models import HierarchicalVAE, LadderVAE
-from pyro_hfvae.plate_layout import latent_sites
 
 SMALL = dict(channels=(4, 8), hidden_dim=16)
 IMAGES = {

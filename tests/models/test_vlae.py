@@ -8,10 +8,10 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 from torch.nn import functional as F
 
-from pyro_hfvae.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from pyro_hfvae.hit_loss import HITLoss
+from pyro_hfvae.infer.hit import HITLoss
+from pyro_hfvae.infer.progressive import ProgressiveSchedule
 from pyro_hfvae.models.vlae import VLAE
-from pyro_hfvae.progressive_schedule import ProgressiveSchedule
+from pyro_hfvae.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 
 
 def small_vlae(levels=3, image_shape=(1, 32, 32), latent_dim=2):

@@ -1,0 +1,20 @@
+# Copyright Contributors to the pyro_hfvae project.
+# SPDX-License-Identifier: Apache-2.0
+"""
+The training machinery behind the ``pyro-hfvae`` command: the :class:`Trainer`, run
+configurations (:mod:`~pyro_hfvae.training.config`, with the shipped configurations),
+checkpoints, the run summary and figures, the command line, and the HIT rate grid. Modules
+whose names start with an underscore are the trainer's private helpers.
+"""
+from pyro_hfvae.training.checkpoint import load_checkpoint, save_checkpoint
+from pyro_hfvae.training.config import ConfigError, load_config, shipped_configs
+from pyro_hfvae.training.trainer import Trainer
+
+__all__ = [
+    "ConfigError",
+    "Trainer",
+    "load_checkpoint",
+    "load_config",
+    "save_checkpoint",
+    "shipped_configs",
+]

@@ -1,0 +1,96 @@
+# Copyright Contributors to the pyro_hfvae project.
+# SPDX-License-Identifier: Apache-2.0
+"""
+Evaluating the model of a run under an evaluation preset (a value of
+:data:`pyro_hfvae.training.trainer.EVALUATION_PRESETS`) and its ``[evaluation]`` settings: the
+disentanglement metrics and the mutual information I(x; z) that
+:meth:`Trainer.evaluate <pyro_hfvae.training.trainer.Trainer.evaluate>` reports (private: used by
+:class:`~pyro_hfvae.training.trainer.Trainer`).
+"""
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+# Metrics that compare factors with each other, meaningless with a single factor.
+_MULTI_FACTOR_METRICS = {"mig_sup", "modularity", "factor_vae", "beta_vae"}
+
+
+def _disentanglement_metrics(dataset, encode: Callable[[torch.Tensor], torch.Tensor], evaluation: Mapping[str, Any],
+                             settings: Mapping[str, Any], preset: str) -> dict[str, float]:
+    """
+    The metrics of :func:`pyro_hfvae.metrics.evaluate` that ``dataset``'s factors allow (none
+    without factors), from ``[evaluation]`` settings other than 0 / empty, else the preset's.
+    """
+    from pyro_hfvae.metrics import evaluate as evaluate_metrics
+
+    names = list(evaluation["metrics"] or settings["metrics"])
+    factors = getattr(dataset, "factor_sizes", ())
+    if len(factors) < 2:
+        names = [n for n in names if n not in _MULTI_FACTOR_METRICS]
+    if not (names and factors):
+        return {}
+    options = {k: v for k, v in settings["options"].items() if k in names}
+    logger.info("evaluating %s (%s preset)", ", ".join(names), preset)
+    return evaluate_metrics(dataset, encode, metrics=names, random_state=evaluation["seed"],
+                            num_train=evaluation["num_train"] or settings["num_train"],
+                            num_test=evaluation["num_test"] or settings["num_test"], options=options)
+
+
+def _information_positions(evaluation: Mapping[str, Any], settings: Mapping[str, Any],
+                           dataset_size: int) -> np.ndarray:
+    """
+    Positions of the training items on which I(x; z) is measured: a fixed random choice of
+    ``[evaluation] information_points`` (else the preset's) items, sorted.
+
+    Example::
+
+        >>> len(_information_positions({"information_points": 3, "seed": 0}, {}, 10))
+        3
+        >>> _information_positions({"information_points": 0, "seed": 0}, {"information_points": 2000}, 5).tolist()
+        [0, 1, 2, 3, 4]
+    """
+    count = min(evaluation["information_points"] or settings["information_points"], dataset_size)
+    return np.sort(np.random.RandomState(evaluation["seed"]).choice(dataset_size, count, replace=False))
+
+
+def _information_summary(posterior: Callable[[torch.Tensor], dict], data: torch.Tensor,
+                         site_groups: Mapping[str, str | None], seed: int) -> dict[str, Any]:
+    """
+    I(x; z) of every latent variable, site and group over ``data``
+    (:func:`pyro_hfvae.metrics.information.mutual_information`), as JSON values; a site
+    without a group counts as a group of its own.
+    """
+    from pyro_hfvae.metrics.information import mutual_information
+
+    groups: dict[str, list[str]] = {}
+    for site, group in site_groups.items():
+        groups.setdefault(group or site, []).append(site)
+    information = mutual_information(posterior, data, groups=groups, random_state=seed, batch_size=512)
+    return {
+        "total": information.total,
+        "groups": information.groups,
+        "sites": information.sites,
+        "variables": {k: np.asarray(v).reshape(-1).tolist() for k, v in information.variables.items()},
+        "num_data": information.num_data,
+    }
+
+
+def _evaluation_record(result: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    The flat record of an evaluation's result for ``evaluations.jsonl``.
+
+    Example::
+
+        >>> result = {"step": 5, "metrics": {"mig": 0.25},
+        ...           "information": {"total": 1.5, "groups": {"style": 1.0}}}
+        >>> _evaluation_record(result)
+        {'step': 5, 'mig': 0.25, 'information_total': 1.5, 'information/style': 1.0}
+    """
+    flat = {"step": result["step"], **result["metrics"], "information_total": result["information"]["total"]}
+    flat.update({f"information/{k}": v for k, v in result["information"]["groups"].items()})
+    return flat

@@ -1,0 +1,598 @@
+# Copyright Contributors to the pyro_hfvae project.
+# SPDX-License-Identifier: Apache-2.0
+"""
+Training runs from a configuration: Pyro SVI with any of the library's objectives, with
+logging, periodic checkpoints and evaluation, exact resumption and divergence diagnosis.
+
+A run directory holds::
+
+    config.toml        the resolved configuration
+    log.jsonl          one JSON record per logged step: loss and every term of the objective
+    checkpoint.pt      the latest checkpoint (see pyro_hfvae.training.checkpoint)
+    evaluations.jsonl  periodic evaluations (with training.eval_every)
+    metrics.json       the final evaluation (Trainer.evaluate)
+    figures/, summary.md, summary.html   written by pyro_hfvae.training.run_summary
+"""
+import contextlib
+import inspect
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer.util import zero_grads
+
+from pyro_hfvae.infer.inference_data import latent_groups, latent_means, latent_posterior
+from pyro_hfvae.infer.terms_elbo import NonFiniteLossError
+from pyro_hfvae.training._device import _pick_device
+from pyro_hfvae.training._divergence import (
+    _check_checkpoint_parameters,
+    _check_gradients,
+    _diverged,
+    _validation_failure,
+)
+from pyro_hfvae.training._random_batches import _RandomBatches
+from pyro_hfvae.training._resumable_settings import _changed_settings, _check_resumable
+from pyro_hfvae.training._run_components import (
+    _build_dataset,
+    _build_model,
+    _build_objective,
+    _build_optimizer,
+    _build_schedule,
+)
+from pyro_hfvae.training._run_evaluation import (
+    _disentanglement_metrics,
+    _evaluation_record,
+    _information_positions,
+    _information_summary,
+)
+from pyro_hfvae.training._run_log import _append_record, _keep_records_through, _write_json, read_jsonl
+from pyro_hfvae.training._stop_requests import _StopRequests
+from pyro_hfvae.training.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    param_store_state,
+    restore_rng_state,
+    save_checkpoint,
+)
+from pyro_hfvae.training.config import dumps_config, load_config, resolve_config
+from pyro_hfvae.util import atomic_file, forked_rng
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CONFIG_FILE",
+    "EVALUATIONS_FILE",
+    "EVALUATION_PRESETS",
+    "LOG_FILE",
+    "METRICS_FILE",
+    "Trainer",
+    "read_jsonl",
+]
+
+#: The resolved configuration of a run.
+CONFIG_FILE = "config.toml"
+#: One JSON record per logged step: ``step``, ``loss``, every term, ``seconds``; and events.
+LOG_FILE = "log.jsonl"
+#: The latest checkpoint.
+CHECKPOINT_FILE = "checkpoint.pt"
+#: The periodic evaluations (``[training] eval_every``).
+EVALUATIONS_FILE = "evaluations.jsonl"
+#: The last evaluation (:meth:`Trainer.evaluate`).
+METRICS_FILE = "metrics.json"
+
+#: Evaluation presets: disentanglement metrics (only for data sets with factors), their
+#: sample sizes, per-metric options, and the number of data points whose exact aggregate
+#: posterior gives I(x; z). ``fast`` suits a CPU (about 20 s on one core; it leaves out DCI,
+#: whose gradient-boosted trees take minutes even on 2,000 points); ``full`` is
+#: disentanglement_lib's protocol (10,000 / 5,000 points, every metric, DCI's trees on the CPU
+#: included), for a GPU machine; ``none`` computes only I(x; z).
+EVALUATION_PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {
+        "metrics": ("mig", "mig_sup", "modularity", "sap", "factor_vae"),
+        "num_train": 2000,
+        "num_test": 1000,
+        "options": {"factor_vae": {"num_train": 1000, "num_eval": 500, "num_variance_estimate": 2000}},
+        "information_points": 2000,
+    },
+    "full": {
+        "metrics": ("mig", "mig_sup", "modularity", "explicitness", "sap", "dci", "factor_vae", "beta_vae"),
+        "num_train": 10000,
+        "num_test": 5000,
+        "options": {},
+        "information_points": 10000,
+    },
+    "none": {"metrics": (), "num_train": 0, "num_test": 0, "options": {}, "information_points": 2000},
+}
+
+
+class Trainer:
+    """
+    Trains a model of the library from a configuration (see :mod:`pyro_hfvae.training.config`) with
+    Pyro SVI, and evaluates it.
+
+    Each :meth:`step` draws a batch from the data set's batched accessor
+    (``dataset.observations(indices)``, on the training device), evaluates the objective and
+    its gradients, checks that both are finite, and updates the parameters; :meth:`train`
+    repeats it up to ``[training] steps``, logging every term of the objective to
+    ``log.jsonl``, writing a checkpoint every ``checkpoint_every`` steps and when it is
+    stopped (Ctrl-C, SIGTERM or a ``KeyboardInterrupt`` raised by a callback), and
+    evaluating every ``eval_every`` steps. A run continued with :meth:`from_run` produces
+    the same parameters, bit for bit on a CPU, as one that was never interrupted: the
+    checkpoint holds the parameters, the optimiser and schedule states, and every random
+    generator's state, including the batch order's.
+
+    A loss, term or gradient that is not finite stops training with a
+    :class:`~pyro_hfvae.infer.NonFiniteLossError` naming the terms, sites or parameters at fault
+    and the last good checkpoint; nothing is written after it.
+
+    The trainer uses Pyro's global param store, which it clears when it is created: train
+    one model at a time in a process. It also sets torch's number of CPU threads to
+    ``[training] num_threads`` (default 1; 0 leaves torch's default).
+
+    :param dict config: a configuration (resolved or not; ``None``: the embedded default).
+    :param run_dir: the run directory (``None``: nothing is written).
+    :param bool progress: show a tqdm progress bar with the loss and the terms.
+    :param callbacks: functions ``callback(trainer, record)`` called after every step with
+        the step's record (``step``, ``loss`` and the terms).
+    :param bool overwrite: allow a ``run_dir`` that already holds a run (it is started anew).
+
+    Example::
+
+        >>> import tempfile
+        >>> config = {"data": {"name": "digits", "subset": 64}, "training": {"steps": 3, "batch_size": 16},
+        ...           "model": {"style_dim": 2, "num_classes": 0, "hidden_dim": 16}}
+        >>> trainer = Trainer(config, tempfile.mkdtemp())
+        >>> trainer.train()
+        'completed'
+        >>> trainer.step_count, sorted(trainer.last_record)[:3]
+        (3, ['dimwise_kl', 'dimwise_kl/style', 'elbo'])
+    """
+
+    def __init__(self, config: Mapping[str, Any] | None = None, run_dir: str | os.PathLike | None = None, *,
+                 progress: bool = False, callbacks: Sequence[Callable[["Trainer", dict], None]] = (),
+                 overwrite: bool = False) -> None:
+        run_dir = None if run_dir is None else Path(run_dir)
+        if run_dir is not None and not overwrite and (run_dir / CHECKPOINT_FILE).exists():
+            raise FileExistsError(f"expected a new run directory but {run_dir} already holds a run "
+                                  f"({CHECKPOINT_FILE}); continue it with Trainer.from_run (pyro-hfvae train "
+                                  f"--resume {run_dir}) or choose another directory")
+        self._build(config, run_dir, progress, callbacks)
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for name in (LOG_FILE, EVALUATIONS_FILE, METRICS_FILE, CHECKPOINT_FILE):
+                (self.run_dir / name).unlink(missing_ok=True)
+            self._write_config()
+
+    def _build(self, config: Mapping[str, Any] | None, run_dir: Path | None, progress: bool,
+               callbacks: Sequence[Callable[["Trainer", dict], None]]) -> None:
+        """Builds the data set, model, objective, optimiser and schedule from the configuration."""
+        self.config = resolve_config(config)
+        self.run_dir = run_dir
+        self.progress = progress
+        self.callbacks = list(callbacks)
+        training = self.config["training"]
+        if training["num_threads"]:
+            torch.set_num_threads(training["num_threads"])
+        self.device = _pick_device(training["device"])
+        pyro.clear_param_store()
+        pyro.set_rng_seed(training["seed"])
+
+        data = self.config["data"]
+        #: The data set (its observations are read on :attr:`device`).
+        self.dataset = _build_dataset(data, self.device)
+        subset = data.get("subset", 0)
+        if subset and subset < len(self.dataset):
+            chosen = np.sort(np.random.RandomState(training["seed"]).choice(len(self.dataset), subset, replace=False))
+            #: Data-set indices of the training items (``None``: all of them).
+            self.train_indices = torch.from_numpy(chosen).to(self.device)
+        else:
+            self.train_indices = None
+        #: The number of training items ``N`` (the data plate's size).
+        self.dataset_size = subset if self.train_indices is not None else len(self.dataset)
+
+        #: The model: an ``nn.Module`` with Pyro ``model`` and ``guide`` methods.
+        self.model = _build_model(self.config["model"], self.dataset.observation_shape, self.device)
+        self._takes_schedule = "schedule" in inspect.signature(self.model.model).parameters
+        probe = self.observations(torch.arange(2, device=self.device))
+        #: Group path of every latent site of the guide (``None``: no group).
+        self.site_groups = latent_groups(self.model.guide, probe)
+        #: The progressive schedule, or ``None``.
+        self.schedule = _build_schedule(self.config["schedule"], self.site_groups)
+        #: The objective (a :class:`~pyro_hfvae.infer.TermsELBO`).
+        self.loss = _build_objective(self.config["objective"], self.schedule)
+        #: The Pyro optimiser.
+        self.optimizer = _build_optimizer(self.config["optimizer"])
+        self.sampler = _RandomBatches(self.dataset_size, training["batch_size"], training["seed"], self.device)
+        #: Training steps done.
+        self.step_count = 0
+        #: The record (``step``, ``loss``, terms) of the last step.
+        self.last_record: dict[str, float] = {}
+        #: Seconds spent in :meth:`train` by the sessions before the current one.
+        self.train_seconds = 0.0
+        self._session_started: float | None = None
+        self.information_flow = None
+        if self.schedule is not None:
+            from pyro_hfvae.metrics.information_flow import InformationFlow
+
+            #: Per-stage I(x; z_l) of a progressive run (:class:`~pyro_hfvae.metrics.information_flow.InformationFlow`).
+            self.information_flow = InformationFlow(self.posterior, self._information_data(),
+                                                    random_state=self.config["evaluation"]["seed"])
+        self._in_step = False
+        self._last_checkpoint: tuple[int, Path] | None = None
+
+    # ------------------------------------------------------------------ run directory
+
+    def _write_config(self) -> None:
+        header = ("pyro-hfvae run configuration, as resolved (every default listed).\n"
+                  f"Continue the run with: pyro-hfvae train --resume {self.run_dir}")
+        with atomic_file(self.run_dir / CONFIG_FILE, "w") as file:
+            file.write(dumps_config(self.config, header=header))
+
+    # ------------------------------------------------------------------ reading the model
+
+    def observations(self, positions: torch.Tensor) -> torch.Tensor:
+        """
+        Observations of training items.
+
+        :param torch.Tensor positions: positions in the training set (``0 .. dataset_size - 1``).
+        :rtype: torch.Tensor
+        """
+        indices = positions if self.train_indices is None else self.train_indices[positions]
+        return self.dataset.observations(indices)
+
+    def posterior(self, x: torch.Tensor) -> dict:
+        """
+        :param torch.Tensor x: a batch of observations.
+        :returns: the guide's distribution of every latent site
+            (:func:`~pyro_hfvae.infer.inference_data.latent_posterior`), with every progressive level at full fade-in.
+        :rtype: dict
+        """
+        return latent_posterior(self.model.guide, x)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        The representation the metrics score: the posterior means of every latent site
+        (:func:`~pyro_hfvae.infer.inference_data.latent_means`), flattened and concatenated.
+
+        :param torch.Tensor x: a batch of observations.
+        :returns: a tensor of shape ``(len(x), num_codes)``.
+        :rtype: torch.Tensor
+        """
+        means = latent_means(self.model.guide, x)
+        return torch.cat([m.reshape(len(x), -1) for m in means.values()], dim=-1)
+
+    @contextlib.contextmanager
+    def evaluation_mode(self) -> Iterator[None]:
+        """
+        A block for reading the model without changing the run: the model in ``eval`` mode,
+        gradients off, and the random generators of the training device forked, so that
+        evaluating, plotting or measuring in the middle of a run leaves its course (and its
+        resumption) exactly as without them.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with forked_rng(device=self.device), torch.no_grad():
+                yield
+        finally:
+            self.model.train(was_training)
+
+    def _model_kwargs(self) -> dict[str, Any]:
+        return {"schedule": self.schedule} if self._takes_schedule and self.schedule is not None else {}
+
+    # ------------------------------------------------------------------ training
+
+    def step(self) -> dict[str, float]:
+        """
+        One SVI step on a fresh batch.
+
+        :returns: the step's record: ``step``, ``loss`` (Pyro's, scaled to the data set),
+            and the objective's terms.
+        :rtype: dict
+        :raises NonFiniteLossError: if the loss, a term or a gradient is not finite (the
+            parameters are then left unchanged).
+        """
+        self._in_step = True
+        positions = self.sampler.next()
+        x = self.observations(positions)
+        with poutine.trace(param_only=True) as capture:
+            try:
+                loss = self.loss.loss_and_grads(self.model.model, self.model.guide, x, positions, self.dataset_size,
+                                                **self._model_kwargs())
+            except ValueError as error:
+                # Distribution validation rejects NaN parameters before any loss exists: name the culprits.
+                failure = _validation_failure(error, x)
+                if failure is None:
+                    raise
+                raise failure from error
+        params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
+        _check_gradients(capture.trace)
+        self.optimizer(params)
+        zero_grads(params)
+        if self.schedule is not None:
+            self.schedule.step()
+        self.step_count += 1
+        self._in_step = False
+        self.last_record = {"step": self.step_count, "loss": loss, **self.loss.terms}
+        return self.last_record
+
+    def train(self, steps: int | None = None) -> str:
+        """
+        Trains until ``steps`` steps are done in all (default ``[training] steps``).
+
+        :param int steps: the total number of steps to reach.
+        :returns: ``"completed"``, or ``"interrupted"`` when a signal or a ``KeyboardInterrupt``
+            from a callback stopped it (a checkpoint is then written).
+        :rtype: str
+        :raises NonFiniteLossError: when training diverges (see :meth:`step`).
+        """
+        target = self.config["training"]["steps"] if steps is None else steps
+        log_file = None
+        progress_bar = None
+        status = "completed"
+        self._session_started = time.perf_counter()
+        try:
+            with _StopRequests() as stop:
+                if self.run_dir is not None:
+                    log_file = open(self.run_dir / LOG_FILE, "a", encoding="utf-8")
+                if self.progress:
+                    from tqdm.auto import tqdm
+
+                    progress_bar = tqdm(total=target, initial=self.step_count, desc="training", unit="step",
+                                        dynamic_ncols=True)
+                while self.step_count < target:
+                    try:
+                        self._train_step(target, log_file, progress_bar)
+                    except NonFiniteLossError as error:
+                        failed_step = self.step_count + 1 if self._in_step else self.step_count
+                        diagnosis = _diverged(error, failed_step, self._last_checkpoint)
+                        self._in_step = False
+                        self._append_event(log_file, "diverged", str(diagnosis))
+                        raise diagnosis from error
+                    if stop.received is not None:
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if self._in_step:
+                # Stopped inside a step: its state is not consistent, keep the last checkpoint.
+                self._in_step = False
+                logger.warning("stopped during step %d; the last checkpoint stands", self.step_count + 1)
+                raise
+            status = "interrupted"
+            self._append_event(log_file, "interrupted", f"stopped after step {self.step_count}")
+        finally:
+            if progress_bar is not None:
+                progress_bar.close()
+            if log_file is not None:
+                log_file.close()
+            self.train_seconds = self.elapsed_seconds()
+            self._session_started = None
+        if self.run_dir is not None and (status == "interrupted" or self.step_count != self._checkpointed_step()):
+            self.save_checkpoint()
+        if status == "interrupted":
+            logger.warning("training interrupted after step %d; continue with: pyro-hfvae train --resume %s",
+                           self.step_count, self.run_dir)
+        return status
+
+    def elapsed_seconds(self) -> float:
+        """
+        Seconds spent in :meth:`train` over all sessions of the run (evaluation included).
+
+        :rtype: float
+        """
+        session = 0.0 if self._session_started is None else time.perf_counter() - self._session_started
+        return self.train_seconds + session
+
+    def _train_step(self, target: int, log_file, progress_bar) -> None:
+        """One step of :meth:`train` with its logging, callbacks, checkpoint and evaluation."""
+        training = self.config["training"]
+        record = self.step()
+        step = self.step_count
+        if log_file is not None and (step % training["log_every"] == 0 or step == target):
+            _append_record(log_file, {**record, "seconds": self.elapsed_seconds()})
+        if progress_bar is not None:
+            progress_bar.update(1)
+            if step % training["log_every"] == 0 or step == target:
+                progress_bar.set_postfix(self._postfix(record), refresh=False)
+        if self.information_flow is not None and self.schedule.completed_stage is not None:
+            with self.evaluation_mode():
+                self.information_flow(self.schedule)
+        for callback in self.callbacks:
+            callback(self, record)
+        if training["checkpoint_every"] and step % training["checkpoint_every"] == 0:
+            self.save_checkpoint()
+        if training["eval_every"] and step % training["eval_every"] == 0 and step != target:
+            self._periodic_evaluation()
+
+    def _checkpointed_step(self) -> int | None:
+        return None if self._last_checkpoint is None else self._last_checkpoint[0]
+
+    def _append_event(self, log_file, event: str, message: str) -> None:
+        if log_file is not None:
+            _append_record(log_file, {"step": self.step_count, "event": event, "message": message})
+
+    @staticmethod
+    def _postfix(record: Mapping[str, float]) -> dict[str, str]:
+        shown = {"loss": record["loss"]}
+        shown.update((k, v) for k, v in record.items() if k not in ("step", "loss") and "/" not in k)
+        return {k: f"{v:.4g}" for k, v in shown.items()}
+
+    def _periodic_evaluation(self) -> None:
+        result = self.evaluate(write=False)
+        if self.run_dir is None:
+            return
+        with open(self.run_dir / EVALUATIONS_FILE, "a", encoding="utf-8") as file:
+            _append_record(file, _evaluation_record(result))
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluation_preset(self, preset: str | None = None) -> str:
+        """
+        The evaluation preset in force: ``preset``, else ``[evaluation] preset``, where
+        ``"auto"`` means ``"full"`` on a GPU and ``"fast"`` otherwise.
+
+        :param str preset: ``"auto"``, ``"fast"``, ``"full"``, ``"none"`` or ``None``.
+        :rtype: str
+        """
+        preset = preset or self.config["evaluation"]["preset"]
+        if preset == "auto":
+            return "full" if self.device.type == "cuda" else "fast"
+        if preset not in EVALUATION_PRESETS:
+            raise ValueError(f"expected a preset in {['auto', *EVALUATION_PRESETS]} but got {preset!r}")
+        return preset
+
+    def evaluate(self, preset: str | None = None, *, write: bool = True) -> dict[str, Any]:
+        """
+        Evaluates the model: the disentanglement metrics of :func:`pyro_hfvae.metrics.evaluate`
+        (for data sets with known factors) and the mutual information I(x; z) of every latent
+        variable, site and group (:func:`pyro_hfvae.metrics.information.mutual_information`,
+        exact aggregate posterior over a fixed random set of training items).
+
+        :param str preset: a key of :data:`EVALUATION_PRESETS` or ``"auto"`` (default: the
+            configuration's); ``[evaluation]`` settings other than 0 / empty override it.
+        :param bool write: write the result to ``metrics.json`` in the run directory.
+        :returns: ``{"step", "preset", "seconds", "metrics": {name: value},
+            "information": {"total", "groups", "sites", "variables", "num_data"}}``.
+        :rtype: dict
+        """
+        preset = self.evaluation_preset(preset)
+        settings = EVALUATION_PRESETS[preset]
+        evaluation = self.config["evaluation"]
+        started = time.perf_counter()
+        with self.evaluation_mode():
+            metrics = _disentanglement_metrics(self.dataset, self.encode, evaluation, settings, preset)
+            information = _information_summary(self.posterior, self._information_data(), self.site_groups,
+                                               evaluation["seed"])
+        result = {
+            "step": self.step_count,
+            "preset": preset,
+            "seconds": time.perf_counter() - started,
+            "metrics": metrics,
+            "information": information,
+        }
+        if write and self.run_dir is not None:
+            _write_json(self.run_dir / METRICS_FILE, result)
+        return result
+
+    def _information_data(self) -> torch.Tensor:
+        """The training items on which I(x; z) is measured (a fixed random choice)."""
+        positions = _information_positions(self.config["evaluation"], EVALUATION_PRESETS[self.evaluation_preset()],
+                                           self.dataset_size)
+        return self.observations(torch.from_numpy(positions).to(self.device))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """
+        Everything needed to continue the run (see :mod:`pyro_hfvae.training.checkpoint`).
+
+        :rtype: dict
+        """
+        return {
+            "step": self.step_count,
+            "train_seconds": self.elapsed_seconds(),
+            "config": self.config,
+            "module": self.model.state_dict(),
+            "param_store": param_store_state(self.model),
+            "optimizer": self.optimizer.get_state(),
+            "schedule": None if self.schedule is None else self.schedule.state_dict(),
+            "information_flow": None if self.information_flow is None else self.information_flow.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": capture_rng_state(),
+            "last_record": self.last_record,
+            "versions": {"torch": str(torch.__version__), "pyro": str(pyro.__version__)},
+        }
+
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
+        """
+        Writes a checkpoint atomically (after checking that every parameter is finite).
+
+        :param path: where (default: ``checkpoint.pt`` in the run directory).
+        :returns: the path written.
+        :rtype: pathlib.Path
+        """
+        if path is None:
+            if self.run_dir is None:
+                raise ValueError("expected a path or a trainer with a run directory but got neither")
+            path = self.run_dir / CHECKPOINT_FILE
+        _check_checkpoint_parameters()
+        path = save_checkpoint(path, self.state_dict())
+        self._last_checkpoint = (self.step_count, Path(path))
+        logger.debug("checkpoint at step %d written to %s", self.step_count, path)
+        return Path(path)
+
+    def load_state_dict(self, state: Mapping[str, Any], lr: float | None = None) -> None:
+        """
+        Restores :meth:`state_dict`'s result (a checkpoint).
+
+        :param dict state: the saved state.
+        :param float lr: a new learning rate for the restored optimiser state (``None``: keep).
+        """
+        self.model.load_state_dict(state["module"])
+        pyro.clear_param_store()
+        pyro.get_param_store().set_state(state["param_store"])
+        optimizer_state = state["optimizer"]
+        if lr is not None:
+            for saved in optimizer_state.values():
+                for group in saved.get("param_groups", []):
+                    group["lr"] = lr
+        self.optimizer.set_state(optimizer_state)
+        if self.schedule is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        if self.information_flow is not None and state.get("information_flow") is not None:
+            self.information_flow.load_state_dict(state["information_flow"])
+        self.sampler.load_state_dict(state["sampler"])
+        restore_rng_state(state["rng"])
+        self.step_count = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.last_record = dict(state.get("last_record", {}))
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, overrides: Mapping[str, Any] | Sequence[str] = (), *,
+                 progress: bool = False, callbacks: Sequence[Callable[["Trainer", dict], None]] = (),
+                 read_only: bool = False) -> "Trainer":
+        """
+        Loads a run directory's configuration and checkpoint, to continue training
+        (:meth:`train`) or to evaluate and plot. Records of ``log.jsonl`` and
+        ``evaluations.jsonl`` after the checkpoint's step are dropped, since the continued
+        run repeats those steps.
+
+        :param run_dir: the run directory.
+        :param overrides: settings to change (``"section.key": value`` or ``"section.key=value"``);
+            only ``training.steps``, the logging, checkpoint and evaluation intervals, the
+            device, the number of threads, ``optimizer.lr`` and ``[evaluation]`` may change.
+        :param bool progress: show a progress bar.
+        :param callbacks: see :class:`Trainer`.
+        :param bool read_only: leave ``config.toml`` and the logs as they are (to evaluate or
+            plot a run without continuing it); the overrides then apply only in memory.
+        :rtype: Trainer
+        """
+        run_dir = Path(run_dir)
+        if not (run_dir / CHECKPOINT_FILE).is_file():
+            raise FileNotFoundError(f"expected a run directory with {CHECKPOINT_FILE} but {run_dir} has none; "
+                                    "train first with pyro-hfvae train --out DIR")
+        original = load_config(run_dir / CONFIG_FILE)
+        config = resolve_config(original, overrides)
+        changed = _changed_settings(original, config)
+        _check_resumable(changed, run_dir)
+        trainer = cls.__new__(cls)
+        trainer._build(config, run_dir, progress, callbacks)
+        state = load_checkpoint(run_dir / CHECKPOINT_FILE, map_location=trainer.device)
+        new_lr = config["optimizer"]["lr"] if "optimizer.lr" in changed else None
+        trainer.load_state_dict(state, lr=new_lr)
+        trainer._last_checkpoint = (trainer.step_count, run_dir / CHECKPOINT_FILE)
+        if read_only:
+            return trainer
+        for name in (LOG_FILE, EVALUATIONS_FILE):
+            _keep_records_through(run_dir / name, trainer.step_count)
+        if changed:
+            trainer._write_config()
+        return trainer
+

@@ -1,0 +1,302 @@
+# Copyright Contributors to the pyro_hfvae project.
+# SPDX-License-Identifier: Apache-2.0
+import csv
+import importlib.util
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from pyro_hfvae.infer.hit import HITLoss
+from pyro_hfvae.models import HierarchicalVAE
+from pyro_hfvae.plots.rate_grid import best_row, is_diagonal, plot_rate_grid
+from pyro_hfvae.training.rate_grid import (
+    average_rate_grids,
+    default_betas_grid,
+    inception_score,
+    rate_grid,
+    read_rate_grid_csv,
+    write_rate_grid_csv,
+)
+
+matplotlib.use("Agg")
+
+ROOT = Path(__file__).resolve().parents[2]
+SHAPE = (1, 8, 8)
+
+
+def tiny_model():
+    return HierarchicalVAE(SHAPE, (3, 2), channels=(2,), hidden_dim=8)
+
+
+def tiny_data(num=40):
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(num) % 2
+    # Two classes: bright top half or bright bottom half, with pixel noise.
+    x = torch.zeros(num, *SHAPE)
+    x[labels == 0, :, :4] = 1.0
+    x[labels == 1, :, 4:] = 1.0
+    flips = torch.rand(x.shape, generator=generator) < 0.1
+    return torch.where(flips, 1 - x, x), labels
+
+
+def test_default_betas_grid():
+    grid = default_betas_grid(["z1", "z2"], 3, (0.1, 10.0))
+    assert len(grid) == 9
+    assert [tuple(g.values()) for g in grid[:3]] == [(pytest.approx(0.1), pytest.approx(b)) for b in (0.1, 1.0, 10.0)]
+    assert [list(g) for g in grid] == [["z1", "z2"]] * 9
+    assert len(default_betas_grid(["a", "b", "c"], 2)) == 8
+    with pytest.raises(ValueError, match="num_betas"):
+        default_betas_grid(["z1"], 0)
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        default_betas_grid(["z1"], 3, (0.0, 1.0))
+
+
+def test_inception_score_against_the_definition():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=50)
+    marginal = probs.mean(0)
+    brute = math.exp(np.mean([sum(p[k] * math.log(p[k] / marginal[k]) for k in range(4)) for p in probs]))
+    assert inception_score(probs) == pytest.approx(brute, rel=1e-10)
+    assert inception_score(np.tile([[0.0, 1.0, 0.0]], (5, 1))) == pytest.approx(1.0)  # sharp, not diverse
+    assert inception_score(np.eye(3)[[0, 1, 2, 0, 1, 2]]) == pytest.approx(3.0)  # sharp and diverse
+    with pytest.raises(ValueError, match="num_samples, num_classes"):
+        inception_score(np.ones(3))
+
+
+def test_rate_grid_rows_against_independent_computations():
+    data, labels = tiny_data()
+    built = []
+
+    def make_model():
+        built.append(tiny_model())
+        return built[-1]
+
+    rows = rate_grid(
+        make_model,
+        data,
+        [(1.0, 1.0), {"z1": 0.2, "z2": 5.0}],
+        eval_labels=labels,
+        steps=3,
+        batch_size=16,
+        num_samples=30,
+        knn_neighbors=3,
+        eval_batch_size=7,
+    )
+    assert len(rows) == 2 and len(built) == 3  # one model for the site names, then one per setting
+    assert (rows[0]["beta/z1"], rows[0]["beta/z2"], rows[1]["beta/z1"], rows[1]["beta/z2"]) == (
+        1.0,
+        1.0,
+        0.2,
+        5.0,
+    )
+    for row, model in zip(rows, built[1:]):
+        with torch.no_grad():
+            mse = (model.reconstruct(data) - data).pow(2).mean().item()
+            loss = HITLoss(num_particles=500, vectorize_particles=True, max_plate_nesting=1)
+            loss.loss(model.model, model.guide, data)
+        assert row["psnr"] == pytest.approx(10 * math.log10(1 / mse), rel=1e-5)
+        # The top layer's rate is an exact KL; the others used one posterior sample per image.
+        assert row["rate/z2"] == pytest.approx(loss.terms["rate/z2"], rel=1e-4)
+        for name in ("distortion", "rate/z1", "rate", "elbo"):
+            assert row[name] == pytest.approx(loss.terms[name], rel=0.2), name
+        assert row["rate"] == pytest.approx(row["rate/z1"] + row["rate/z2"], rel=1e-6)
+        assert row["elbo"] == pytest.approx(-row["rate"] - row["distortion"], rel=1e-6)
+        for key in ("logistic/z1", "logistic/z2", "knn/z1", "knn/z2"):
+            assert 0.0 <= row[key] <= 1.0
+        assert 1.0 <= row["inception_score"] <= 2.0
+        assert row["rate/z1"] >= 0 and row["rate/z2"] >= 0
+
+
+def test_rate_grid_is_reproducible_and_defaults_to_the_log_grid():
+    data, _ = tiny_data(16)
+    first = rate_grid(tiny_model, data, steps=2, batch_size=8, num_betas=2)
+    second = rate_grid(tiny_model, data, steps=2, batch_size=8, num_betas=2)
+    assert [(r["beta/z1"], r["beta/z2"]) for r in first] == [
+        (pytest.approx(a), pytest.approx(b)) for a in (0.1, 10.0) for b in (0.1, 10.0)
+    ]
+    for a, b in zip(first, second):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    assert "psnr" in first[0] and "inception_score" not in first[0]  # no labels, no classifiers
+
+
+def test_rate_grid_bad_input():
+    data, labels = tiny_data(16)
+    with pytest.raises(ValueError, match="one weight per latent site"):
+        rate_grid(tiny_model, data, [(1.0,)], steps=0)
+    with pytest.raises(ValueError, match="one label per evaluation image"):
+        rate_grid(tiny_model, data, [(1.0, 1.0)], eval_labels=labels[:5], steps=0)
+    with pytest.raises(ValueError, match="images"):
+        rate_grid(tiny_model, data.numpy(), steps=0)
+    with pytest.raises(ValueError, match="not latent sites"):
+        rate_grid(tiny_model, data, [{"z9": 1.0}], steps=1)
+
+
+def test_csv_round_trip(tmp_path):
+    rows = [
+        {"beta/z1": 0.1, "rate/z1": 2.5, "psnr": 11.0},
+        {"beta/z1": 1.0, "rate/z1": 1.5, "psnr": 9.0, "x": 1.0},
+    ]
+    path = tmp_path / "grid.csv"
+    write_rate_grid_csv(rows, path)
+    with open(path, newline="") as f:
+        read = list(csv.DictReader(f))
+    assert list(read[0]) == ["beta/z1", "rate/z1", "psnr", "x"]
+    assert [float(r["psnr"]) for r in read] == [11.0, 9.0]
+    assert read[0]["x"] == ""
+    assert read_rate_grid_csv(path) == rows
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.csv"]  # no temporary file left
+
+
+def test_plot_marks_the_diagonal_and_the_best():
+    rows = [
+        {
+            "beta/z1": b1,
+            "beta/z2": b2,
+            "rate/z1": 10 / b1,
+            "rate/z2": 5 / b2,
+            "psnr": 10 / b1 + 1 / b2,
+        }
+        for b1 in (0.5, 2.0)
+        for b2 in (0.5, 2.0)
+    ]
+    ax = plot_rate_grid(rows, "psnr")
+    points, diagonal, best = ax.collections
+    np.testing.assert_allclose(points.get_offsets(), [[r["rate/z1"], r["rate/z2"]] for r in rows])
+    np.testing.assert_allclose(points.get_array(), [r["psnr"] for r in rows])
+    np.testing.assert_allclose(diagonal.get_offsets(), [[20.0, 10.0], [5.0, 2.5]])
+    np.testing.assert_allclose(best.get_offsets(), [[20.0, 10.0]])
+    assert ax.get_xlabel() == "rate of z1 (nats)"
+    assert ax.get_xscale() == ax.get_yscale() == "symlog"
+    ax = plot_rate_grid(rows, "psnr", higher_is_better=False, sites=("z2", "z1"), axis_scale="log")
+    assert ax.get_xscale() == "log"
+    np.testing.assert_allclose(ax.collections[2].get_offsets(), [[2.5, 5.0]])
+    assert is_diagonal(rows[0]) and not is_diagonal(rows[1])
+    assert best_row(rows, "psnr") is rows[0]
+    with pytest.raises(ValueError, match="no_such"):
+        best_row(rows, "no_such")
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("hit_rates", ROOT / "examples" / "hit_rates.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = [
+    "--num-train",
+    "120",
+    "--num-eval",
+    "60",
+    "--num-betas",
+    "2",
+    "--steps",
+    "2",
+    "--num-samples",
+    "20",
+    "--latent-dims",
+    "3",
+    "2",
+    "--channels",
+    "2",
+    "--hidden-dim",
+    "8",
+]
+
+
+def test_example_smoke(tmp_path):
+    example = load_example()
+    rows = example.main(example.make_parser().parse_args(TINY + ["--dataset", "digits", "--out-dir", str(tmp_path)]))
+    assert len(rows) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "hit_rates.csv",
+        "hit_rates.png",
+        "summary.md",
+    ]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| reconstruction | psnr |" in summary and "logistic/z2" in summary
+    # The figure and summary can be remade from the table alone.
+    again = tmp_path / "again"
+    args = ["--from-csv", str(tmp_path / "hit_rates.csv"), "--out-dir", str(again)]
+    example.main(example.make_parser().parse_args(args))
+    assert (again / "summary.md").read_text() == summary
+
+
+def test_example_reads_mnist(shared_data, tmp_path):
+    example = load_example()
+    parsed = example.make_parser().parse_args(["--data-dir", str(shared_data / "mnist")])
+    images, labels = example.load_images(parsed)
+    assert images.shape == (10000, 1, 28, 28) and labels.shape == (10000,)
+    assert set(images.unique().tolist()) == {0.0, 1.0}
+    assert np.bincount(labels).tolist()[:3] == [980, 1135, 1032]  # the official test split's class counts
+    args = TINY + [
+        "--data-dir",
+        str(shared_data / "mnist"),
+        "--channels",
+        "2",
+        "4",
+        "--out-dir",
+        str(tmp_path),
+    ]
+    rows = example.main(example.make_parser().parse_args(args))
+    assert len(rows) == 4
+
+
+def test_example_dominance_check():
+    example = load_example()
+    rows = [
+        {"beta/z1": 1.0, "beta/z2": 1.0, "rate": 10.0, "m": 0.5},
+        {"beta/z1": 0.5, "beta/z2": 2.0, "rate": 9.0, "m": 0.7},  # beats the diagonal at lower rate
+        {"beta/z1": 2.0, "beta/z2": 0.5, "rate": 12.0, "m": 0.9},  # better but at higher rate
+    ]
+    pairs = example.dominated_diagonal(rows, "m")
+    assert pairs == [(rows[0], rows[1])]
+
+
+def test_average_rate_grids_against_a_loop():
+    generator = np.random.default_rng(0)
+    settings = [(0.1, 0.1), (0.1, 1.0), (1.0, 0.1), (1.0, 1.0)]
+    grids = []
+    for _ in range(3):
+        order = generator.permutation(len(settings))  # grids need not list settings in one order
+        grids.append([{"beta/z1": settings[i][0], "beta/z2": settings[i][1], "psnr": generator.normal()}
+                      for i in order])
+    averaged = average_rate_grids(grids)
+    assert [(row["beta/z1"], row["beta/z2"]) for row in averaged] == [
+        (row["beta/z1"], row["beta/z2"]) for row in grids[0]
+    ]
+    for row in averaged:
+        key = (row["beta/z1"], row["beta/z2"])
+        values = [r["psnr"] for grid in grids for r in grid if (r["beta/z1"], r["beta/z2"]) == key]
+        assert row["psnr"] == pytest.approx(sum(values) / 3)
+    with pytest.raises(ValueError, match="grid 1 differs"):
+        average_rate_grids([grids[0], grids[1][:3]])
+    with pytest.raises(ValueError, match="at least one grid"):
+        average_rate_grids([])
+
+
+def test_example_compares_optima_grid_by_grid():
+    example = load_example()
+
+    def grid(values):
+        settings = [(0.1, 0.1), (0.1, 1.0), (1.0, 0.1), (1.0, 1.0)]
+        return [{"beta/z1": a, "beta/z2": b, "m": v} for (a, b), v in zip(settings, values)]
+
+    # Unequal optimum (1, 0.1) on the mean; diagonal optimum (0.1, 0.1).
+    grids = [grid([0.50, 0.40, 0.60, 0.30]), grid([0.52, 0.41, 0.51, 0.31]),
+             grid([0.50, 0.60, 0.70, 0.30]), grid([0.40, 0.10, 0.50, 0.45])]
+    line = example.compare_over_seeds(grids, {"use": "m"}).splitlines()[2]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[2:4] == ["(1, 0.1)", "(0.1, 0.1)"]
+    differences = np.array([0.10, -0.01, 0.20, 0.10])
+    assert cells[4] == ", ".join(f"{d:+.3g}" for d in differences)
+    assert cells[5] == f"{differences.mean():+.3g} ± {differences.std(ddof=1) / 2:.2g}"
+    assert cells[6] == "3/4"
+    # First half: unequal optimum (1, 0.1) (0.555), diagonal (0.1, 0.1) (0.51); on the second
+    # half their means are 0.60 and 0.45.
+    assert cells[7] == "(1, 0.1) vs (0.1, 0.1): +0.15"

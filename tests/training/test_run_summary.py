@@ -1,0 +1,48 @@
+import json
+
+import pytest
+
+from pyro_hfvae.training.config import dumps_config, resolve_config
+from pyro_hfvae.training.run_summary import write_summary
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    (tmp_path / "config.toml").write_text(dumps_config(resolve_config(None, {"training.steps": 10})))
+    records = [{"step": s, "loss": 1.0, "elbo": -2.0 * s, "kl": 0.5, "dimwise_kl/style": 0.1, "seconds": 6.0 * s}
+               for s in range(1, 5)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return tmp_path
+
+
+def test_summary_of_an_interrupted_run(run_dir):
+    with open(run_dir / "log.jsonl", "a") as file:
+        file.write(json.dumps({"step": 4, "event": "interrupted", "message": "stopped after step 4"}) + "\n")
+    text = write_summary(run_dir).read_text()
+    assert "Status: **interrupted: stopped after step 4** after 4 of 10 steps in 0.4 min of training." in text
+    assert "| elbo | -8.000 |" in text and "dimwise_kl/style" not in text
+    assert "## Disentanglement metrics" not in text and "## Figures" not in text
+
+
+def test_summary_with_metrics_and_figures(run_dir):
+    evaluation = {"step": 4, "preset": "fast", "seconds": 1.0,
+                  "metrics": {"mig": 0.25, "factor_vae_eval_accuracy": 0.7, "factor_vae_num_active_dims": 7.0},
+                  "information": {"total": 3.0, "groups": {"style": 3.0}, "sites": {"z": 3.0},
+                                  "variables": {"z": [2.0, 1.0, 0.01]}, "num_data": 100}}
+    (run_dir / "metrics.json").write_text(json.dumps(evaluation))
+    (run_dir / "figures").mkdir()
+    (run_dir / "figures" / "latent_traversals.png").write_bytes(b"png")
+    text = write_summary(run_dir).read_text()
+    assert "Status: **stopped at step 4 of 10**" in text
+    assert "| MIG | 0.250 |" in text and "| FactorVAE active codes | 7 |" in text
+    assert "| FactorVAE score | 0.700 | majority-vote accuracy at naming the fixed factor | 0.63 ± 0.08 |" in text
+    assert "at most log N = 4.61 nats. 1 of 3 variables carry less than 0.05 nats (pruned)." in text
+    assert "![latent_traversals](figures/latent_traversals.png)" in text
+    html = (run_dir / "summary.html").read_text()
+    assert '<img src="figures/latent_traversals.png"' in html and "<td>MIG</td><td>0.250</td>" in html
+    assert "<code>pyro-hfvae train --config hfvae_dsprites --device cuda</code>" in html
+
+
+def test_summary_needs_a_run_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="expected a run directory with config.toml"):
+        write_summary(tmp_path)
