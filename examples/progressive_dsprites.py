@@ -302,7 +302,7 @@ class Trainer:
         self.train(run, vlae, HITLoss(betas=schedule), schedule.total_steps, schedule, flow)
         if measure and not run.failed:
             run.information = flow.state_dict()["records"]
-            self.disentanglement(run, vlae.encode)
+            self.disentanglement(run, lambda x: torch.cat(list(vlae.encode(x).values()), -1))
         return run
 
     def plain_vlae(self, seed: int) -> Run:
@@ -316,7 +316,7 @@ class Trainer:
             flow = self.information_flow(vlae)
             flow.record(args.levels - 1, args.levels * args.steps_per_level, vlae.sites)
             run.information = flow.state_dict()["records"]
-            self.disentanglement(run, vlae.encode)
+            self.disentanglement(run, lambda x: torch.cat(list(vlae.encode(x).values()), -1))
         return run
 
     def beta_vae(self, seed: int) -> Run:
