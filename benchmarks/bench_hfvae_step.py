@@ -49,7 +49,7 @@ def _log_priors(vae, y, z):
 
 def torch_elbo_loss(vae, x):
     _, loc, scale, q_y, y, z = _posterior_samples(vae, x)
-    log_px = dist.Bernoulli(logits=vae.decode(y, z), validate_args=False).log_prob(x).sum((1, 2, 3))
+    log_px = dist.Bernoulli(logits=vae._logits(y, z), validate_args=False).log_prob(x).sum((1, 2, 3))
     log_py, log_pz_d = _log_priors(vae, y, z)
     log_q = q_y.log_prob(y) + dist.Normal(loc, scale).log_prob(z).sum(-1)
     return -(DATASET_SIZE / x.size(0)) * (log_px + log_py + log_pz_d.sum(-1) - log_q).sum()
@@ -58,7 +58,7 @@ def torch_elbo_loss(vae, x):
 def torch_hfvae_loss(vae, x):
     logits, loc, scale, _, y, z = _posterior_samples(vae, x)
     batch = x.size(0)
-    log_px = dist.Bernoulli(logits=vae.decode(y, z), validate_args=False).log_prob(x).sum((1, 2, 3))
+    log_px = dist.Bernoulli(logits=vae._logits(y, z), validate_args=False).log_prob(x).sum((1, 2, 3))
     log_w = torch.full((batch, batch), math.log((DATASET_SIZE - 1) / (DATASET_SIZE * (batch - 1))), device=x.device)
     log_w.fill_diagonal_(-math.log(DATASET_SIZE))
     # [b, b'] tables: sample of b under the posterior of b'.

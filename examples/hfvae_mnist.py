@@ -164,7 +164,7 @@ def traversal(vae: ConvHFVAE, codes: dict[str, torch.Tensor], dim: int, values: 
         y = torch.nn.functional.one_hot(class_index, vae.num_classes).to(z.dtype)
         y = y[:, None, :].expand(rows, columns, -1)
     with torch.no_grad():
-        return vae.decode(y, z).sigmoid()
+        return vae.decode({"y": y, "z": z} if y is not None else {"z": z})
 
 
 def evaluate(vae: ConvHFVAE, images: torch.Tensor, labels: np.ndarray, args: argparse.Namespace,

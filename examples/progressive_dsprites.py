@@ -185,8 +185,13 @@ def growth_shock(distortions: list[float], schedule: ProgressiveSchedule) -> dic
     return shock
 
 
-class Trainer:
-    """Shared data, batches and measurements of all runs."""
+class Experiments:
+    """
+    Shared data, batches and measurements of all runs. Each run trains with
+    :class:`pyro.infer.SVI` and :class:`pyro.optim.Adam` in :meth:`train`, which checks every
+    step for the ablation's failures (non-finite loss or parameters, an exploded KL) and
+    records the distortions for the growth shock; runs are not checkpointed.
+    """
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -302,7 +307,7 @@ class Trainer:
         self.train(run, vlae, HITLoss(betas=schedule), schedule.total_steps, schedule, flow)
         if measure and not run.failed:
             run.information = flow.state_dict()["records"]
-            self.disentanglement(run, vlae.encode)
+            self.disentanglement(run, lambda x: torch.cat(list(vlae.encode(x).values()), -1))
         return run
 
     def plain_vlae(self, seed: int) -> Run:
@@ -316,7 +321,7 @@ class Trainer:
             flow = self.information_flow(vlae)
             flow.record(args.levels - 1, args.levels * args.steps_per_level, vlae.sites)
             run.information = flow.state_dict()["records"]
-            self.disentanglement(run, vlae.encode)
+            self.disentanglement(run, lambda x: torch.cat(list(vlae.encode(x).values()), -1))
         return run
 
     def beta_vae(self, seed: int) -> Run:
@@ -441,21 +446,21 @@ def jobs(args: argparse.Namespace) -> list[tuple]:
     return out
 
 
-def run_job(args: argparse.Namespace, job: tuple, trainer: Trainer | None = None) -> Run:
-    """One run, in this process (builds a :class:`Trainer` unless given one)."""
+def run_job(args: argparse.Namespace, job: tuple, experiments: Experiments | None = None) -> Run:
+    """One run, in this process (builds the :class:`Experiments` unless given them)."""
     if not logging.getLogger().handlers:  # a worker process: log like the main one
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    trainer = Trainer(args) if trainer is None else trainer
+    experiments = Experiments(args) if experiments is None else experiments
     kind, seed, strategy = job
     if kind == "VLAE":
-        return trainer.plain_vlae(seed)
+        return experiments.plain_vlae(seed)
     if kind == "beta-VAE":
-        return trainer.beta_vae(seed)
+        return experiments.beta_vae(seed)
     _, fade_in, use_pre_kl = next(item for item in STRATEGIES if item[0] == strategy)
     measure = strategy == "both" and bool({"flow", "compare"} & set(args.experiments))
-    return trainer.progressive(seed, strategy, fade_in, use_pre_kl, measure)
+    return experiments.progressive(seed, strategy, fade_in, use_pre_kl, measure)
 
 
 # Settings that say how or which runs were made, not what was trained: pooled files may differ in them.
@@ -514,9 +519,9 @@ def main(args: argparse.Namespace) -> dict:
         )
 
     if args.workers == 1:
-        trainer = Trainer(args)
+        experiments = Experiments(args)
         for job in todo:
-            runs.append(run_job(args, job, trainer))
+            runs.append(run_job(args, job, experiments))
             save()
     else:
         context = multiprocessing.get_context("spawn")

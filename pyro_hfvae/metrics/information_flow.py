@@ -16,9 +16,10 @@ import torch
 from matplotlib.figure import Figure
 from torch.distributions import Distribution
 
+from pyro_hfvae._format import format_number
 from pyro_hfvae.infer.progressive import ProgressiveSchedule
 from pyro_hfvae.metrics.information import mutual_information
-from pyro_hfvae.util import atomic_file
+from pyro_hfvae.plots._figure import save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -249,15 +250,10 @@ def _by_stage(
     return levels, dict(sorted(stages.items()))
 
 
-def _number(value: float, digits: int) -> str:
-    # Adding 0.0 turns a negative zero (a tiny negative Monte Carlo estimate) into "0.00".
-    return f"{round(float(value), digits) + 0.0:.{digits}f}"
-
-
 def _mean_std(values: Sequence[float], digits: int) -> str:
     if len(values) == 1:
-        return _number(values[0], digits)
-    return f"{_number(np.mean(values), digits)} ± {_number(np.std(values, ddof=1), digits)}"
+        return format_number(values[0], digits)
+    return f"{format_number(np.mean(values), digits)} ± {format_number(np.std(values, ddof=1), digits)}"
 
 
 def information_table(runs: Sequence[Sequence[InformationRecord]], digits: int = 2) -> str:
@@ -291,12 +287,6 @@ def information_table(runs: Sequence[Sequence[InformationRecord]], digits: int =
         total = _mean_std([r.total for r in records], digits)
         lines.append(f"| {stage} | " + " | ".join(cells) + f" | {total} |")
     return "\n".join(lines)
-
-
-def _save(figure: Figure, path: str | os.PathLike) -> None:
-    suffix = os.path.splitext(os.fspath(path))[1].lstrip(".")
-    with atomic_file(path) as file:
-        figure.savefig(file, format=suffix or "png", bbox_inches="tight")
 
 
 def plot_information_flow(runs: Sequence[Sequence[InformationRecord]], path: str | os.PathLike | None = None) -> Figure:
@@ -333,6 +323,5 @@ def plot_information_flow(runs: Sequence[Sequence[InformationRecord]], path: str
         ax.set_xlim(0, 1.05 * limit if limit > 0 else 1)
         ax.set_xlabel("nats")
     figure.tight_layout()
-    if path is not None:
-        _save(figure, path)
+    save_figure(figure, path)
     return figure

@@ -5,6 +5,7 @@ A VAE with a Concrete "class" group and a Normal "style" group (the HFVAE paper'
 """
 
 import math
+from collections.abc import Mapping
 
 import pyro
 import pyro.distributions as dist
@@ -175,16 +176,27 @@ class ConvHFVAE(nn.Module):
             out["z"] = loc
         return out
 
-    def decode(self, y: torch.Tensor | None, z: torch.Tensor | None) -> torch.Tensor:
-        """
-        :returns: Bernoulli logits of shape ``(batch,) + image_shape``.
-        :rtype: torch.Tensor
-        """
+    def _logits(self, y: torch.Tensor | None, z: torch.Tensor | None) -> torch.Tensor:
+        """Bernoulli logits of shape ``batch_shape + image_shape``."""
         parts = [t for t in (y, z) if t is not None]
         latent = torch.cat(parts, -1)
         batch_shape = latent.shape[:-1]
         logits = self.decoder(latent.reshape(-1, latent.size(-1)))
         return logits.reshape(batch_shape + self.image_shape)
+
+    def decode(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """
+        :param dict latents: ``"y"`` (a point of the simplex: class probabilities or a
+            one-hot) and ``"z"``, as the model has them, with any batch shape.
+        :returns: Bernoulli means (pixel probabilities) of shape ``batch_shape + image_shape``.
+        :rtype: torch.Tensor
+        """
+        expected = [name for name, size in (("y", self.num_classes), ("z", self.style_dim)) if size]
+        if sorted(latents) != expected:
+            raise ValueError(
+                f"expected latents for the sites {expected} but got {sorted(latents)}; pass the dict encode returns"
+            )
+        return self._logits(latents.get("y"), latents.get("z")).sigmoid()
 
     def model(self, x: torch.Tensor, idx: torch.Tensor | None = None, dataset_size: int | None = None) -> None:
         """
@@ -203,7 +215,7 @@ class ConvHFVAE(nn.Module):
                 y = pyro.sample("y", dist.RelaxedOneHotCategorical(self.temperature, logits=uniform))
             if self.style_dim:
                 z = pyro.sample("z", dist.Normal(x.new_zeros(self.style_dim), 1.0).to_event(1))
-            logits = self.decode(y, z)
+            logits = self._logits(y, z)
             pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(3), obs=x)
 
     def guide(self, x: torch.Tensor, idx: torch.Tensor | None = None, dataset_size: int | None = None) -> None:
@@ -227,11 +239,10 @@ class ConvHFVAE(nn.Module):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """
         :returns: Bernoulli means of the reconstructions at the posterior means
-            (the Concrete at its class probabilities).
+            (the Concrete at its class probabilities): ``decode(encode(x))``.
         :rtype: torch.Tensor
         """
-        codes = self.encode(x)
-        return self.decode(codes.get("y"), codes.get("z")).sigmoid()
+        return self.decode(self.encode(x))
 
     def sample(self, num_samples: int) -> torch.Tensor:
         """
@@ -245,4 +256,4 @@ class ConvHFVAE(nn.Module):
             y = dist.RelaxedOneHotCategorical(self.temperature, logits=uniform).sample()
         if self.style_dim:
             z = torch.randn(num_samples, self.style_dim, device=device)
-        return self.decode(y, z).sigmoid()
+        return self._logits(y, z).sigmoid()

@@ -6,7 +6,7 @@ A hierarchical VAE for images with a generalised top-down inference model.
 
 import logging
 import math
-from typing import Sequence
+from collections.abc import Mapping, Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -240,15 +240,33 @@ class HierarchicalVAE(nn.Module):
             means[f"z{level}"] = z
         return dict(sorted(means.items(), key=lambda item: int(item[0][1:])))
 
+    def decode(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """
+        The mean of :math:`p(x \\mid z_1)`; the likelihood reads the bottom layer only, so
+        the other layers' values are not used.
+
+        :param dict latents: site name -> value, with ``"z1"`` of shape ``(B, latent_dims[0])``
+            (the dict :meth:`encode` returns, or ``{"z1": z1}``).
+        :returns: images ``(B, C, H, W)`` in ``[0, 1]``.
+        :rtype: torch.Tensor
+        """
+        if "z1" not in latents:
+            raise ValueError(
+                f"expected a value of the bottom layer 'z1' but got the sites {sorted(latents)}; "
+                "pass the dict encode returns"
+            )
+        return self._mean(latents["z1"])
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """
-        The mean of :math:`p(x \\mid z_1)` at the mode-path ``z_1`` of :meth:`encode`.
+        The mean of :math:`p(x \\mid z_1)` at the mode-path ``z_1`` of :meth:`encode`:
+        ``decode(encode(x))``.
 
         :param torch.Tensor x: images ``(B, C, H, W)``.
         :returns: images of the same shape, in ``[0, 1]``.
         :rtype: torch.Tensor
         """
-        return self._mean(self.encode(x)["z1"])
+        return self.decode(self.encode(x))
 
     def sample(self, num_samples: int) -> torch.Tensor:
         """

@@ -79,8 +79,10 @@ class VLAE(nn.Module):
         >>> vlae.sites
         ('z3', 'z2', 'z1')
         >>> x = torch.rand(5, 1, 28, 28).round()
-        >>> vlae.encode(x).shape, vlae.reconstruct(x).shape
-        (torch.Size([5, 6]), torch.Size([5, 1, 28, 28]))
+        >>> {site: mean.shape for site, mean in vlae.encode(x).items()}
+        {'z3': torch.Size([5, 2]), 'z2': torch.Size([5, 2]), 'z1': torch.Size([5, 2])}
+        >>> vlae.reconstruct(x).shape, vlae.sample(4).shape
+        (torch.Size([5, 1, 28, 28]), torch.Size([4, 1, 28, 28]))
 
     References
 
@@ -292,31 +294,46 @@ class VLAE(nn.Module):
             for site, (loc, scale) in self._head_parameters(x, schedule).items()
         }
 
-    def encode(self, x: torch.Tensor, schedule: ProgressiveSchedule | None = None) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, schedule: ProgressiveSchedule | None = None) -> dict[str, torch.Tensor]:
         """
         :param torch.Tensor x: images, shape ``(batch,) + image_shape``.
         :param schedule: growth state (``None``: all levels on).
-        :returns: the posterior means of all levels concatenated, top level first,
-            shape ``(batch, levels * latent_dim)``: the representation the metrics score.
-        :rtype: torch.Tensor
+        :returns: ``{site: posterior mean}``, each of shape ``(batch, latent_dim)``, top level
+            first; concatenated, the representation the metrics score.
+        :rtype: dict
         """
-        return torch.cat([loc for loc, _ in self._head_parameters(x, schedule).values()], dim=-1)
+        return {site: loc for site, (loc, _) in self._head_parameters(x, schedule).items()}
 
-    def decode(self, z: Mapping[str, torch.Tensor], schedule: ProgressiveSchedule | None = None) -> torch.Tensor:
+    def decode(self, latents: Mapping[str, torch.Tensor], schedule: ProgressiveSchedule | None = None) -> torch.Tensor:
         """
-        :param dict z: ``{site: value}`` for every level, each of shape ``(batch, latent_dim)``.
+        :param dict latents: ``{site: value}`` for every level, each of shape ``(batch, latent_dim)``.
         :param schedule: growth state (``None``: all levels on).
         :returns: pixel probabilities, shape ``(batch,) + image_shape``.
         :rtype: torch.Tensor
         """
-        return torch.sigmoid(self._logits(z, schedule))
+        return torch.sigmoid(self._logits(latents, schedule))
 
     def reconstruct(self, x: torch.Tensor, schedule: ProgressiveSchedule | None = None) -> torch.Tensor:
         """
         :param torch.Tensor x: images, shape ``(batch,) + image_shape``.
         :param schedule: growth state (``None``: all levels on).
-        :returns: pixel probabilities decoded from the posterior means.
+        :returns: pixel probabilities decoded from the posterior means:
+            ``decode(encode(x, schedule), schedule)``.
         :rtype: torch.Tensor
         """
-        means = {site: loc for site, (loc, _) in self._head_parameters(x, schedule).items()}
-        return self.decode(means, schedule)
+        return self.decode(self.encode(x, schedule), schedule)
+
+    def sample(self, num_samples: int, schedule: ProgressiveSchedule | None = None) -> torch.Tensor:
+        """
+        :param int num_samples: number of images.
+        :param schedule: growth state (``None``: all levels on).
+        :returns: pixel probabilities decoded from draws of the prior :math:`N(0, I)` of
+            every level, shape ``(num_samples,) + image_shape``.
+        :rtype: torch.Tensor
+        """
+        reference = self.output.weight
+        z = {
+            site: torch.randn(num_samples, self.latent_dim, dtype=reference.dtype, device=reference.device)
+            for site in self.sites
+        }
+        return self.decode(z, schedule)

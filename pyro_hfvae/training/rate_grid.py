@@ -7,7 +7,7 @@ Xiao and Bamler (2023) train one hierarchical VAE per setting of
 :math:`(\\beta_1, \\dots, \\beta_L)` and compare the layers' rates with the performance in
 three uses: reconstruction (PSNR), representation (classifier accuracy on each layer's
 posterior means) and generation (sample quality). :func:`rate_grid` does that for any
-model with the interface of :class:`~pyro_hfvae.models.HierarchicalVAE`;
+:class:`~pyro_hfvae.models.ModelProtocol` (any of the library's models);
 :mod:`pyro_hfvae.plots.rate_grid` draws the rate-rate-metric view.
 """
 
@@ -23,6 +23,7 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
+from pyro.infer import SVI
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
@@ -195,7 +196,13 @@ def _batches(num: int, batch_size: int):
 
 
 def _train(model, data: torch.Tensor, loss: HITLoss, steps: int, batch_size: int, lr: float, device) -> float:
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    """
+    ``steps`` SVI steps with :class:`pyro.optim.Adam` on shuffled minibatches (a new
+    permutation of ``data`` whenever the current one runs out); clears the param store first.
+    :returns: the loss per image averaged over the last tenth of the steps.
+    """
+    pyro.clear_param_store()
+    svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": lr}), loss=loss)
     num_data = data.shape[0]
     order = torch.randperm(num_data)
     position, recent = 0, []
@@ -204,17 +211,8 @@ def _train(model, data: torch.Tensor, loss: HITLoss, steps: int, batch_size: int
             order, position = torch.randperm(num_data), 0
         idx = order[position : position + batch_size]
         position += batch_size
-        value = loss.differentiable_loss(
-            model.model,
-            model.guide,
-            data[idx].to(device),
-            idx=idx.to(device),
-            dataset_size=num_data,
-        )
-        optimizer.zero_grad()
-        value.backward()
-        optimizer.step()
-        recent.append(value.item() / num_data)
+        value = svi.step(data[idx].to(device), idx=idx.to(device), dataset_size=num_data)
+        recent.append(value / num_data)
     recent = recent[-max(1, steps // 10) :]
     return float(np.mean(recent)) if recent else float("nan")
 
@@ -232,7 +230,7 @@ def _evaluate(model, images: torch.Tensor, loss: HITLoss, eval_batch_size: int, 
                 totals[name] = totals.get(name, 0.0) + value * x.shape[0]
         squared_error += (model.reconstruct(x) - x).pow(2).sum().item()
         for name, mean in model.encode(x).items():
-            means.setdefault(name, []).append(mean.cpu().numpy())  # sklearn needs host arrays
+            means.setdefault(name, []).append(mean.reshape(x.shape[0], -1).cpu().numpy())  # sklearn needs host arrays
     num = images.shape[0]
     results = {name: total / num for name, total in totals.items()}
     mse = squared_error / images.numel()
@@ -245,6 +243,85 @@ def _classifiers(knn_neighbors: int) -> dict[str, Callable[[], object]]:
         "logistic": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
         "knn": lambda: KNeighborsClassifier(n_neighbors=knn_neighbors),
     }
+
+
+def _check_arguments(data, steps: int, batch_size: int, eval_batch_size: int, num_samples: int,
+                     knn_neighbors: int) -> None:
+    if not isinstance(data, torch.Tensor) or data.dim() < 2 or data.shape[0] < 1:
+        raise ValueError(
+            f"expected data to be a tensor of images (N, C, H, W) but got {type(data).__name__}"
+            f"{'' if not isinstance(data, torch.Tensor) else ' of shape ' + str(tuple(data.shape))}"
+        )
+    if steps < 0 or batch_size < 1 or eval_batch_size < 1 or num_samples < 1 or knn_neighbors < 1:
+        raise ValueError(
+            "expected steps >= 0 and positive batch_size, eval_batch_size, num_samples, "
+            f"knn_neighbors but got {steps}, {batch_size}, {eval_batch_size}, {num_samples}, "
+            f"{knn_neighbors}"
+        )
+
+
+class _Uses:
+    """
+    The representation and generation scores of a trained model: classifiers fitted on a
+    fixed random half of the labelled evaluation images and tested on the other half.
+    """
+
+    def __init__(self, eval_images: torch.Tensor, eval_labels, knn_neighbors: int, num_samples: int,
+                 seed: int | None) -> None:
+        labels = np.asarray(eval_labels.cpu() if isinstance(eval_labels, torch.Tensor) else eval_labels)
+        if labels.shape != (eval_images.shape[0],):
+            raise ValueError(
+                f"expected one label per evaluation image ({eval_images.shape[0]}) but got "
+                f"labels of shape {labels.shape}"
+            )
+        if len(np.unique(labels)) < 2 or eval_images.shape[0] < 4:
+            raise ValueError("expected at least 4 labelled evaluation images of at least 2 classes")
+        split = np.random.default_rng(0 if seed is None else seed).permutation(len(labels))
+        self.fit, self.test = split[: len(labels) // 2], split[len(labels) // 2 :]
+        self.labels = labels
+        if len(np.unique(labels[self.fit])) < 2:
+            raise ValueError("expected at least 2 classes among the classifiers' training half of eval_labels")
+        self.pixel_classifier = LogisticRegression(max_iter=1000)
+        self.pixel_classifier.fit(eval_images[self.fit].reshape(len(self.fit), -1).cpu().numpy(), labels[self.fit])
+        self.neighbours = min(knn_neighbors, len(self.fit))
+        self.num_samples = num_samples
+
+    def scores(self, model, means: Mapping[str, np.ndarray], site_names: Sequence[str]) -> dict[str, float]:
+        fit, test, labels = self.fit, self.test, self.labels
+        row = {}
+        for kind, build in _classifiers(self.neighbours).items():
+            for name in site_names:
+                classifier = build().fit(means[name][fit], labels[fit])
+                row[f"{kind}/{name}"] = float(classifier.score(means[name][test], labels[test]))
+        with torch.no_grad():
+            samples = model.sample(self.num_samples).reshape(self.num_samples, -1).cpu().numpy()
+        row["inception_score"] = inception_score(self.pixel_classifier.predict_proba(samples))
+        return row
+
+
+def _measure_setting(make_model, betas: Mapping[str, float], site_names: Sequence[str], data: torch.Tensor,
+                     eval_images: torch.Tensor, uses: _Uses | None, *, steps: int, batch_size: int, lr: float,
+                     analytic_kl: bool, eval_batch_size: int, seed: int | None) -> dict[str, float]:
+    """Trains a fresh model with the weights ``betas`` and measures it: one row of the table."""
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    model = make_model()
+    device = next(model.parameters()).device
+    loss = HITLoss(betas, analytic_kl=analytic_kl)
+    start = time.perf_counter()
+    model.train(True)
+    train_loss = _train(model, data, loss, steps, batch_size, lr, device)
+    seconds = time.perf_counter() - start
+    model.train(False)
+    results, means = _evaluate(model, eval_images, loss, eval_batch_size, device)
+    row = {f"beta/{name}": betas.get(name, loss.default_beta) for name in site_names}
+    row.update({f"rate/{name}": results[f"rate/{name}"] for name in site_names})
+    row.update({key: results[key] for key in ("rate", "distortion", "elbo", "psnr")})
+    if uses is not None:
+        row.update(uses.scores(model, means, site_names))
+    row["train_loss"] = train_loss
+    row["seconds"] = seconds
+    return row
 
 
 def rate_grid(
@@ -269,12 +346,12 @@ def rate_grid(
     Trains one model per setting of the per-site weights with :class:`~pyro_hfvae.HITLoss`
     and tabulates rates, distortion and the three uses of Xiao and Bamler (2023).
 
-    ``make_model()`` must return a fresh :class:`torch.nn.Module` with the interface of
-    :class:`~pyro_hfvae.models.HierarchicalVAE`: ``model(x, idx=, dataset_size=)`` and
-    ``guide`` (the same arguments), ``encode(x) -> {site: posterior means}``,
-    ``reconstruct(x)`` and ``sample(n)`` (images in ``[0, 1]``). Training uses Adam on
-    ``model.parameters()`` over shuffled minibatches of ``data``, ``steps`` steps each.
-    Then, on ``eval_data`` (default: ``data``), each row of the table holds:
+    ``make_model()`` must return a fresh :class:`torch.nn.Module` that is a
+    :class:`~pyro_hfvae.models.ModelProtocol` (any of the library's models) with images in
+    ``[0, 1]``. Each setting clears Pyro's param store and trains its model with
+    :class:`pyro.infer.SVI` and :class:`pyro.optim.Adam` for ``steps`` steps over shuffled
+    minibatches of ``data`` (a new permutation whenever one is used up). Then, on
+    ``eval_data`` (default: ``data``), each row of the table holds:
 
     - ``beta/<site>``: the weights; ``rate/<site>``, ``rate``, ``distortion`` and ``elbo``:
       :class:`~pyro_hfvae.HITLoss` terms in nats per image (one posterior sample, analytic
@@ -309,8 +386,9 @@ def rate_grid(
     :param int num_samples: generated images for the inception score.
     :param int knn_neighbors: neighbours of the kNN classifier.
     :param int eval_batch_size: batch size of the evaluation passes.
-    :param int seed: seeds Pyro's and torch's global RNGs before each setting (so every
-        setting starts from the same initialisation); ``None`` leaves them alone.
+    :param int seed: seeds Pyro's and torch's global RNGs before each setting, so that every
+        setting starts from the same initialisation and a setting's row does not depend on the
+        others in the grid (on a CPU it is the same bit for bit); ``None`` leaves them alone.
     :returns: one dict per setting.
     :rtype: list
 
@@ -333,28 +411,9 @@ def rate_grid(
         Tim Salimans, Ian Goodfellow, Wojciech Zaremba, Vicki Cheung, Alec Radford, Xi Chen
         (NeurIPS 2016)
     """
-    if not isinstance(data, torch.Tensor) or data.dim() < 2 or data.shape[0] < 1:
-        raise ValueError(
-            f"expected data to be a tensor of images (N, C, H, W) but got {type(data).__name__}"
-            f"{'' if not isinstance(data, torch.Tensor) else ' of shape ' + str(tuple(data.shape))}"
-        )
-    if steps < 0 or batch_size < 1 or eval_batch_size < 1 or num_samples < 1 or knn_neighbors < 1:
-        raise ValueError(
-            "expected steps >= 0 and positive batch_size, eval_batch_size, num_samples, "
-            f"knn_neighbors but got {steps}, {batch_size}, {eval_batch_size}, {num_samples}, "
-            f"{knn_neighbors}"
-        )
+    _check_arguments(data, steps, batch_size, eval_batch_size, num_samples, knn_neighbors)
     eval_images = data if eval_data is None else eval_data
-    labels = None
-    if eval_labels is not None:
-        labels = np.asarray(eval_labels.cpu() if isinstance(eval_labels, torch.Tensor) else eval_labels)
-        if labels.shape != (eval_images.shape[0],):
-            raise ValueError(
-                f"expected one label per evaluation image ({eval_images.shape[0]}) but got "
-                f"labels of shape {labels.shape}"
-            )
-        if len(np.unique(labels)) < 2 or eval_images.shape[0] < 4:
-            raise ValueError("expected at least 4 labelled evaluation images of at least 2 classes")
+    uses = None if eval_labels is None else _Uses(eval_images, eval_labels, knn_neighbors, num_samples, seed)
     batch_size = min(batch_size, data.shape[0])
 
     if seed is not None:
@@ -364,47 +423,11 @@ def rate_grid(
         _as_betas(s, site_names)
         for s in (default_betas_grid(site_names, num_betas, beta_range) if betas_grid is None else betas_grid)
     ]
-
-    if labels is not None:
-        split = np.random.default_rng(0 if seed is None else seed).permutation(len(labels))
-        fit, test = split[: len(labels) // 2], split[len(labels) // 2 :]
-        if len(np.unique(labels[fit])) < 2:
-            raise ValueError("expected at least 2 classes among the classifiers' training half of eval_labels")
-        pixel_classifier = LogisticRegression(max_iter=1000)
-        pixel_classifier.fit(eval_images[fit].reshape(len(fit), -1).cpu().numpy(), labels[fit])
-        neighbours = min(knn_neighbors, len(fit))
-
     rows = []
     for number, betas in enumerate(settings):
-        if seed is not None:
-            pyro.set_rng_seed(seed)
-        model = make_model()
-        device = next(model.parameters()).device
-        loss = HITLoss(betas, analytic_kl=analytic_kl)
-        start = time.perf_counter()
-        model.train(True)
-        train_loss = _train(model, data, loss, steps, batch_size, lr, device)
-        seconds = time.perf_counter() - start
-        model.train(False)
-        results, means = _evaluate(model, eval_images, loss, eval_batch_size, device)
-        row = {f"beta/{name}": betas.get(name, loss.default_beta) for name in site_names}
-        row.update({f"rate/{name}": results[f"rate/{name}"] for name in site_names})
-        row.update({key: results[key] for key in ("rate", "distortion", "elbo", "psnr")})
-        if labels is not None:
-            for kind, build in _classifiers(neighbours).items():
-                for name in site_names:
-                    classifier = build().fit(means[name][fit], labels[fit])
-                    row[f"{kind}/{name}"] = float(classifier.score(means[name][test], labels[test]))
-            with torch.no_grad():
-                samples = model.sample(num_samples).reshape(num_samples, -1).cpu().numpy()
-            row["inception_score"] = inception_score(pixel_classifier.predict_proba(samples))
-        row["train_loss"] = train_loss
-        row["seconds"] = seconds
-        logger.info(
-            "rate_grid %d/%d %s",
-            number + 1,
-            len(settings),
-            ", ".join(f"{k}={v:.4g}" for k, v in row.items()),
-        )
+        row = _measure_setting(make_model, betas, site_names, data, eval_images, uses, steps=steps,
+                               batch_size=batch_size, lr=lr, analytic_kl=analytic_kl,
+                               eval_batch_size=eval_batch_size, seed=seed)
+        logger.info("rate_grid %d/%d %s", number + 1, len(settings), ", ".join(f"{k}={v:.4g}" for k, v in row.items()))
         rows.append(row)
     return rows

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pyro_hfvae._format import format_number
 from pyro_hfvae.util import atomic_file
 
 if sys.version_info >= (3, 11):
@@ -81,14 +82,6 @@ def _status(records: list[dict], steps: int) -> tuple[str, int, dict]:
     return ("completed" if step >= steps else f"stopped at step {step} of {steps}"), step, last
 
 
-def _number(value: float, digits: int = 3, count: bool = False) -> str:
-    if value is None or not math.isfinite(value):
-        return str(value)
-    if count:
-        return str(int(round(value)))
-    return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.4g}"
-
-
 def _blocks(run_dir: Path) -> list[tuple]:
     from pyro_hfvae.training.run_figures import FIGURES_DIR
     from pyro_hfvae.training.trainer import CONFIG_FILE, LOG_FILE, METRICS_FILE, read_jsonl
@@ -115,7 +108,7 @@ def _blocks(run_dir: Path) -> list[tuple]:
         blocks.append(("p", "Nats per data point (averaged over the last batch): log_likelihood / distortion is the "
                             "reconstruction term; the others split the KL (rate) of the objective."))
         terms = [(k, v) for k, v in last.items() if k not in ("step", "seconds", "loss") and "/" not in k]
-        blocks.append(("table", ["term", "value"], [[k, _number(v)] for k, v in terms]))
+        blocks.append(("table", ["term", "value"], [[k, format_number(v)] for k, v in terms]))
     if evaluation is not None:
         metrics = evaluation.get("metrics", {})
         if metrics:
@@ -125,7 +118,7 @@ def _blocks(run_dir: Path) -> list[tuple]:
             rows = []
             for key, value in metrics.items():
                 name, note = _METRIC_NOTES.get(key, (key, ""))
-                row = [name, _number(value, count="num_" in key), note]
+                row = [name, format_number(value, count="num_" in key), note]
                 rows.append(row + ([paper.get(key, "")] if paper else []))
             blocks.append(("table", headers, rows))
             if paper:
@@ -139,9 +132,9 @@ def _blocks(run_dir: Path) -> list[tuple]:
         blocks.append(("p", f"Estimated with the exact aggregate posterior over {information['num_data']} training "
                             f"items, so every value is at most log N = {ceiling:.2f} nats. {pruned} of "
                             f"{len(variables)} variables carry less than 0.05 nats (pruned)."))
-        rows = [[f"group {k}", _number(v, 2)] for k, v in information["groups"].items()]
-        rows += [[f"site {k}", _number(v, 2)] for k, v in information["sites"].items()]
-        rows.append(["all latents", _number(information["total"], 2)])
+        rows = [[f"group {k}", format_number(v, 2)] for k, v in information["groups"].items()]
+        rows += [[f"site {k}", format_number(v, 2)] for k, v in information["sites"].items()]
+        rows.append(["all latents", format_number(information["total"], 2)])
         blocks.append(("table", ["latents", "I(x; z) [nats]"], rows))
     figures = run_dir / FIGURES_DIR
     shown = [(name, caption) for name, caption in _FIGURES if (figures / f"{name}.png").is_file()]

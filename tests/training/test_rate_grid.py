@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pyro_hfvae.infer.hit import HITLoss
-from pyro_hfvae.models import HierarchicalVAE
+from pyro_hfvae.models import VLAE, HierarchicalVAE
 from pyro_hfvae.plots.rate_grid import best_row, is_diagonal, plot_rate_grid
 from pyro_hfvae.training.rate_grid import (
     average_rate_grids,
@@ -121,6 +121,48 @@ def test_rate_grid_is_reproducible_and_defaults_to_the_log_grid():
     for a, b in zip(first, second):
         assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
     assert "psnr" in first[0] and "inception_score" not in first[0]  # no labels, no classifiers
+
+
+def test_a_setting_does_not_depend_on_the_rest_of_the_grid():
+    # Each setting is seeded and starts from a cleared param store: alone or after another
+    # setting, its row is the same bit for bit (a stale param store would load the previous
+    # setting's trained parameters into the new model).
+    data, _ = tiny_data(16)
+    alone = rate_grid(tiny_model, data, [(0.5, 2.0)], steps=3, batch_size=8)
+    after = rate_grid(tiny_model, data, [(4.0, 4.0), (0.5, 2.0)], steps=3, batch_size=8)
+    assert alone[0]["train_loss"] != after[0]["train_loss"]
+    assert {k: v for k, v in alone[0].items() if k != "seconds"} == {
+        k: v for k, v in after[1].items() if k != "seconds"
+    }
+
+
+@pytest.mark.parametrize(
+    "make_model, sites",
+    [
+        (lambda: VLAE(levels=2, latent_dim=2, image_shape=(1, 16, 16), channels=2, hidden_dim=8), ("z2", "z1")),
+        (lambda: HierarchicalVAE((1, 16, 16), (3, 2), channels=(2,), hidden_dim=8), ("z1", "z2")),
+    ],
+    ids=["VLAE", "HierarchicalVAE"],
+)
+def test_rate_grid_takes_the_library_models(make_model, sites):
+    data, labels = tiny_data()
+    data = data.repeat_interleave(2, -1).repeat_interleave(2, -2)  # 16x16
+    built = []
+
+    def build():
+        built.append(make_model())
+        return built[-1]
+
+    rows = rate_grid(build, data, [(1.0, 2.0)], eval_labels=labels, steps=2, batch_size=8, num_samples=10,
+                     knn_neighbors=3)
+    assert [key for key in rows[0] if key.startswith("beta/")] == [f"beta/{site}" for site in sites]
+    assert [rows[0][f"beta/{site}"] for site in sites] == [1.0, 2.0]
+    with torch.no_grad():
+        mse = (built[-1].reconstruct(data) - data).pow(2).mean().item()
+    assert rows[0]["psnr"] == pytest.approx(10 * math.log10(1 / mse), rel=1e-5)
+    assert rows[0]["rate"] == pytest.approx(sum(rows[0][f"rate/{site}"] for site in sites), rel=1e-6)
+    assert 1.0 <= rows[0]["inception_score"] <= 2.0
+    assert all(0.0 <= rows[0][f"{kind}/{site}"] <= 1.0 for kind in ("logistic", "knn") for site in sites)
 
 
 def test_rate_grid_bad_input():
