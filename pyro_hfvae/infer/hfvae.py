@@ -331,14 +331,15 @@ class HFVAELoss(TermsELBO):
         else:
             mask, decomposition = None, None
 
-        def batch_mean(t: Any) -> torch.Tensor:
+        def batch_mean(t: Any, row_mask: torch.Tensor | None = None) -> torch.Tensor:
             # Per data point, averaged over the batch (masked-out points count as 0), summed over particles.
             if not isinstance(t, torch.Tensor):
                 return torch.zeros(())
-            return (t if mask is None else torch.where(mask, t, 0.0)).mean(-1).sum(0)
+            return (t if row_mask is None else torch.where(row_mask, t, 0.0)).mean(-1).sum(0)
 
+        # The observed and auxiliary sites carry their own masks; the latent ones the data-point mask.
         terms = {"log_likelihood": batch_mean(scored.log_likelihood)}
-        terms.update(self._decomposition_terms(decomposition, batch_mean))
+        terms.update(self._decomposition_terms(decomposition, lambda t: batch_mean(t, mask)))
         terms["elbo"] = terms["log_likelihood"] - terms["kl"]
         terms["objective"] = terms["log_likelihood"] - terms.pop("weighted_kl")
         if isinstance(scored.auxiliary, torch.Tensor):
@@ -392,8 +393,9 @@ class HFVAELoss(TermsELBO):
                 "apply poutine.scale to the whole model and guide"
             )
         first = next(iter(masks.values()), None)
-        for key, mask in masks.items():
-            if len(masks) != 2 * len(data_sites) or not torch.equal(mask, first):
+        for key in scales:  # a site without a mask keeps every data point
+            mask = masks.get(key, True if first is None else torch.ones_like(first))
+            if first is not None and not torch.equal(mask, first):
                 raise ValueError(
                     f"HFVAELoss expected the same mask on every latent site in the data plate (model and guide) "
                     f"but {key[0]} site {key[1]!r} differs; apply poutine.mask (or the same .mask()) around the "

@@ -118,11 +118,6 @@ class PlateLayout:
                 )
             frame = candidates[0]  # frames are in order: outermost plate of the first site first
         batch_size = frame.size
-        if batch_size == 0:
-            raise ValueError(
-                f"{loss_name} expected a non-empty batch but the data plate {frame.name!r} has size 0; "
-                "pass at least one data point"
-            )
         subsampled_size = frame.full_size if frame.full_size is not None and frame.full_size > frame.size else None
         if dataset_size is not None:
             dataset_size = int(dataset_size)

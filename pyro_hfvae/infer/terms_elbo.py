@@ -109,9 +109,16 @@ class TermsELBO(ELBO):
         self.terms: dict[str, float] = {}
 
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Trace, Trace]:
-        guide_trace = poutine.trace(guide, graph_type="flat").get_trace(*args, **kwargs)
-        replayed = poutine.replay(record_model_infer(model), trace=guide_trace)
-        model_trace = poutine.trace(replayed, graph_type="flat").get_trace(*args, **kwargs)
+        try:
+            guide_trace = poutine.trace(guide, graph_type="flat").get_trace(*args, **kwargs)
+            replayed = poutine.replay(record_model_infer(model), trace=guide_trace)
+            model_trace = poutine.trace(replayed, graph_type="flat").get_trace(*args, **kwargs)
+        except ZeroDivisionError as error:
+            # Pyro's subsampled plate divides by the batch size.
+            raise ValueError(
+                f"{self.loss_name} expected a non-empty batch but tracing the model and guide divided by zero "
+                f"({error}), as a plate with an empty subsample does; pass at least one data point"
+            ) from error
         if is_validation_enabled():
             check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
         guide_trace = prune_subsample_sites(guide_trace)
@@ -250,6 +257,8 @@ def check_weight(owner: str, name: str, value: Any) -> float:
             "pass a 0-d tensor or a float"
         )
     try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
         weight = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{owner} expected the weight {name} to be a number but got {value!r}") from None
