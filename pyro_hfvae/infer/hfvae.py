@@ -13,7 +13,6 @@ from torch.distributions import Distribution
 
 from pyro_hfvae.distributions.util import (
     CONCRETE_SCORINGS,
-    distribution_mask,
     is_batch_invariant,
     latent_sites,
     variable_log_prob,
@@ -384,7 +383,10 @@ class HFVAELoss(TermsELBO):
                         )
                     scale = scale.item()
                 scales[(side, name)] = float(scale)
-                mask = self._row_mask(layout, site, data_site, side)
+                try:
+                    mask = layout.data_point_mask(site, data_site.value, data_site.batch_ndim)
+                except ValueError as error:
+                    raise ValueError(f"HFVAELoss: {side} site {name!r}: {error}") from None
                 if mask is not None:
                     masks[(side, name)] = mask
         if len(set(scales.values())) > 1:
@@ -405,29 +407,6 @@ class HFVAELoss(TermsELBO):
         if first is None:
             first = torch.ones(layout.num_particles, layout.batch_size, dtype=torch.bool, device=device)
         return next(iter(scales.values())), first
-
-    @staticmethod
-    def _row_mask(layout: PlateLayout, site: dict, data_site: _DataSite, side: str) -> torch.Tensor | None:
-        # poutine.mask and Distribution.mask of one site, as a (P, B) mask of whole data points.
-        fn = site["fn"]
-        num_variable_dims = variable_ndim(fn)
-        mask = distribution_mask(fn)
-        if site["mask"] is not None and site["mask"] is not True:
-            site_mask = torch.as_tensor(site["mask"], dtype=torch.bool)
-            site_mask = site_mask.reshape(site_mask.shape + (1,) * num_variable_dims)
-            mask = site_mask if mask is None else mask & site_mask
-        if mask is None:
-            return None
-        value, batch_ndim = data_site.value, data_site.batch_ndim
-        shape = value.shape[:batch_ndim] + fn.event_shape[:num_variable_dims]
-        mask = layout.front(mask.to(value.device).expand(shape), batch_ndim)
-        mask = mask.reshape(mask.shape[:2] + (-1,))
-        if not (mask.all(-1) == mask.any(-1)).all():
-            raise ValueError(
-                f"HFVAELoss expected masks on latent sites to select whole data points but {side} site "
-                f"{site['name']!r} masks parts of a data point; mask observed sites instead"
-            )
-        return mask[..., 0].expand(layout.num_particles, layout.batch_size)
 
     def _decompose(self, layout: PlateLayout, data_sites: dict, groups: dict[str, str]) -> dict:
         tree = build_group_tree({name: groups[name] for name in data_sites})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from pyro.poutine import Trace
 
-from pyro_hfvae.distributions.util import latent_sites
+from pyro_hfvae.distributions.util import distribution_mask, latent_sites, variable_ndim
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,36 @@ class PlateLayout:
                 f"{loss_name} expected dataset_size >= batch size but got dataset_size={self.dataset_size} "
                 f"and a batch of {self.batch_size}; pass the size of the whole data set"
             )
+
+    def data_point_mask(self, site: dict, value: torch.Tensor, batch_ndim: int) -> torch.Tensor | None:
+        """
+        The mask of a sample site (``poutine.mask`` and ``Distribution.mask`` together) as a
+        ``(P, B)`` mask of whole data points, or ``None`` where nothing is masked out.
+
+        :param dict site: a sample site in the data plate.
+        :param torch.Tensor value: its value.
+        :param int batch_ndim: number of batch dims of ``value``.
+        :rtype: torch.Tensor or None
+        :raises ValueError: where the mask selects parts of a data point.
+        """
+        fn = site["fn"]
+        num_variable_dims = variable_ndim(fn)
+        mask = distribution_mask(fn)
+        if site["mask"] is not None and site["mask"] is not True:
+            site_mask = torch.as_tensor(site["mask"], dtype=torch.bool)
+            site_mask = site_mask.reshape(site_mask.shape + (1,) * num_variable_dims)
+            mask = site_mask if mask is None else mask & site_mask
+        if mask is None:
+            return None
+        shape = value.shape[:batch_ndim] + fn.event_shape[:num_variable_dims]
+        mask = self.front(mask.to(value.device).expand(shape), batch_ndim)
+        mask = mask.reshape(mask.shape[:2] + (-1,))
+        if not (mask.all(-1) == mask.any(-1)).all():
+            raise ValueError(
+                "expected masks on latent sites to select whole data points but this one masks parts of a "
+                "data point; mask observed sites instead"
+            )
+        return mask[..., 0].expand(self.num_particles, self.batch_size)
 
     def in_data_plate(self, site: dict) -> bool:
         """Whether ``site`` is inside the data plate."""

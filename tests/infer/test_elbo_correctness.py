@@ -393,3 +393,23 @@ def test_weights_accept_numbers_of_any_kind(weight):
     assert type(loss.alpha) is float and type(loss.dataset_size) is int
     hit = HITLoss({"z": weight}, default_beta=weight, dataset_size=np.int32(10))
     assert hit.read_betas() == {"z": 4.0} and hit.default_beta == 4.0 and hit.dataset_size == 10
+
+
+@pytest.mark.parametrize("how", ["distribution", "poutine"])
+def test_latent_mask_inside_a_data_point_is_an_error(how):
+    partial = torch.tensor([[True, False, True]] * B)
+
+    def guide():
+        with pyro.plate("data", size=N, subsample=torch.arange(B)):
+            fn = dist.Normal(torch.zeros(B, 3), 1.0)
+            if how == "distribution":
+                pyro.sample("z", fn.mask(partial).to_event(1))
+            else:
+                with poutine.mask(mask=partial[:, 0] & False):  # a whole-point mask, for contrast below
+                    pyro.sample("z", fn.to_event(1))
+
+    if how == "distribution":
+        with pytest.raises(ValueError, match="guide site 'z'.*parts of a data point"):
+            HFVAELoss().loss(guide, guide)
+    else:
+        assert HFVAELoss().loss(guide, guide) == 0.0  # every point masked out: nothing counts
