@@ -43,8 +43,8 @@ from torch.nn import functional as F
 from pyro_hfvae import HFVAELoss, group, tc_weight_bound
 from pyro_hfvae.datasets import DSprites
 from pyro_hfvae.distributions import variable_log_prob, variable_ndim
+from pyro_hfvae.distributions.util import latent_sites
 from pyro_hfvae.infer.groups import build_group_tree, site_group
-from pyro_hfvae.infer.plate_layout import latent_sites
 
 SMOKE = os.environ.get("PYRO_HFVAE_SMOKE", "0") not in ("", "0")
 N = 512 if SMOKE else 8000

@@ -2,13 +2,29 @@
 # SPDX-License-Identifier: Apache-2.0
 """
 Density helpers for the objectives and the metrics: per-variable log densities (Pyro's
-``Masked``/``Expanded``/``Independent`` wrappers unwrapped), the numerically stable
-Concrete log density, and the soft value of a straight-through sample.
+``Masked``/``Expanded``/``Independent`` wrappers unwrapped, masks applied), the numerically
+stable Concrete log density, the soft value of a straight-through sample, the latent
+sites of a trace, a distribution's mask and its mean.
 """
-from pyro_hfvae.distributions.util import concrete_log_prob, soft_value, variable_log_prob, variable_ndim
+from pyro_hfvae.distributions.util import (
+    CONCRETE_SCORINGS,
+    concrete_log_prob,
+    distribution_mask,
+    distribution_mean,
+    is_batch_invariant,
+    latent_sites,
+    soft_value,
+    variable_log_prob,
+    variable_ndim,
+)
 
 __all__ = [
+    "CONCRETE_SCORINGS",
     "concrete_log_prob",
+    "distribution_mask",
+    "distribution_mean",
+    "is_batch_invariant",
+    "latent_sites",
     "soft_value",
     "variable_log_prob",
     "variable_ndim",

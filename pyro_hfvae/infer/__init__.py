@@ -7,10 +7,11 @@ named groups of latent sites (:class:`group`), the plate layout of a trace, the 
 schedule, the bound on a correlated group's weight, and readers of a trained model's latent
 space (:mod:`pyro_hfvae.infer.inspect`, :mod:`pyro_hfvae.infer.inference_data`).
 """
-from pyro_hfvae.infer.groups import GROUP_SEPARATOR, GroupNode, build_group_tree, group, site_group
+from pyro_hfvae.distributions.util import latent_sites
+from pyro_hfvae.infer.groups import GROUP_SEPARATOR, GroupNode, build_group_tree, group, site_group, site_groups
 from pyro_hfvae.infer.hfvae import HFVAELoss
 from pyro_hfvae.infer.hit import HITLoss
-from pyro_hfvae.infer.plate_layout import PlateLayout, latent_sites
+from pyro_hfvae.infer.plate_layout import PlateLayout
 from pyro_hfvae.infer.progressive import ProgressiveSchedule
 from pyro_hfvae.infer.terms_elbo import NonFiniteLossError, TermsELBO
 from pyro_hfvae.infer.weight_bound import tc_weight_bound
@@ -28,5 +29,6 @@ __all__ = [
     "group",
     "latent_sites",
     "site_group",
+    "site_groups",
     "tc_weight_bound",
 ]

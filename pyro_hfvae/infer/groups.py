@@ -4,21 +4,29 @@
 Named groups of latent variables.
 
 A latent sample site belongs to a group named by ``infer={"group": name}`` or by an
-enclosing :class:`group` context. Nested contexts (or a ``"/"`` in the name) make a
-tree of groups: ``group("style")`` around ``group("shape")`` puts a site in the
-sub-group ``"style/shape"``.
+enclosing :class:`group` context, on the guide site or on the model site. Nested contexts
+(or a ``"/"`` in the name) make a tree of groups: ``group("style")`` around
+``group("shape")`` puts a site in the sub-group ``"style/shape"``. A site in no group is
+its own group, named after the site (:func:`site_groups`).
 """
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
+
+from pyro_hfvae.distributions.util import latent_sites
 
 __all__ = [
     "GROUP_SEPARATOR",
     "GroupNode",
     "build_group_tree",
     "group",
+    "model_infer",
+    "record_model_infer",
     "site_group",
+    "site_groups",
 ]
 
 #: Separator between the levels of a nested group path.
@@ -78,6 +86,95 @@ def site_group(site: dict) -> str | None:
     return None if name is None else _check_name(name)
 
 
+class _RecordModelInfer(Messenger):
+    # poutine.replay replaces a model site's ``infer`` with the guide's; keep the model's own
+    # annotations (e.g. its group) in ``msg["model_infer"]`` so that disagreements can be seen.
+    def _process_message(self, msg) -> None:
+        if msg["type"] == "sample":
+            msg["model_infer"] = dict(msg.get("infer") or {})
+
+
+def record_model_infer(model: Callable) -> Callable:
+    """
+    Wraps ``model`` so that its sites keep their own ``infer`` dict (read by
+    :func:`model_infer`) when the model is replayed on a guide trace, which replaces it
+    with the guide's.
+
+    :param callable model: a Pyro model.
+    :rtype: callable
+    """
+    return _RecordModelInfer()(model)
+
+
+def model_infer(site: dict) -> dict:
+    """
+    The ``infer`` dict a model site had before :func:`~pyro.poutine.replay` replaced it
+    with the guide's (for models wrapped by :func:`record_model_infer`; else the site's
+    ``infer``).
+
+    :param dict site: a model trace's sample site.
+    :rtype: dict
+    """
+    return site.get("model_infer", site.get("infer") or {})
+
+
+def _own_groups(groups: Mapping[str, str | None]) -> dict[str, str]:
+    # The one rule "a site in no group is its own group", with its name clash check.
+    explicit = {g.split(GROUP_SEPARATOR)[0] for g in groups.values() if g is not None}
+    resolved = {}
+    for site, path in groups.items():
+        if path is None:
+            if site in explicit:
+                raise ValueError(
+                    f"expected site {site!r} (which names no group, so is its own group) not to share its name "
+                    f"with a group, but a group {site!r} exists; rename the site or put it in that group with "
+                    f"infer={{'group': {site!r}}}"
+                )
+            path = site
+        resolved[site] = path
+    return resolved
+
+
+def site_groups(guide_trace: Trace, model_trace: Trace | None = None) -> dict[str, str]:
+    """
+    The group path of every latent site of a guide trace (:func:`~pyro_hfvae.distributions.latent_sites`),
+    in execution order. A site's group is the one its guide site names or, where that names
+    none, the one the model site names (:func:`model_infer`); a site in no group is its own
+    group, named after the site.
+
+    :param ~pyro.poutine.Trace guide_trace: a guide trace.
+    :param ~pyro.poutine.Trace model_trace: the model replayed on it (wrapped by
+        :func:`record_model_infer`), or ``None`` to read the guide only.
+    :returns: site name -> group path.
+    :rtype: dict
+    :raises ValueError: where model and guide name different groups for a site, or a site in
+        no group shares its name with a group.
+
+    Example::
+
+        >>> import pyro, pyro.distributions as dist
+        >>> def guide():
+        ...     with group("style"):
+        ...         pyro.sample("a", dist.Normal(0., 1.))
+        ...     pyro.sample("w", dist.Normal(0., 1.))
+        >>> site_groups(pyro.poutine.trace(guide).get_trace())
+        {'a': 'style', 'w': 'w'}
+    """
+    groups = {}
+    for name, site in latent_sites(guide_trace):
+        guide_group = site_group(site)
+        model_group = None
+        if model_trace is not None and name in model_trace.nodes:
+            model_group = site_group({"infer": model_infer(model_trace.nodes[name])})
+        if model_group is not None and guide_group is not None and model_group != guide_group:
+            raise ValueError(
+                f"expected model and guide to agree on the group of site {name!r} but the guide says "
+                f"{guide_group!r} and the model says {model_group!r}; name the group on one side only"
+            )
+        groups[name] = guide_group if guide_group is not None else model_group
+    return _own_groups(groups)
+
+
 @dataclass
 class GroupNode:
     """
@@ -103,11 +200,12 @@ class GroupNode:
         return [self] + [n for child in self.children for n in child.internal_nodes()]
 
 
-def build_group_tree(site_groups: dict[str, str | None]) -> GroupNode:
+def build_group_tree(groups: Mapping[str, str | None]) -> GroupNode:
     """
-    Builds the group tree from a mapping site -> group path (``None``: the site is its own group).
+    Builds the group tree from a mapping site -> group path (as :func:`site_groups` gives;
+    ``None``: the site is its own group).
 
-    :param dict site_groups: latent sites in execution order and their group paths.
+    :param dict groups: latent sites in execution order and their group paths.
     :rtype: GroupNode
 
     Example::
@@ -116,18 +214,9 @@ def build_group_tree(site_groups: dict[str, str | None]) -> GroupNode:
         >>> [(n.path, n.sites) for n in root.internal_nodes()]
         [('', []), ('class', ['y']), ('style', []), ('style/a', ['z1']), ('style/b', ['z2']), ('w', ['w'])]
     """
-    explicit = {g.split(GROUP_SEPARATOR)[0] for g in site_groups.values() if g is not None}
     root = GroupNode("", 0)
     nodes = {"": root}
-    for site, path in site_groups.items():
-        if path is None:
-            if site in explicit:
-                raise ValueError(
-                    f"expected site {site!r} (which names no group, so is its own group) not to share its name "
-                    f"with a group, but a group {site!r} exists; rename the site or put it in that group with "
-                    f"infer={{'group': {site!r}}}"
-                )
-            path = site
+    for site, path in _own_groups(groups).items():
         parts = path.split(GROUP_SEPARATOR)
         parent = root
         for depth in range(1, len(parts) + 1):

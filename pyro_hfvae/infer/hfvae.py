@@ -3,17 +3,24 @@
 import logging
 import math
 import warnings
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine import Trace
-from torch.distributions import Categorical, Distribution, RelaxedOneHotCategorical
+from torch.distributions import Distribution
 
-from pyro_hfvae.distributions.util import _unwrap, soft_value, variable_log_prob, variable_ndim
-from pyro_hfvae.infer.groups import GroupNode, build_group_tree, site_group
-from pyro_hfvae.infer.plate_layout import PlateLayout, latent_sites
-from pyro_hfvae.infer.terms_elbo import TermsELBO, model_infer
+from pyro_hfvae.distributions.util import (
+    CONCRETE_SCORINGS,
+    is_batch_invariant,
+    latent_sites,
+    variable_log_prob,
+    variable_ndim,
+)
+from pyro_hfvae.infer.groups import GroupNode, build_group_tree, site_groups
+from pyro_hfvae.infer.plate_layout import PlateLayout
+from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight, guide_only_sites
 from pyro_hfvae.infer.weight_bound import tc_weight_bound
 from pyro_hfvae.ops.aggregate_posterior import tree_marginals
 
@@ -23,28 +30,32 @@ __all__ = [
     "HFVAELoss",
 ]
 
-_CONCRETE_SCORING = ("relaxed", "argmax")
+
+class _DataSite(NamedTuple):
+    """A latent site inside the data plate: both sides, the value and its log densities."""
+
+    guide_site: dict
+    model_site: dict
+    value: torch.Tensor
+    batch_ndim: int
+    log_q: torch.Tensor  # masked as Pyro masks, unscaled
+    log_p: torch.Tensor
 
 
-def _is_batch_invariant(fn: Distribution, data_dim: int) -> bool:
-    """Whether ``fn``'s parameters provably do not vary along the data axis (size 1 or stride 0)."""
-    fn = _unwrap(fn)
-    batch_ndim = len(fn.batch_shape)
-    if batch_ndim < -data_dim or fn.batch_shape[data_dim] == 1:
-        return True
-    base = getattr(fn, "base_dist", None)
-    if base is not None:  # Independent, TransformedDistribution: the base holds the parameters.
-        return _is_batch_invariant(base, data_dim - getattr(fn, "reinterpreted_batch_ndims", 0))
-    params = [fn.__dict__[name] for name in fn.arg_constraints if isinstance(fn.__dict__.get(name), torch.Tensor)]
-    # Some distributions keep their parameters in an inner one (ExpRelaxedCategorical._categorical).
-    inner = [v for v in fn.__dict__.values() if isinstance(v, Distribution)]
-    if not params and not inner:
-        return False
-    axis = batch_ndim + data_dim  # parameters are batch_shape + parameter-event shape
-    for param in params:
-        if param.dim() > axis and param.size(axis) > 1 and param.stride(axis) != 0:
-            return False
-    return all(_is_batch_invariant(d, data_dim) for d in inner)
+@dataclass
+class _Scored:
+    """Every site scored once: ELBO pieces per data point ``(P, B)`` or in total."""
+
+    site_log_probs: dict = field(default_factory=dict)
+    data_sites: dict = field(default_factory=dict)
+    elbo_global: Any = 0.0  # scaled and masked, summed
+    elbo_datum: Any = 0.0  # (P, B), scaled and masked
+    log_likelihood: Any = 0.0  # (P, B), unscaled
+    auxiliary: Any = 0.0  # (P, B), unscaled: minus the guide's log density of guide-only sites
+
+
+def _total(value: Any) -> Any:
+    return value.sum() if isinstance(value, torch.Tensor) else value
 
 
 class HFVAELoss(TermsELBO):
@@ -94,7 +105,17 @@ class HFVAELoss(TermsELBO):
     :math:`q(z \mid x_{b'}, y_{b'})`: an approximation, exact for guides that factorise
     across groups.
 
-    Latent sites outside the data plate take the plain ELBO terms :math:`\log p - \log q`.
+    Latent sites outside the data plate take the plain ELBO terms :math:`\log p - \log q`;
+    with no latent site inside it (only global latents, or an empty guide) there is nothing
+    to decompose and the loss is :class:`~pyro.infer.Trace_ELBO`'s. Auxiliary and observed
+    guide sites contribute minus their guide log density, as in ``Trace_ELBO``.
+
+    **Masks.** ``poutine.mask`` and ``Distribution.mask`` count as in ``Trace_ELBO``. On a
+    latent site in the data plate a mask must select whole data points and be the same on
+    every such site (model and guide); a masked-out data point contributes none of its own
+    terms, but its posterior stays a component of the aggregate-posterior mixture
+    :math:`\hat q` of the other points (its guide parameters must be finite), so that the
+    marginals of the kept points do not depend on the mask.
 
     **Weights.** The dimension-wise KL always has weight 1, as in the paper, so
     ``HFVAELoss(beta, beta, beta)`` is *not* a beta-VAE (that is
@@ -110,25 +131,28 @@ class HFVAELoss(TermsELBO):
     ``kl`` (their sum, :math:`\log q(z|x) - \log p(z)`), ``elbo``, ``objective``, the same per
     group (``dimwise_kl/<group>``, ``tc_within/<group>`` for every group with more than one
     child) and, where global latent or observed sites exist, ``global_elbo`` (in nats,
-    scaled as Pyro scales it). For a subsampled data plate without other scales,
+    scaled as Pyro scales it), and where auxiliary or observed guide sites exist in the
+    data plate, ``auxiliary`` (minus their guide log density; part of ``elbo`` and
+    ``objective``). For a subsampled data plate without other scales,
     ``loss == -N * objective - global_elbo``.
+
+    Weights are finite numbers ``>= 0`` (Python or NumPy numbers, or 0-d tensors).
 
     :param float alpha: weight of the index-code mutual information.
     :param float beta: weight of the total correlation between top-level groups.
     :param float gamma: weight of the total correlation within groups.
     :param level_weights: weights of the total correlations at deeper levels of nested groups.
-    :param int dataset_size: ``N`` where the data plate is not subsampled.
+    :param int dataset_size: ``N`` (a positive int) where the data plate is not subsampled.
     :param str data_plate: the data plate's name, where the guide has several plates.
     :param str concrete_scoring: ``"relaxed"`` (default) scores Concrete sites with the relaxed
         density (as :class:`~pyro.infer.Trace_ELBO`), computed in log space so it stays finite
         at low temperature; ``"argmax"`` scores them by the categorical probability of the
         sample's argmax (probtorch's choice: biased, but low-variance).
-    :param float pairwise_memory_mb: budget for the ``B x B`` pairwise tables; larger batches
-        are processed in chunks of rows, recomputed in the backward pass.
+    :param float pairwise_memory_mb: budget (finite, ``> 0``) for the ``B x B`` pairwise
+        tables; larger batches are processed in chunks of rows, recomputed in the backward pass.
     :param int num_particles: number of particles.
     :param int max_plate_nesting: bound on nested plates.
     :param bool vectorize_particles: evaluate particles in one vectorized pass.
-    :param bool strict_enumeration_warning: passed to :class:`~pyro.infer.ELBO`.
     :param bool retain_graph: passed to ``backward``.
 
     Example::
@@ -173,136 +197,182 @@ class HFVAELoss(TermsELBO):
         num_particles: int = 1,
         max_plate_nesting: float = float("inf"),
         vectorize_particles: bool = False,
-        strict_enumeration_warning: bool = True,
         retain_graph: bool | None = None,
     ) -> None:
         super().__init__(
             num_particles=num_particles,
             max_plate_nesting=max_plate_nesting,
             vectorize_particles=vectorize_particles,
-            strict_enumeration_warning=strict_enumeration_warning,
             retain_graph=retain_graph,
         )
-        weights = {"alpha": alpha, "beta": beta, "gamma": gamma}
-        weights.update({f"level_weights[{i}]": w for i, w in enumerate(level_weights)})
-        for name, value in weights.items():
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"expected {name} to be a finite number but got {value!r}")
-        if concrete_scoring not in _CONCRETE_SCORING:
-            raise ValueError(f"expected concrete_scoring in {_CONCRETE_SCORING} but got {concrete_scoring!r}")
-        if dataset_size is not None and dataset_size < 2:
-            raise ValueError(f"expected dataset_size >= 2 but got {dataset_size}")
-        if pairwise_memory_mb <= 0:
-            raise ValueError(f"expected pairwise_memory_mb > 0 but got {pairwise_memory_mb}")
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.gamma = float(gamma)
-        self.level_weights = tuple(float(w) for w in level_weights)
-        self.dataset_size = dataset_size
+        name = self.loss_name
+        self.alpha = check_weight(name, "alpha", alpha)
+        self.beta = check_weight(name, "beta", beta)
+        self.gamma = check_weight(name, "gamma", gamma)
+        self.level_weights = tuple(check_weight(name, f"level_weights[{i}]", w) for i, w in enumerate(level_weights))
+        if concrete_scoring not in CONCRETE_SCORINGS:
+            raise ValueError(f"expected concrete_scoring in {CONCRETE_SCORINGS} but got {concrete_scoring!r}")
+        try:
+            memory = float(pairwise_memory_mb)
+        except (TypeError, ValueError):
+            memory = float("nan")
+        if not (math.isfinite(memory) and memory > 0):
+            raise ValueError(
+                f"expected pairwise_memory_mb to be a finite number > 0 but got {pairwise_memory_mb!r}; "
+                "pass the memory budget in MiB, e.g. 1024"
+            )
+        self.dataset_size = check_dataset_size(name, dataset_size)
         self.data_plate = data_plate
         self.concrete_scoring = concrete_scoring
-        self.pairwise_memory_mb = float(pairwise_memory_mb)
+        self.pairwise_memory_mb = memory
         self._warned_unbounded: set[str] = set()
 
-    def _tc_weight(self, depth: int) -> float:
-        weights = (self.beta, self.gamma) + self.level_weights
-        if depth >= len(weights):
-            raise ValueError(
-                f"HFVAELoss expected a weight for the total correlation at depth {depth} of the group tree but "
-                f"got only beta, gamma and level_weights={list(self.level_weights)}; pass "
-                f"level_weights= with {depth - 1} entries"
-            )
-        return weights[depth]
+    def tc_weights(self, tree: GroupNode, num_variables: dict[str, int]) -> dict[str, float]:
+        """
+        The weight of the total correlation at every internal node of a group tree that
+        has one: ``beta`` at the root (between top-level groups), ``gamma`` at depth 1,
+        ``level_weights[0]`` at depth 2, ... . A node with fewer than two children (its
+        sites count by their variables) has no total correlation and is left out. The
+        mutual information at the root has weight :attr:`alpha`.
 
-    def _score(self, fn: Distribution, value: torch.Tensor, var_ndim: int) -> torch.Tensor:
-        if self.concrete_scoring == "argmax":
-            base = _unwrap(fn)
-            if isinstance(base, RelaxedOneHotCategorical):
-                return Categorical(logits=base.logits, validate_args=False).log_prob(value.argmax(-1))
-        return variable_log_prob(fn, value, var_ndim)
+        :param GroupNode tree: the group tree (:func:`~pyro_hfvae.infer.groups.build_group_tree`).
+        :param dict num_variables: site -> its number of variables per data point.
+        :returns: node path -> weight (``""`` is the root).
+        :rtype: dict
+        :raises ValueError: where the tree is deeper than the weights given.
+
+        Example::
+
+            >>> from pyro_hfvae.infer.groups import build_group_tree
+            >>> tree = build_group_tree({"y": "class", "z": "style"})
+            >>> HFVAELoss(beta=4.0, gamma=3.0).tc_weights(tree, {"y": 1, "z": 2})
+            {'': 4.0, 'style': 3.0}
+        """
+        weights = (self.beta, self.gamma) + self.level_weights
+        out = {}
+        for node in tree.internal_nodes():
+            if sum(num_variables[s] for s in node.sites) + len(node.children) < 2:
+                continue
+            if node.depth >= len(weights):
+                raise ValueError(
+                    f"HFVAELoss expected a weight for the total correlation at depth {node.depth} of the group "
+                    f"tree but got only beta, gamma and level_weights={list(self.level_weights)}; pass "
+                    f"level_weights= with {node.depth - 1} entries"
+                )
+            out[node.path] = weights[node.depth]
+        return out
+
+    def _score(self, fn: Distribution, value: torch.Tensor, var_ndim: int, masked: bool = True) -> torch.Tensor:
+        return variable_log_prob(fn, value, var_ndim, masked=masked, concrete=self.concrete_scoring)
+
+    def _score_sites(self, layout: PlateLayout | None, model_trace: Trace, guide_trace: Trace) -> _Scored:
+        out = _Scored()
+
+        def local(site: dict) -> bool:
+            return layout is not None and layout.in_data_plate(site)
+
+        guided = {name for name, _ in latent_sites(guide_trace)}
+        scored = [(n, s, 1.0) for n, s in model_trace.nodes.items() if s["type"] == "sample" and n not in guided]
+        scored += [(n, s, -1.0) for n, s in guide_only_sites(guide_trace)]
+        for name, site, sign in scored:
+            log_prob = self._score(site["fn"], site["value"], 0)
+            out.site_log_probs[name if sign > 0 else name + " (guide)"] = log_prob
+            scaled = sign * scale_and_mask(log_prob, site["scale"], site["mask"])
+            if not local(site):
+                out.elbo_global = out.elbo_global + scaled.sum()
+                continue
+            out.elbo_datum = out.elbo_datum + layout.per_datum(scaled)
+            unscaled = sign * layout.per_datum(scale_and_mask(log_prob, 1.0, site["mask"]))
+            if sign > 0:
+                out.log_likelihood = out.log_likelihood + unscaled
+            else:
+                out.auxiliary = out.auxiliary + unscaled
+
+        for name, guide_site in latent_sites(guide_trace):
+            model_site = model_trace.nodes[name]
+            value = guide_site["value"]
+            log_q = self._score(guide_site["fn"], value, 0)
+            log_p = self._score(model_site["fn"], value, 0)
+            out.site_log_probs[name] = log_q
+            out.site_log_probs[name + " (prior)"] = log_p
+            scaled = scale_and_mask(log_p, model_site["scale"], model_site["mask"]) - scale_and_mask(
+                log_q, guide_site["scale"], guide_site["mask"]
+            )
+            if not local(guide_site):
+                out.elbo_global = out.elbo_global + scaled.sum()
+                continue
+            out.elbo_datum = out.elbo_datum + layout.per_datum(scaled)
+            batch_ndim = value.dim() - guide_site["fn"].event_dim
+            out.data_sites[name] = _DataSite(guide_site, model_site, value, batch_ndim, log_q, log_p)
+        return out
 
     def _particle_loss(self, model_trace: Trace, guide_trace: Trace):
         layout = PlateLayout.from_trace(
             guide_trace,
+            model_trace=model_trace,
             data_plate=self.data_plate,
             dataset_size=self.dataset_size,
-            require_dataset_size=True,
             loss_name=self.loss_name,
         )
-        site_log_probs = {}
-        elbo_global = 0.0
-        elbo_datum = 0.0  # (P, B), scaled and masked as Pyro does
-        log_likelihood = 0.0  # (P, B), unscaled
-        guided = {name for name, _ in latent_sites(guide_trace)}
-        for name, site in model_trace.nodes.items():
-            if site["type"] != "sample" or name in guided:
-                continue
-            log_prob = self._score(site["fn"], soft_value(site["value"]), 0)
-            site_log_probs[name] = log_prob
-            scaled = scale_and_mask(log_prob, site["scale"], site["mask"])
-            if layout.in_data_plate(site):
-                elbo_datum = elbo_datum + layout.per_datum(scaled)
-                log_likelihood = log_likelihood + layout.per_datum(scale_and_mask(log_prob, 1.0, site["mask"]))
-            else:
-                elbo_global = elbo_global + scaled.sum()
+        scored = self._score_sites(layout, model_trace, guide_trace)
+        loss = -(_total(scored.elbo_datum) + _total(scored.elbo_global))
+        if not isinstance(loss, torch.Tensor):
+            loss = torch.zeros(())
+        if scored.data_sites:
+            layout.require_marginals(self.loss_name)
+            scale, mask = self._datum_scale_and_mask(layout, scored.data_sites)
+            groups = site_groups(guide_trace, model_trace)
+            decomposition = self._decompose(layout, scored.data_sites, groups)
+            extra = (self.alpha - 1.0) * decomposition["mutual_info"]
+            for depth, tc in decomposition["tc_levels"].items():
+                extra = extra + (decomposition["weights"][depth] - 1.0) * tc
+            loss = loss + scale * torch.where(mask, extra, 0.0).sum()
+        else:
+            mask, decomposition = None, None
 
-        data_sites = {}
-        for name, guide_site in latent_sites(guide_trace):
-            model_site = model_trace.nodes[name]
-            value = soft_value(guide_site["value"])
-            log_q = self._score(guide_site["fn"], value, 0)
-            log_p = self._score(model_site["fn"], value, 0)
-            site_log_probs[name] = log_q
-            site_log_probs[name + " (prior)"] = log_p
-            scaled = scale_and_mask(log_p, model_site["scale"], model_site["mask"]) - scale_and_mask(
-                log_q, guide_site["scale"], guide_site["mask"]
-            )
-            if not layout.in_data_plate(guide_site):
-                elbo_global = elbo_global + scaled.sum()
-                continue
-            batch_ndim = value.dim() - guide_site["fn"].event_dim
-            elbo_datum = elbo_datum + layout.per_datum(scaled)
-            data_sites[name] = (guide_site, model_site, value, batch_ndim, log_q, log_p)
+        def batch_mean(t: Any, row_mask: torch.Tensor | None = None) -> torch.Tensor:
+            # Per data point, averaged over the batch (masked-out points count as 0), summed over particles.
+            if not isinstance(t, torch.Tensor):
+                return torch.zeros(())
+            return (t if row_mask is None else torch.where(row_mask, t, 0.0)).mean(-1).sum(0)
 
-        if not data_sites:
-            raise ValueError("HFVAELoss expected latent sites inside the data plate but found none")
-        scale, mask = self._datum_scale_and_mask(layout, data_sites)
-        decomposition = self._decompose(layout, data_sites)
-        extra = (self.alpha - 1.0) * decomposition["mutual_info"]
-        for depth, tc in decomposition["tc_levels"].items():
-            extra = extra + (self._tc_weight(depth) - 1.0) * tc
-        penalty = (scale * mask * extra).sum() if isinstance(extra, torch.Tensor) else 0.0
-        total_datum = elbo_datum.sum() if isinstance(elbo_datum, torch.Tensor) else elbo_datum
-        loss = -(total_datum + elbo_global) + penalty
+        # The observed and auxiliary sites carry their own masks; the latent ones the data-point mask.
+        terms = {"log_likelihood": batch_mean(scored.log_likelihood)}
+        terms.update(self._decomposition_terms(decomposition, lambda t: batch_mean(t, mask)))
+        terms["elbo"] = terms["log_likelihood"] - terms["kl"]
+        terms["objective"] = terms["log_likelihood"] - terms.pop("weighted_kl")
+        if isinstance(scored.auxiliary, torch.Tensor):
+            terms["auxiliary"] = batch_mean(scored.auxiliary)
+            terms["elbo"] = terms["elbo"] + terms["auxiliary"]
+            terms["objective"] = terms["objective"] + terms["auxiliary"]
+        if isinstance(scored.elbo_global, torch.Tensor):
+            terms["global_elbo"] = scored.elbo_global.detach()
+        return loss, terms, scored.site_log_probs
 
-        def batch_mean(t):
-            return (mask * t).mean(-1).sum(0)
-
-        terms = {"log_likelihood": batch_mean(log_likelihood)} if isinstance(log_likelihood, torch.Tensor) else {}
-        terms.setdefault("log_likelihood", torch.zeros(()))
-        objective = terms["log_likelihood"] - batch_mean(
-            self.alpha * decomposition["mutual_info"] + decomposition["dimwise_kl"]
-        )
-        terms["mutual_info"] = batch_mean(decomposition["mutual_info"])
+    def _decomposition_terms(self, decomposition: dict | None, batch_mean) -> dict:
+        """The decomposition's terms, and ``weighted_kl``: the weighted sum the objective subtracts."""
+        if decomposition is None:
+            zero = torch.zeros(())
+            names = ["mutual_info", "tc_between", "tc_within", "dimwise_kl", "kl", "weighted_kl"]
+            return dict.fromkeys(names, zero)
+        terms = {"mutual_info": batch_mean(decomposition["mutual_info"])}
+        weighted = self.alpha * terms["mutual_info"]
         for depth, tc in decomposition["tc_levels"].items():
             name = {0: "tc_between", 1: "tc_within"}.get(depth, f"tc_within_{depth}")
             terms[name] = batch_mean(tc)
-            objective = objective - self._tc_weight(depth) * terms[name]
+            weighted = weighted + decomposition["weights"][depth] * terms[name]
         terms["dimwise_kl"] = batch_mean(decomposition["dimwise_kl"])
-        kl = decomposition["log_q"] - decomposition["log_p"]
-        terms["kl"] = batch_mean(kl)
-        terms["elbo"] = terms["log_likelihood"] - terms["kl"]
-        terms["objective"] = objective
+        terms["kl"] = batch_mean(decomposition["log_q"] - decomposition["log_p"])
+        terms["weighted_kl"] = weighted + terms["dimwise_kl"]
         for key, value in decomposition["per_group"].items():
             terms[key] = batch_mean(value)
-        if isinstance(elbo_global, torch.Tensor):
-            terms["global_elbo"] = elbo_global.detach()
-        return loss, terms, site_log_probs
+        return terms
 
     def _datum_scale_and_mask(self, layout: PlateLayout, data_sites: dict) -> tuple[float, torch.Tensor]:
+        """The one scale of the latent sites in the data plate and their ``(P, B)`` data-point mask."""
         scales, masks = {}, {}
-        for name, (guide_site, model_site, value, batch_ndim, _, _) in data_sites.items():
-            for side, site in (("guide", guide_site), ("model", model_site)):
+        for name, data_site in data_sites.items():
+            for side, site in (("guide", data_site.guide_site), ("model", data_site.model_site)):
                 scale = site["scale"]
                 if isinstance(scale, torch.Tensor):
                     if scale.numel() != 1:
@@ -313,80 +383,63 @@ class HFVAELoss(TermsELBO):
                         )
                     scale = scale.item()
                 scales[(side, name)] = float(scale)
-                mask = site["mask"]
-                if mask is None or mask is True:
-                    continue
-                mask = torch.as_tensor(mask, device=value.device).expand(value.shape[:batch_ndim])
-                mask = layout.front(mask, batch_ndim)
-                mask = mask.reshape(mask.shape[:2] + (-1,))
-                if not (mask.all(-1) == mask.any(-1)).all():
-                    raise ValueError(
-                        f"HFVAELoss expected masks on latent sites to select whole data points but {side} site "
-                        f"{name!r} masks parts of a data point; mask observed sites instead"
-                    )
-                masks[(side, name)] = mask[..., 0].expand(layout.num_particles, layout.batch_size)
+                try:
+                    mask = layout.data_point_mask(site, data_site.value, data_site.batch_ndim)
+                except ValueError as error:
+                    raise ValueError(f"HFVAELoss: {side} site {name!r}: {error}") from None
+                if mask is not None:
+                    masks[(side, name)] = mask
         if len(set(scales.values())) > 1:
             raise ValueError(
                 f"HFVAELoss expected one scale for all latent sites in the data plate but got {scales}; "
                 "apply poutine.scale to the whole model and guide"
             )
         first = next(iter(masks.values()), None)
-        for key, mask in masks.items():
-            if len(masks) != 2 * len(data_sites) or not torch.equal(mask, first):
+        for key in scales:  # a site without a mask keeps every data point
+            mask = masks.get(key, True if first is None else torch.ones_like(first))
+            if first is not None and not torch.equal(mask, first):
                 raise ValueError(
                     f"HFVAELoss expected the same mask on every latent site in the data plate (model and guide) "
-                    f"but {key[0]} site {key[1]!r} differs; apply poutine.mask around the whole model and guide"
+                    f"but {key[0]} site {key[1]!r} differs; apply poutine.mask (or the same .mask()) around the "
+                    "whole model and guide"
                 )
-        device = next(iter(data_sites.values()))[2].device
-        mask = torch.ones(layout.num_particles, layout.batch_size, device=device) if first is None else first.float()
-        return next(iter(scales.values())), mask
+        device = next(iter(data_sites.values())).value.device
+        if first is None:
+            first = torch.ones(layout.num_particles, layout.batch_size, dtype=torch.bool, device=device)
+        return next(iter(scales.values())), first
 
-    def _decompose(self, layout: PlateLayout, data_sites: dict) -> dict:
-        site_groups = {}
-        for name, (guide_site, model_site, *_rest) in data_sites.items():
-            guide_group, model_group = site_group(guide_site), site_group({"infer": model_infer(model_site)})
-            if model_group is not None and guide_group is not None and model_group != guide_group:
-                raise ValueError(
-                    f"HFVAELoss expected model and guide to agree on the group of site {name!r} but the guide says "
-                    f"{guide_group!r} and the model says {model_group!r}; name the group on one side only"
-                )
-            site_groups[name] = guide_group if guide_group is not None else model_group
-        tree = build_group_tree(site_groups)
+    def _decompose(self, layout: PlateLayout, data_sites: dict, groups: dict[str, str]) -> dict:
+        tree = build_group_tree({name: groups[name] for name in data_sites})
+        var_ndims = {name: variable_ndim(s.guide_site["fn"]) for name, s in data_sites.items()}
+        num_vars = {name: self._num_variables(layout, s, var_ndims[name]) for name, s in data_sites.items()}
+        tc_weights = self.tc_weights(tree, num_vars)
         nodes = tree.internal_nodes()
-        var_ndims = {name: variable_ndim(s[0]["fn"]) for name, s in data_sites.items()}
-        num_vars = {name: self._num_variables(layout, data_sites[name], var_ndims[name]) for name in data_sites}
-
-        def num_children(node: GroupNode) -> int:
-            return sum(num_vars[s] for s in node.sites) + len(node.children)
-
-        # A node with one child has no total correlation; the rest need a weight.
-        tc_weights = {n.path: self._tc_weight(n.depth) for n in nodes if num_children(n) >= 2}
         self._warn_unbounded(data_sites, nodes, tc_weights, num_vars)
-        log_q = sum(layout.per_datum(s[4]) for s in data_sites.values())
-        log_p = sum(layout.per_datum(s[5]) for s in data_sites.values())
+        log_q = sum(layout.per_datum(s.log_q) for s in data_sites.values())
+        log_p = sum(layout.per_datum(s.log_p) for s in data_sites.values())
 
         # Prior marginals of batch-invariant priors are exact; others come from the batch mixture.
         prior_var, prior_site, mixture_sites = {}, {}, []
-        for name, (guide_site, model_site, value, batch_ndim, _, log_p_site) in data_sites.items():
-            if _is_batch_invariant(model_site["fn"], layout.data_dim):
-                lp = self._score(model_site["fn"], value, var_ndims[name])
-                lp = layout.front(lp, batch_ndim)
+        for name, s in data_sites.items():
+            if is_batch_invariant(s.model_site["fn"], layout.data_dim):
+                lp = layout.front(self._score(s.model_site["fn"], s.value, var_ndims[name], False), s.batch_ndim)
                 prior_var[name] = lp.reshape(lp.shape[:2] + (-1,)).expand(layout.num_particles, layout.batch_size, -1)
-                prior_site[name] = layout.per_datum(log_p_site)
+                prior_site[name] = layout.per_datum(s.log_p)
             else:
                 mixture_sites.append(name)
 
         # With all weights 1 the decomposition is only reported: keep it out of the autograd graph.
         need_grad = torch.is_grad_enabled() and (self.alpha != 1.0 or any(w != 1.0 for w in tc_weights.values()))
         with torch.set_grad_enabled(need_grad):
+            # Masked-out data points stay components of the mixtures: score without the masks.
             marginals = tree_marginals(
                 layout,
                 tree,
-                {name: s[2] for name, s in data_sites.items()},
-                {name: s[0]["fn"] for name, s in data_sites.items()},
-                lambda name, fn, value: self._score(fn, value, var_ndims[name]),
+                {name: s.value for name, s in data_sites.items()},
+                {name: s.guide_site["fn"] for name, s in data_sites.items()},
+                lambda name, fn, value: self._score(fn, value, var_ndims[name], False),
                 num_vars,
-                prior_fns={name: data_sites[name][1]["fn"] for name in mixture_sites},
+                prior_fns={name: data_sites[name].model_site["fn"] for name in mixture_sites},
                 pairwise_memory_mb=self.pairwise_memory_mb,
             )
         q_var, q_node = marginals.variables, marginals.nodes
@@ -397,6 +450,7 @@ class HFVAELoss(TermsELBO):
             return log_p if node.depth == 0 else sum(prior_site[s] for s in node.all_sites())
 
         tc_levels = {0: torch.zeros_like(log_q), 1: torch.zeros_like(log_q)}
+        weights = {0: self.beta, 1: self.gamma}
         per_group = {}
         for node in nodes:
             if node.path not in tc_weights:
@@ -405,17 +459,18 @@ class HFVAELoss(TermsELBO):
             p_children = [prior_var[s].sum(-1) for s in node.sites] + [p_node(c) for c in node.children]
             tc = (q_node[node.path] - sum(q_children)) - (p_node(node) - sum(p_children))
             tc_levels[node.depth] = tc_levels.get(node.depth, 0.0) + tc
+            weights[node.depth] = tc_weights[node.path]
             if node.depth >= 1:
                 per_group[f"tc_within/{node.path}"] = tc
         for group in tree.children:
             per_group[f"dimwise_kl/{group.path}"] = sum((q_var[s] - prior_var[s]).sum(-1) for s in group.all_sites())
-        dimwise_kl = sum(per_group[f"dimwise_kl/{g.path}"] for g in tree.children)
         return {
             "log_q": log_q,
             "log_p": log_p,
             "mutual_info": log_q - q_node[""],
             "tc_levels": tc_levels,
-            "dimwise_kl": dimwise_kl,
+            "weights": weights,
+            "dimwise_kl": sum(per_group[f"dimwise_kl/{g.path}"] for g in tree.children),
             "per_group": per_group,
         }
 
@@ -429,7 +484,7 @@ class HFVAELoss(TermsELBO):
                 # Cheap tests first: the bound needs an eigendecomposition (and a device sync).
                 if num_vars[name] < 2 or name in self._warned_unbounded:
                     continue
-                bound = tc_weight_bound(data_sites[name][1]["fn"])
+                bound = tc_weight_bound(data_sites[name].model_site["fn"])
                 if weight >= bound:
                     self._warned_unbounded.add(name)
                     warnings.warn(
@@ -442,7 +497,6 @@ class HFVAELoss(TermsELBO):
                     )
 
     @staticmethod
-    def _num_variables(layout: PlateLayout, data_site: tuple, var_ndim: int) -> int:
-        guide_site, _, value, batch_ndim, _, _ = data_site
-        in_plates = value.shape[:batch_ndim].numel() // (layout.num_particles * layout.batch_size)
-        return in_plates * guide_site["fn"].event_shape[:var_ndim].numel()
+    def _num_variables(layout: PlateLayout, data_site: _DataSite, var_ndim: int) -> int:
+        in_plates = data_site.value.shape[: data_site.batch_ndim].numel() // (layout.num_particles * layout.batch_size)
+        return in_plates * data_site.guide_site["fn"].event_shape[:var_ndim].numel()

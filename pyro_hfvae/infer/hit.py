@@ -5,33 +5,25 @@ Per-site rate weights: the hierarchical information trading (HIT) objective.
 """
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine import Trace
-from torch.distributions import Distribution, RelaxedOneHotCategorical
+from torch.distributions import Distribution
 from torch.distributions.kl import kl_divergence
 
-from pyro_hfvae.distributions.util import concrete_log_prob, soft_value
-from pyro_hfvae.infer.groups import GROUP_SEPARATOR, site_group
-from pyro_hfvae.infer.plate_layout import PlateLayout, latent_sites
-from pyro_hfvae.infer.terms_elbo import TermsELBO
+from pyro_hfvae.distributions.util import latent_sites, variable_log_prob
+from pyro_hfvae.infer.groups import GROUP_SEPARATOR, site_groups
+from pyro_hfvae.infer.plate_layout import PlateLayout
+from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight, guide_only_sites
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "HITLoss",
 ]
-
-
-def _log_prob(fn: Distribution, value: torch.Tensor, args: tuple = (), kwargs: dict | None = None) -> torch.Tensor:
-    # Concrete densities underflow at low temperature: score them in log space (equal where finite).
-    if isinstance(fn, RelaxedOneHotCategorical):
-        return concrete_log_prob(fn, soft_value(value))
-    return fn.log_prob(value, *args, **(kwargs or {}))
 
 
 def _kl_key(fn: Distribution) -> tuple:
@@ -80,14 +72,18 @@ class HITLoss(TermsELBO):
     ``"a"``); else ``default_beta``. ``betas`` may also be an object with a ``betas()``
     method or a callable returning such a mapping: it is read once at every evaluation, so
     schedules and annealing plug in directly. Names that are neither a latent site nor a
-    group of one are an error, as are negative or non-finite weights.
+    group of one are an error. Weights are finite numbers ``>= 0`` (Python or NumPy
+    numbers, or 0-d tensors; not bools). :meth:`site_betas` gives the weight of every site.
+    Models with only global latents work as well: every site's weight still applies.
 
     **Terms.** After each evaluation :attr:`terms` holds ``distortion`` (minus the log
     likelihood of the sites not in the guide, normally the observed ones), ``rate/<site>``
     for every latent site, ``rate`` (their sum), ``elbo`` (``-distortion - rate``) and
     ``beta/<site>`` (the weight used). Sites inside the data plate count in nats per data
     point (averaged over the batch; masked-out data points count as 0); sites outside it
-    (global latents, global observations) count in nats in total. Terms are unscaled: the
+    (global latents, global observations) count in nats in total. Where the guide has
+    auxiliary or observed sites, ``auxiliary`` is minus their guide log density (weight 1,
+    part of ``elbo``), as in :class:`~pyro.infer.Trace_ELBO`. Terms are unscaled: the
     loss applies the Pyro scales. For a subsampled data plate with only local sites,
     ``loss == N * (distortion + sum_l beta_l * rate_l)`` on average over particles.
 
@@ -95,14 +91,16 @@ class HITLoss(TermsELBO):
         one, or a callable returning one; ``None`` weights every site by ``default_beta``.
     :param float default_beta: weight of latent sites that ``betas`` does not name.
     :param bool analytic_kl: use torch's registered KL divergence where there is one.
-    :param int dataset_size: ``N`` where the data plate does not carry it (e.g.
-        ``pyro.plate("data", B)``): data-plate sites are then scaled by ``N/B``, as a
+    :param int dataset_size: ``N`` (a positive int) where the data plate does not carry it
+        (e.g. ``pyro.plate("data", B)``): data-plate sites are then scaled by ``N/B``, as a
         subsampled plate would scale them. Must agree with a subsampled plate.
-    :param str data_plate: the data plate's name, where the guide has several plates.
+    :param str data_plate: the data plate's name. It decides which terms count per data
+        point and which plate ``dataset_size`` scales; by default it is the subsampled plate
+        or, where no plate or several are subsampled, the outermost plate around the first
+        latent site in a plate.
     :param int num_particles: number of particles.
     :param int max_plate_nesting: bound on nested plates.
     :param bool vectorize_particles: evaluate particles in one vectorized pass.
-    :param bool strict_enumeration_warning: passed to :class:`~pyro.infer.ELBO`.
     :param bool retain_graph: passed to ``backward``.
 
     Example::
@@ -148,14 +146,12 @@ class HITLoss(TermsELBO):
         num_particles: int = 1,
         max_plate_nesting: float = float("inf"),
         vectorize_particles: bool = False,
-        strict_enumeration_warning: bool = True,
         retain_graph: bool | None = None,
     ) -> None:
         super().__init__(
             num_particles=num_particles,
             max_plate_nesting=max_plate_nesting,
             vectorize_particles=vectorize_particles,
-            strict_enumeration_warning=strict_enumeration_warning,
             retain_graph=retain_graph,
         )
         if not (
@@ -166,30 +162,17 @@ class HITLoss(TermsELBO):
                 f"method or a callable returning a mapping, but got {type(betas).__name__}; e.g. "
                 "pass {'z1': 1.0, 'z2': 4.0}"
             )
-        if dataset_size is not None and (not isinstance(dataset_size, int) or dataset_size < 1):
-            raise ValueError(f"HITLoss expected dataset_size to be a positive int but got {dataset_size!r}")
         #: The weights as given: a mapping, a ``betas()`` provider or a callable.
         self.betas = betas
-        self.default_beta = self._check_beta("default_beta", default_beta)
+        self.default_beta = check_weight(self.loss_name, "default_beta", default_beta)
         self.analytic_kl = bool(analytic_kl)
-        self.dataset_size = dataset_size
+        self.dataset_size = check_dataset_size(self.loss_name, dataset_size)
+        if isinstance(betas, Mapping):
+            self.read_betas()  # check the weights now
         self.data_plate = data_plate
         self._betas_now: dict[str, float] = {}
         # Pairs of distribution types for which torch has no KL divergence (tried once each).
         self._no_kl: set[tuple] = set()
-
-    @staticmethod
-    def _check_beta(name: str, value: Any) -> float:
-        try:
-            beta = float(value)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"HITLoss expected the weight of {name!r} to be a number but got {value!r}") from None
-        if not math.isfinite(beta) or beta < 0:
-            raise ValueError(
-                f"HITLoss expected the weight of {name!r} to be finite and >= 0 but got {beta}; "
-                "rates are penalised, not rewarded"
-            )
-        return beta
 
     def read_betas(self) -> dict[str, float]:
         """
@@ -211,7 +194,7 @@ class HITLoss(TermsELBO):
             raise TypeError(
                 f"HITLoss expected betas to provide a mapping name -> weight but got {type(mapping).__name__}"
             )
-        return {str(name): self._check_beta(name, value) for name, value in mapping.items()}
+        return {str(name): check_weight(self.loss_name, repr(name), value) for name, value in mapping.items()}
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
         """
@@ -222,24 +205,49 @@ class HITLoss(TermsELBO):
         self._betas_now = self.read_betas()
         return super().differentiable_loss(model, guide, *args, **kwargs)
 
-    def _site_betas(self, guide_trace: Trace, model_trace: Trace) -> dict[str, float]:
-        betas = self._betas_now
-        site_betas, known_groups = {}, set()
-        for name, guide_site in latent_sites(guide_trace):
-            path = site_group(guide_site) or site_group(model_trace.nodes.get(name, {}))
-            parts = path.split(GROUP_SEPARATOR) if path else []
+    def site_betas(
+        self, guide_trace: Trace, model_trace: Trace | None = None, betas: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
+        """
+        The weight of every latent site of a guide trace: that of its name in ``betas``, else
+        that of its group (the deepest named level first; groups as
+        :func:`~pyro_hfvae.infer.groups.site_groups` reads them), else :attr:`default_beta`.
+
+        :param ~pyro.poutine.Trace guide_trace: a guide trace.
+        :param ~pyro.poutine.Trace model_trace: the model replayed on it (for groups named on
+            the model side), or ``None``.
+        :param dict betas: the weights (default: :meth:`read_betas`).
+        :returns: site name -> weight.
+        :rtype: dict
+        :raises ValueError: where ``betas`` names neither a latent site nor a group.
+
+        Example::
+
+            >>> import pyro, pyro.distributions as dist
+            >>> from pyro_hfvae import group
+            >>> def guide():
+            ...     with group("top"):
+            ...         pyro.sample("a", dist.Normal(0., 1.))
+            ...     pyro.sample("b", dist.Normal(0., 1.))
+            >>> HITLoss({"top": 2.0}, default_beta=0.5).site_betas(pyro.poutine.trace(guide).get_trace())
+            {'a': 2.0, 'b': 0.5}
+        """
+        betas = self.read_betas() if betas is None else betas
+        out, known_groups = {}, set()
+        for name, path in site_groups(guide_trace, model_trace).items():
+            parts = path.split(GROUP_SEPARATOR)
             prefixes = [GROUP_SEPARATOR.join(parts[:i]) for i in range(len(parts), 0, -1)]
             known_groups.update(prefixes)
             key = next((k for k in [name] + prefixes if k in betas), None)
-            site_betas[name] = self.default_beta if key is None else betas[key]
-        unknown = sorted(set(betas) - set(site_betas) - known_groups)
+            out[name] = self.default_beta if key is None else betas[key]
+        unknown = sorted(set(betas) - set(out) - known_groups)
         if unknown:
-            groups = f" and groups {sorted(known_groups)}" if known_groups else ""
+            groups = f" and groups {sorted(known_groups - set(out))}" if known_groups - set(out) else ""
             raise ValueError(
                 f"HITLoss got weights for {unknown}, which are not latent sites of the guide; "
-                f"its latent sites are {list(site_betas)}{groups}. Fix the names in betas"
+                f"its latent sites are {list(out)}{groups}. Fix the names in betas"
             )
-        return site_betas
+        return out
 
     def _analytic_kl(self, guide_fn: Distribution, model_fn: Distribution) -> torch.Tensor | None:
         key = (_kl_key(guide_fn), _kl_key(model_fn))
@@ -256,82 +264,86 @@ class HITLoss(TermsELBO):
             self._no_kl.add(key)
             return None
 
-    def _data_scale(self, guide_trace: Trace, layout: PlateLayout) -> float:
+    def _data_scale(self, layout: PlateLayout | None) -> float:
         """Extra scale ``N/B`` of data-plate sites where ``dataset_size`` gives the plate's N."""
-        if self.dataset_size is None:
+        if self.dataset_size is None or layout is None:
             return 1.0
-        for _, site in latent_sites(guide_trace):
-            for frame in site["cond_indep_stack"]:
-                if frame.name == layout.data_plate and frame.full_size is not None and frame.full_size > frame.size:
-                    return 1.0
-        return self.dataset_size / layout.batch_size
+        # A subsampled plate carries its own scale (from_trace checked that it agrees).
+        return 1.0 if layout.subsampled else self.dataset_size / layout.batch_size
 
     def _particle_loss(self, model_trace: Trace, guide_trace: Trace):
         layout = PlateLayout.from_trace(
             guide_trace,
+            model_trace=model_trace,
             data_plate=self.data_plate,
             dataset_size=self.dataset_size,
+            outermost=True,
             loss_name=self.loss_name,
         )
-        data_scale = self._data_scale(guide_trace, layout)
-        site_betas = self._site_betas(guide_trace, model_trace)
+        data_scale = self._data_scale(layout)
+        site_betas = self.site_betas(guide_trace, model_trace, self._betas_now)
 
-        def unscaled_term(tensor: torch.Tensor, in_data_plate: bool) -> torch.Tensor:
+        def local(site: dict) -> bool:
+            return layout is not None and layout.in_data_plate(site)
+
+        def unscaled_term(tensor: torch.Tensor, site: dict) -> torch.Tensor:
             # Per data point (averaged over the batch, summed over particles), or the total.
-            return layout.per_datum(tensor).mean(-1).sum(0) if in_data_plate else tensor.sum()
+            return layout.per_datum(tensor).mean(-1).sum(0) if local(site) else tensor.sum()
+
+        def weighted(log_prob: torch.Tensor, site: dict) -> torch.Tensor:
+            # As Pyro scales it, times N/B where dataset_size gives N.
+            return (data_scale if local(site) else 1.0) * scale_and_mask(log_prob, site["scale"], site["mask"]).sum()
 
         site_log_probs = {}
-        loss = 0.0
-        distortion = torch.zeros(())
+        loss = torch.zeros(())
+        terms = {"distortion": torch.zeros(())}
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample" or name in site_betas:
                 continue
-            log_prob = _log_prob(site["fn"], site["value"], site["args"], site["kwargs"])
+            log_prob = variable_log_prob(site["fn"], site["value"], 0)
             site_log_probs[name] = log_prob
-            local = layout.in_data_plate(site)
-            weight = data_scale if local else 1.0
-            loss = loss - weight * scale_and_mask(log_prob, site["scale"], site["mask"]).sum()
-            distortion = distortion - unscaled_term(scale_and_mask(log_prob, 1.0, site["mask"]), local)
+            loss = loss - weighted(log_prob, site)
+            terms["distortion"] = terms["distortion"] - unscaled_term(scale_and_mask(log_prob, 1.0, site["mask"]), site)
+        for name, site in guide_only_sites(guide_trace):
+            log_prob = variable_log_prob(site["fn"], site["value"], 0)
+            site_log_probs[name + " (guide)"] = log_prob
+            loss = loss + weighted(log_prob, site)
+            auxiliary = -unscaled_term(scale_and_mask(log_prob, 1.0, site["mask"]), site)
+            terms["auxiliary"] = terms.get("auxiliary", 0.0) + auxiliary
 
-        terms = {"distortion": distortion}
-        rate = 0.0
+        if layout is not None:
+            num_particles = layout.num_particles
+        else:
+            num_particles = self.num_particles if self.vectorize_particles else 1
+        rate = torch.zeros(())
         for name, guide_site in latent_sites(guide_trace):
-            model_site = model_trace.nodes.get(name)
-            if model_site is None:
-                raise ValueError(
-                    "HITLoss expected every latent site of the guide in the model but guide site "
-                    f"{name!r} is not in the model; the rate of a site needs its prior "
-                    "p(site | parents)"
-                )
-            value = guide_site["value"]
-            local = layout.in_data_plate(guide_site)
-            kl = self._analytic_kl(guide_site["fn"], model_site["fn"]) if self.analytic_kl else None
-            if kl is not None:
-                batch_shape = value.shape[: value.dim() - guide_site["fn"].event_dim]
-                kl = torch.as_tensor(kl, dtype=value.dtype, device=value.device)
-                kl = kl.expand(torch.broadcast_shapes(kl.shape, batch_shape))
-                site_log_probs[name + " (KL)"] = kl
-                scaled = scale_and_mask(kl, guide_site["scale"], guide_site["mask"]).sum()
-                site_rate = unscaled_term(scale_and_mask(kl, 1.0, guide_site["mask"]), local)
-            else:
-                log_q = _log_prob(guide_site["fn"], value)
-                log_p = _log_prob(model_site["fn"], value)
-                site_log_probs[name] = log_q
-                site_log_probs[name + " (prior)"] = log_p
-                scaled = (
-                    scale_and_mask(log_q, guide_site["scale"], guide_site["mask"]).sum()
-                    - scale_and_mask(log_p, model_site["scale"], model_site["mask"]).sum()
-                )
-                site_rate = unscaled_term(scale_and_mask(log_q, 1.0, guide_site["mask"]), local) - unscaled_term(
-                    scale_and_mask(log_p, 1.0, model_site["mask"]), local
-                )
-            weight = data_scale if local else 1.0
-            loss = loss + site_betas[name] * weight * scaled
+            model_site = model_trace.nodes[name]
+            site_rate, scaled = self._site_rate(name, guide_site, model_site, site_log_probs, unscaled_term, weighted)
+            loss = loss + site_betas[name] * scaled
             terms[f"rate/{name}"] = site_rate
-            terms[f"beta/{name}"] = torch.tensor(site_betas[name] * layout.num_particles)
+            terms[f"beta/{name}"] = torch.tensor(site_betas[name] * num_particles)
             rate = rate + site_rate
-        terms["rate"] = rate if isinstance(rate, torch.Tensor) else torch.zeros(())
-        terms["elbo"] = -(terms["distortion"] + terms["rate"])
-        if not isinstance(loss, torch.Tensor):
-            loss = torch.zeros(())
+        terms["rate"] = rate
+        terms["elbo"] = terms.get("auxiliary", 0.0) - (terms["distortion"] + terms["rate"])
         return loss, terms, site_log_probs
+
+    def _site_rate(
+        self, name: str, guide_site: dict, model_site: dict, site_log_probs: dict, unscaled_term, weighted
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rate of one site: unscaled per data point (or in total), and as the loss weighs it."""
+        value = guide_site["value"]
+        kl = self._analytic_kl(guide_site["fn"], model_site["fn"]) if self.analytic_kl else None
+        if kl is not None:
+            batch_shape = value.shape[: value.dim() - guide_site["fn"].event_dim]
+            kl = torch.as_tensor(kl, dtype=value.dtype, device=value.device)
+            kl = kl.expand(torch.broadcast_shapes(kl.shape, batch_shape))
+            site_log_probs[name + " (KL)"] = kl
+            return unscaled_term(scale_and_mask(kl, 1.0, guide_site["mask"]), guide_site), weighted(kl, guide_site)
+        log_q = variable_log_prob(guide_site["fn"], value, 0)
+        log_p = variable_log_prob(model_site["fn"], value, 0)
+        site_log_probs[name] = log_q
+        site_log_probs[name + " (prior)"] = log_p
+        site_rate = unscaled_term(scale_and_mask(log_q, 1.0, guide_site["mask"]), guide_site) - unscaled_term(
+            scale_and_mask(log_p, 1.0, model_site["mask"]), guide_site
+        )
+        return site_rate, weighted(log_q, guide_site) - weighted(log_p, model_site)

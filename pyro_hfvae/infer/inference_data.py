@@ -21,50 +21,21 @@ import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import Distribution, Independent
+from torch.distributions import Distribution
 
-from pyro_hfvae.infer.groups import site_group
+from pyro_hfvae.distributions.util import distribution_mean, latent_sites
+from pyro_hfvae.infer.groups import site_groups
 from pyro_hfvae.util import forked_rng
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "decode_latents",
-    "distribution_mean",
     "latent_groups",
     "latent_means",
     "latent_posterior",
     "to_inference_data",
 ]
-
-
-def distribution_mean(fn: Distribution) -> torch.Tensor:
-    """
-    The mean of a latent site's distribution, with shape ``batch_shape + event_shape``; for
-    relaxed (Concrete) distributions, whose mean torch does not define, the class
-    probabilities (the mean of the categorical they relax).
-
-    :param torch.distributions.Distribution fn: the distribution.
-    :rtype: torch.Tensor
-
-    Example::
-
-        >>> import pyro.distributions as dist
-        >>> distribution_mean(dist.RelaxedOneHotCategorical(torch.tensor(0.5), probs=torch.tensor([0.2, 0.8])))
-        tensor([0.2000, 0.8000])
-    """
-    shape = fn.batch_shape + fn.event_shape
-    try:
-        return fn.mean.expand(shape)
-    except NotImplementedError:  # relaxed distributions: RelaxedOneHotCategorical, RelaxedBernoulli
-        base = fn
-        while isinstance(base, Independent):
-            base = base.base_dist
-        probs = getattr(base, "probs", None)
-        if isinstance(probs, torch.Tensor):
-            return probs.expand(shape)
-    raise ValueError(f"expected a latent distribution with a mean but {type(fn).__name__} defines none; "
-                     "use a distribution with a mean (Normal, Concrete, ...) or summarise it by samples")
 
 
 class _MeanPath(Messenger):
@@ -76,19 +47,11 @@ class _MeanPath(Messenger):
         msg["done"] = True
 
 
-def _latent_sites(trace) -> list[tuple[str, dict]]:
-    return [
-        (name, site)
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-    ]
-
-
 def _trace_guide(guide: Callable, x: torch.Tensor, mean_path: bool, **kwargs):
     with torch.no_grad():
         program = _MeanPath()(guide) if mean_path else guide
         trace = poutine.trace(program).get_trace(x, **kwargs)
-    sites = _latent_sites(trace)
+    sites = latent_sites(trace)
     if not sites:
         raise ValueError("expected the guide to sample at least one latent site but it samples none")
     for name, site in sites:
@@ -136,16 +99,19 @@ def latent_means(guide: Callable, x: torch.Tensor, **kwargs) -> dict[str, torch.
     return {name: site["value"] for name, site in _trace_guide(guide, x, True, **kwargs)}
 
 
-def latent_groups(guide: Callable, x: torch.Tensor, **kwargs) -> dict[str, str | None]:
+def latent_groups(guide: Callable, x: torch.Tensor, **kwargs) -> dict[str, str]:
     """
     The group path (``infer={"group": ...}``, nested with ``"/"``) of every latent site of the
-    guide, ``None`` for a site in no group.
+    guide; a site in no group is its own group, named after it
+    (:func:`~pyro_hfvae.infer.groups.site_groups`).
 
     :param callable guide: a Pyro guide taking a batch of observations first.
     :param torch.Tensor x: a batch of observations.
     :rtype: dict
     """
-    return {name: site_group(site) for name, site in _trace_guide(guide, x, True, **kwargs)}
+    with torch.no_grad():
+        trace = poutine.trace(_MeanPath()(guide)).get_trace(x, **kwargs)
+    return site_groups(trace)
 
 
 class _FixLatents(Messenger):
@@ -273,7 +239,6 @@ def to_inference_data(model: Any, data: Any, *, indices: Sequence[int] | np.ndar
 
     chains: list[dict[str, list[np.ndarray]]] = []
     shapes: dict[str, tuple[int, ...]] = {}
-    groups: dict[str, str | None] = {}
     with forked_rng(seed=random_state, device=batches[0].device):
         for chain in range(max(num_samples, 1)):
             values: dict[str, list[np.ndarray]] = {}
@@ -282,8 +247,8 @@ def to_inference_data(model: Any, data: Any, *, indices: Sequence[int] | np.ndar
                 for name, site in sites:
                     values.setdefault(name, []).append(_flat(site["value"]))
                     shapes[name] = tuple(site["value"].shape[1:])
-                    groups[name] = site_group(site)
             chains.append(values)
+        groups = latent_groups(guide, batches[0], **guide_kwargs)
     variables, coords = {}, {"chain": np.arange(len(chains)), "draw": np.arange(num_points)}
     for name, shape in shapes.items():
         stacked = np.stack([np.concatenate(chain[name]) for chain in chains])  # (chain, draw, flat)
@@ -303,6 +268,6 @@ def to_inference_data(model: Any, data: Any, *, indices: Sequence[int] | np.ndar
         constant = xr.Dataset({factor: (("draw",), factors[:, k]) for k, factor in enumerate(factor_names)},
                               coords={"draw": np.arange(num_points)})
     posterior = xr.Dataset(variables, coords=coords)
-    posterior.attrs["groups"] = [f"{site}={group or site}" for site, group in groups.items()]
+    posterior.attrs["groups"] = [f"{site}={group}" for site, group in groups.items()]
     posterior.attrs["kind"] = "samples" if num_samples else "means"
     return az.InferenceData(posterior=posterior, **({"constant_data": constant} if constant is not None else {}))

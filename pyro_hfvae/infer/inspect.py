@@ -17,11 +17,12 @@ from typing import Any
 import networkx as nx
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
-from torch.distributions import Distribution, Independent, RelaxedOneHotCategorical
+from torch.distributions import Distribution, RelaxedOneHotCategorical
 
-from pyro_hfvae.distributions.util import variable_ndim
-from pyro_hfvae.infer.groups import GroupNode, build_group_tree, site_group
+from pyro_hfvae.distributions.util import _unwrap, distribution_mean, latent_sites, variable_ndim
+from pyro_hfvae.infer.groups import GROUP_SEPARATOR, GroupNode, build_group_tree, record_model_infer, site_groups
+from pyro_hfvae.infer.hfvae import HFVAELoss
+from pyro_hfvae.infer.hit import HITLoss
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +55,10 @@ def describe_distribution(fn: Distribution) -> str:
         >>> describe_distribution(dist.Normal(torch.zeros(4), 1.).to_event(1))
         'Normal(0, 1)'
     """
-    base = fn
-    while isinstance(base, Independent):
-        base = base.base_dist
+    base = _unwrap(fn, independent=True)
     if isinstance(base, RelaxedOneHotCategorical):
         temperature = _format_number(base.temperature)
-        uniform = _format_number(base.probs)
+        uniform = _format_number(distribution_mean(base))
         probs = "" if uniform is not None else ", conditional"
         return f"Concrete(K={base.event_shape[-1]}, T={temperature}{probs})"
     name = type(base).__name__
@@ -73,12 +72,6 @@ def describe_distribution(fn: Distribution) -> str:
     if any(p is None for p in params):
         return f"{name}(conditional)"
     return f"{name}({', '.join(params)})"
-
-
-def _tc_weights(loss: Any) -> tuple[float, ...] | None:
-    if loss is None or not hasattr(loss, "gamma"):
-        return None
-    return (loss.beta, loss.gamma) + tuple(getattr(loss, "level_weights", ()))
 
 
 def structure_graph(model: Callable, guide: Callable, *args, loss: Any = None, **kwargs) -> nx.DiGraph:
@@ -117,31 +110,21 @@ def structure_graph(model: Callable, guide: Callable, *args, loss: Any = None, *
     """
     with torch.no_grad():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    sites = {name: site for name, site in guide_trace.nodes.items()
-             if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)}
+        replayed = poutine.replay(record_model_infer(model), trace=guide_trace)
+        model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
+    sites = dict(latent_sites(guide_trace))
     if not sites:
         raise ValueError("expected the guide to sample at least one latent site but it samples none")
-    tree = build_group_tree({name: site_group(site) for name, site in sites.items()})
-    tc_weights = _tc_weights(loss)
-    rate_weights = {}
-    if loss is not None and callable(getattr(loss, "read_betas", None)):
-        betas = loss.read_betas()
-        default = getattr(loss, "default_beta", 1.0)
-        for name, site in sites.items():
-            group = site_group(site)
-            candidates = [name] + ([] if group is None else
-                                   ["/".join(group.split("/")[:i]) for i in range(group.count("/") + 1, 0, -1)])
-            rate_weights[name] = next((betas[c] for c in candidates if c in betas), default)
+    tree = build_group_tree(site_groups(guide_trace, model_trace))
+    num_variables = {name: site["fn"].event_shape[: variable_ndim(site["fn"])].numel() for name, site in sites.items()}
+    tc_weights = loss.tc_weights(tree, num_variables) if isinstance(loss, HFVAELoss) else {}
+    rate_weights = loss.site_betas(guide_trace, model_trace) if isinstance(loss, HITLoss) else {}
 
     graph = nx.DiGraph()
 
-    def num_children(node: GroupNode) -> int:
-        return len(node.children) + sum(graph.nodes[f"site:{s}"]["num_variables"] for s in node.sites)
-
     def add_group(node: GroupNode, parent: str | None) -> str:
         key = "root" if node.depth == 0 else f"group:{node.path}"
-        label = "root" if node.depth == 0 else node.path.split("/")[-1]
+        label = "root" if node.depth == 0 else node.path.split(GROUP_SEPARATOR)[-1]
         graph.add_node(key, kind="root" if node.depth == 0 else "group", label=label, depth=node.depth,
                        path=node.path)
         if parent is not None:
@@ -150,16 +133,13 @@ def structure_graph(model: Callable, guide: Callable, *args, loss: Any = None, *
             add_site(site_name, key, node.depth + 1, None if node.depth == 0 else node.path)
         for child in node.children:
             add_group(child, key)
-        weight = None
-        if tc_weights is not None and num_children(node) >= 2:
-            weight = tc_weights[node.depth] if node.depth < len(tc_weights) else None
-        graph.nodes[key]["tc_weight"] = weight
+        graph.nodes[key]["tc_weight"] = tc_weights.get(node.path)
         return key
 
     def add_site(name: str, parent: str, depth: int, group: str | None) -> None:
         guide_fn = sites[name]["fn"]
         model_fn = model_trace.nodes[name]["fn"] if name in model_trace.nodes else None
-        var_shape = guide_fn.event_shape[: variable_ndim(guide_fn)]
+        var_shape = guide_fn.event_shape[: variable_ndim(guide_fn)]  # num_variables[name] elements
         key = f"site:{name}"
         graph.add_node(key, kind="site", label=name, depth=depth, group=group,
                        prior=describe_distribution(model_fn) if model_fn is not None else "none",
@@ -173,5 +153,5 @@ def structure_graph(model: Callable, guide: Callable, *args, loss: Any = None, *
             graph.add_edge(key, f"variable:{label}")
 
     add_group(tree, None)
-    graph.nodes["root"]["mi_weight"] = getattr(loss, "alpha", None) if tc_weights is not None else None
+    graph.nodes["root"]["mi_weight"] = loss.alpha if isinstance(loss, HFVAELoss) else None
     return graph

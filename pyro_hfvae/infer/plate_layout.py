@@ -15,34 +15,33 @@ from dataclasses import dataclass
 import torch
 from pyro.poutine import Trace
 
+from pyro_hfvae.distributions.util import distribution_mask, latent_sites, variable_ndim
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "PARTICLE_PLATE",
     "PlateLayout",
-    "latent_sites",
 ]
 
 #: Name of the plate :class:`pyro.infer.ELBO` adds for ``vectorize_particles=True``.
 PARTICLE_PLATE = "num_particles_vectorized"
 
 
-def latent_sites(trace: Trace) -> list[tuple[str, dict]]:
-    """
-    The latent (non-observed, non-subsample) sample sites of a trace, in execution order.
-
-    :param ~pyro.poutine.Trace trace: a guide or model trace.
-    :rtype: list
-    """
-    return [
-        (name, site)
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"] and type(site["fn"]).__name__ != "_Subsample"
-    ]
-
-
 def _frames(site: dict) -> dict:
     return {f.name: f for f in site["cond_indep_stack"] if f.vectorized}
+
+
+def _plate_frames(sites: list[tuple[str, dict]], particle_frame=None) -> tuple[dict, object]:
+    # The plates around ``sites`` (outermost first, in order of first appearance) and the particle plate.
+    frames = {}
+    for _, site in sites:
+        for name, frame in _frames(site).items():
+            if name == PARTICLE_PLATE:
+                particle_frame = frame
+            else:
+                frames.setdefault(name, frame)
+    return frames, particle_frame
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,7 @@ class PlateLayout:
     :param dataset_size: ``N``, the data-set size (``None`` where not needed or not known).
     :param particle_dim: (negative) batch dim of the vectorized-particle plate, or ``None``.
     :param int num_particles: size of the particle plate (1 without one).
+    :param bool subsampled: whether the data plate is subsampled (so Pyro scales its sites by ``N/B``).
     """
 
     data_plate: str
@@ -64,37 +64,41 @@ class PlateLayout:
     dataset_size: int | None
     particle_dim: int | None
     num_particles: int
+    subsampled: bool = False
 
     @classmethod
     def from_trace(
         cls,
         guide_trace: Trace,
         *,
+        model_trace: Trace | None = None,
         data_plate: str | None = None,
         dataset_size: int | None = None,
-        require_dataset_size: bool = False,
+        outermost: bool = False,
         loss_name: str = "this loss",
-    ) -> "PlateLayout":
+    ) -> "PlateLayout | None":
         """
-        Finds the data plate among the plates of the guide's latent sites.
+        Finds the data plate among the plates of the guide's latent sites or, where no
+        latent site of the guide is in a plate, among those of the model's sample sites
+        (e.g. the observations of a model with only global latents).
 
         The data plate is ``data_plate`` where given, else the one subsampled plate
-        (``size < full_size``), else the one vectorized plate around latent sites.
+        (``size < full_size``), else the one vectorized plate. Where there are several
+        and ``outermost=True``, it is the outermost plate of the first site in a plate;
+        else that is an error.
 
         :param ~pyro.poutine.Trace guide_trace: a guide trace.
+        :param ~pyro.poutine.Trace model_trace: the model trace replayed on it.
         :param str data_plate: the data plate's name, where the guide has several plates.
         :param int dataset_size: ``N`` where the plate does not carry it.
-        :param bool require_dataset_size: whether ``N`` must be known.
+        :param bool outermost: pick the outermost of several plates instead of raising.
         :param str loss_name: the caller's name, for error messages.
+        :returns: the layout, or ``None`` where no site is in a plate (nothing is local).
         """
-        frames = {}
-        particle_frame = None
-        for _, site in latent_sites(guide_trace):
-            for name, frame in _frames(site).items():
-                if name == PARTICLE_PLATE:
-                    particle_frame = frame
-                else:
-                    frames[name] = frame
+        frames, particle_frame = _plate_frames(latent_sites(guide_trace))
+        if not frames and model_trace is not None:
+            sites = [(n, s) for n, s in model_trace.nodes.items() if s["type"] == "sample"]
+            frames, particle_frame = _plate_frames(sites, particle_frame)
         if data_plate is not None:
             if data_plate not in frames:
                 raise ValueError(
@@ -106,16 +110,13 @@ class PlateLayout:
             subsampled = [f for f in frames.values() if f.full_size is not None and f.full_size > f.size]
             candidates = subsampled or list(frames.values())
             if not candidates:
-                raise ValueError(
-                    f"{loss_name} expected the guide's latent sites inside a data plate, e.g. "
-                    "`with pyro.plate('data', size=N, subsample=idx):`, but found none"
-                )
-            if len(candidates) > 1:
+                return None
+            if len(candidates) > 1 and not outermost:
                 raise ValueError(
                     f"{loss_name} expected one data plate but found plates {sorted(f.name for f in candidates)}; "
                     "pass data_plate='name' to say which one indexes data points"
                 )
-            frame = candidates[0]
+            frame = candidates[0]  # frames are in order: outermost plate of the first site first
         batch_size = frame.size
         subsampled_size = frame.full_size if frame.full_size is not None and frame.full_size > frame.size else None
         if dataset_size is not None:
@@ -127,24 +128,6 @@ class PlateLayout:
                 )
         else:
             dataset_size = subsampled_size
-        if require_dataset_size:
-            if dataset_size is None:
-                raise ValueError(
-                    f"{loss_name} needs the data-set size N, but the data plate {frame.name!r} is not subsampled "
-                    f"(it has size {batch_size} and no full size); use "
-                    "`pyro.plate('data', size=N, subsample=idx)` or pass dataset_size=N "
-                    f"(dataset_size={batch_size} if the batch is the whole data set)"
-                )
-            if batch_size < 2:
-                raise ValueError(
-                    f"{loss_name} expected a batch of at least 2 data points (the marginals are estimated "
-                    f"from the batch) but got {batch_size}; use a larger batch"
-                )
-            if dataset_size < batch_size:
-                raise ValueError(
-                    f"{loss_name} expected dataset_size >= batch size but got dataset_size={dataset_size} "
-                    f"and a batch of {batch_size}; pass the size of the whole data set"
-                )
         return cls(
             data_plate=frame.name,
             data_dim=frame.dim,
@@ -152,7 +135,64 @@ class PlateLayout:
             dataset_size=dataset_size,
             particle_dim=None if particle_frame is None else particle_frame.dim,
             num_particles=1 if particle_frame is None else particle_frame.size,
+            subsampled=subsampled_size is not None,
         )
+
+    def require_marginals(self, loss_name: str = "this loss") -> None:
+        """
+        Checks that the batch supports minibatch-stratified marginals: ``N`` is known,
+        ``B >= 2`` and ``N >= B``.
+
+        :param str loss_name: the caller's name, for error messages.
+        :raises ValueError: naming what is missing and how to give it.
+        """
+        if self.dataset_size is None:
+            raise ValueError(
+                f"{loss_name} needs the data-set size N, but the data plate {self.data_plate!r} is not subsampled "
+                f"(it has size {self.batch_size} and no full size); use "
+                "`pyro.plate('data', size=N, subsample=idx)` or pass dataset_size=N "
+                f"(dataset_size={self.batch_size} if the batch is the whole data set)"
+            )
+        if self.batch_size < 2:
+            raise ValueError(
+                f"{loss_name} expected a batch of at least 2 data points (the marginals are estimated "
+                f"from the batch) but got {self.batch_size}; use a larger batch"
+            )
+        if self.dataset_size < self.batch_size:
+            raise ValueError(
+                f"{loss_name} expected dataset_size >= batch size but got dataset_size={self.dataset_size} "
+                f"and a batch of {self.batch_size}; pass the size of the whole data set"
+            )
+
+    def data_point_mask(self, site: dict, value: torch.Tensor, batch_ndim: int) -> torch.Tensor | None:
+        """
+        The mask of a sample site (``poutine.mask`` and ``Distribution.mask`` together) as a
+        ``(P, B)`` mask of whole data points, or ``None`` where nothing is masked out.
+
+        :param dict site: a sample site in the data plate.
+        :param torch.Tensor value: its value.
+        :param int batch_ndim: number of batch dims of ``value``.
+        :rtype: torch.Tensor or None
+        :raises ValueError: where the mask selects parts of a data point.
+        """
+        fn = site["fn"]
+        num_variable_dims = variable_ndim(fn)
+        mask = distribution_mask(fn)
+        if site["mask"] is not None and site["mask"] is not True:
+            site_mask = torch.as_tensor(site["mask"], dtype=torch.bool)
+            site_mask = site_mask.reshape(site_mask.shape + (1,) * num_variable_dims)
+            mask = site_mask if mask is None else mask & site_mask
+        if mask is None:
+            return None
+        shape = value.shape[:batch_ndim] + fn.event_shape[:num_variable_dims]
+        mask = self.front(mask.to(value.device).expand(shape), batch_ndim)
+        mask = mask.reshape(mask.shape[:2] + (-1,))
+        if not (mask.all(-1) == mask.any(-1)).all():
+            raise ValueError(
+                "expected masks on latent sites to select whole data points but this one masks parts of a "
+                "data point; mask observed sites instead"
+            )
+        return mask[..., 0].expand(self.num_particles, self.batch_size)
 
     def in_data_plate(self, site: dict) -> bool:
         """Whether ``site`` is inside the data plate."""

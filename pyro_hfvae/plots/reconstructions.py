@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from pyro_hfvae.infer.inference_data import decode_latents, distribution_mean, latent_means
+from pyro_hfvae.distributions.util import distribution_mean
+from pyro_hfvae.infer.inference_data import decode_latents, latent_means
 from pyro_hfvae.plots._figure import is_image_shape, mosaic, row_centres, save_figure
 
 __all__ = [

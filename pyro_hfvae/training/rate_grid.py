@@ -29,8 +29,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from pyro_hfvae.distributions.util import latent_sites
 from pyro_hfvae.infer.hit import HITLoss
-from pyro_hfvae.infer.plate_layout import latent_sites
 from pyro_hfvae.util import atomic_file
 
 logger = logging.getLogger(__name__)

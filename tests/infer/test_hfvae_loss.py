@@ -516,12 +516,32 @@ def test_data_plate_errors(plate_kwargs, loss_kwargs, batch, match):
         HFVAELoss(**loss_kwargs).loss(model, guide)
 
 
-def test_no_data_plate_error():
+@pytest.mark.parametrize("observed_in_plate", [False, True])
+def test_only_global_latents_is_trace_elbo(observed_in_plate):
+    # Nothing to decompose: no data-plate N is needed and the loss is Trace_ELBO's.
     def model():
-        pyro.sample("z", dist.Normal(0.0, 1.0))
+        z = pyro.sample("z", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+        if observed_in_plate:
+            with pyro.plate("data", B):
+                pyro.sample("x", dist.Normal(z, 1.0), obs=torch.arange(B, dtype=torch.float64))
+        else:
+            pyro.sample("x", dist.Normal(z, 1.0), obs=torch.tensor(0.5, dtype=torch.float64))
 
-    with pytest.raises(ValueError, match="inside a data plate"):
-        HFVAELoss(dataset_size=10).loss(model, model)
+    def guide():
+        pyro.sample("z", dist.Normal(torch.tensor(0.3, dtype=torch.float64), 0.5))
+
+    model, guide, _ = replayed(model, guide)
+    loss_fn = HFVAELoss(2.0, 3.0, 4.0)
+    assert loss_fn.loss(model, guide) == pytest.approx(Trace_ELBO().loss(model, guide), rel=1e-12)
+    assert loss_fn.terms["mutual_info"] == 0.0
+
+
+def test_empty_guide_is_trace_elbo():
+    def model():
+        with pyro.plate("data", size=N, subsample=torch.arange(B)):
+            pyro.sample("x", dist.Normal(0.0, 1.0), obs=torch.linspace(-1, 1, B))
+
+    assert HFVAELoss(2.0).loss(model, lambda: None) == pytest.approx(Trace_ELBO().loss(model, lambda: None))
 
 
 def test_non_reparameterised_site_error():
@@ -602,6 +622,6 @@ def test_nan_names_site_and_term():
 )
 def test_batch_invariant_priors_are_recognised(fn, invariant):
     # Invariant priors are scored exactly; the others by the (costlier) batch mixture.
-    from pyro_hfvae.infer.hfvae import _is_batch_invariant
+    from pyro_hfvae.distributions.util import is_batch_invariant
 
-    assert _is_batch_invariant(fn, -1) is invariant
+    assert is_batch_invariant(fn, -1) is invariant

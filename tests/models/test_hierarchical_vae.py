@@ -7,8 +7,8 @@ from pyro import poutine
 from pyro.infer import SVI, TraceMeanField_ELBO
 from pyro.optim import Adam
 
+from pyro_hfvae.distributions.util import latent_sites
 from pyro_hfvae.infer.hit import HITLoss
-from pyro_hfvae.infer.plate_layout import latent_sites
 from pyro_hfvae.models import HierarchicalVAE, LadderVAE
 
 SMALL = dict(channels=(4, 8), hidden_dim=16)

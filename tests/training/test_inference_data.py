@@ -9,8 +9,8 @@ with warnings.catch_warnings():
     import arviz as az
 
 from pyro_hfvae.datasets import Digits
+from pyro_hfvae.distributions.util import distribution_mean
 from pyro_hfvae.infer.inference_data import (
-    distribution_mean,
     latent_groups,
     latent_means,
     latent_posterior,
