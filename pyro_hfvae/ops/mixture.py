@@ -128,6 +128,22 @@ class LogMarginals:
         """:math:`\\log \\hat q(z_s)`, the root of the tree."""
         return self.nodes[""]
 
+    def map(self, fn: Callable[..., torch.Tensor], *others: "LogMarginals") -> "LogMarginals":
+        """
+        ``fn`` applied to every tensor, with the same entry of each of ``others`` as further arguments.
+
+        Example::
+
+            >>> a = LogMarginals({"z": torch.zeros(2, 1)}, {"": torch.zeros(2)})
+            >>> a.map(torch.add, a.map(lambda t: t + 1)).joint
+            tensor([1., 1.])
+        """
+
+        def each(name: str) -> dict:
+            return {k: fn(v, *(getattr(o, name)[k] for o in others)) for k, v in getattr(self, name).items()}
+
+        return LogMarginals(each("variables"), each("nodes"), each("sites"), self.tree)
+
     def total_correlations(self) -> dict[str, torch.Tensor]:
         """
         Group path -> ``(..., S)`` total correlation between the node's children (its sites'
