@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from torch.distributions import Distribution
 
 from pyro_hfvae.infer.progressive import ProgressiveSchedule
+from pyro_hfvae.metrics._posterior_mixture import memory_budget
 from pyro_hfvae.metrics.information import mutual_information
 from pyro_hfvae.util import atomic_file
 
@@ -57,7 +58,7 @@ class InformationFlow:
 
     Each measurement calls :func:`~pyro_hfvae.metrics.mutual_information` on the whole
     ``data`` (the exact aggregate posterior :math:`\frac1N \sum_m q(z_l \mid x_m)`, batched
-    within ``max_memory_mb``), so every value is at most :math:`\log N`. ``total`` is
+    within ``pairwise_memory_mb``), so every value is at most :math:`\log N`. ``total`` is
     :math:`I(x; z)` of the active levels jointly, as in the paper's tables. For a posterior
     that factorises over the levels (a VLAE's), the sum over levels exceeds it by the total
     correlation between the levels in the aggregate posterior (the paper's :math:`I_{over}`).
@@ -77,7 +78,8 @@ class InformationFlow:
         (default: one per data point); the mixture is always over all of ``data``.
     :param int random_state: seed of the samples (the same for every measurement).
     :param int batch_size: rows per posterior call when ``data`` is a tensor.
-    :param float max_memory_mb: bound on the pairwise log densities held at once.
+    :param float pairwise_memory_mb: bound on the pairwise log densities held at once.
+    :param float max_memory_mb: deprecated name of ``pairwise_memory_mb``.
 
     Example::
 
@@ -105,7 +107,8 @@ class InformationFlow:
         num_samples: int | None = None,
         random_state: int = 0,
         batch_size: int = 1024,
-        max_memory_mb: float = 1024.0,
+        pairwise_memory_mb: float = 1024.0,
+        max_memory_mb: float | None = None,
     ) -> None:
         if not callable(posterior):
             raise TypeError(
@@ -126,7 +129,7 @@ class InformationFlow:
         self.num_samples = num_samples
         self.random_state = random_state
         self.batch_size = batch_size
-        self.max_memory_mb = max_memory_mb
+        self.pairwise_memory_mb = memory_budget(pairwise_memory_mb, max_memory_mb, "InformationFlow")
         #: The measurements so far, in order.
         self.records: list[InformationRecord] = []
 
@@ -148,7 +151,7 @@ class InformationFlow:
             num_samples=self.num_samples,
             random_state=self.random_state,
             batch_size=self.batch_size,
-            max_memory_mb=self.max_memory_mb,
+            pairwise_memory_mb=self.pairwise_memory_mb,
         )
         record = InformationRecord(
             stage=int(stage),
