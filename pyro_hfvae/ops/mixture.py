@@ -150,6 +150,8 @@ class LogMarginals:
         variables and its sub-groups), :math:`\\log \\hat q(z_{node}) - \\sum_c \\log \\hat q(z_c)`,
         for every node with at least two children.
         """
+        if self.tree is None:
+            raise ValueError("expected LogMarginals computed with a group tree but got tree=None; pass tree=")
         out = {}
         for node in self.tree.internal_nodes():
             children = [self.variables[s] for s in node.sites]
@@ -167,10 +169,10 @@ class LogMarginals:
         and ``tc_within/<path>`` for every group with at least two children. The loss
         subtracts the prior's total correlations, which are zero for factorised priors.
         """
+        tcs = self.total_correlations()
         zero = torch.zeros_like(self.joint)
         terms = {tc_term_name(0): zero, tc_term_name(1): zero}
         per_group = {}
-        tcs = self.total_correlations()
         depth = {n.path: n.depth for n in self.tree.internal_nodes()}
         for path, tc in tcs.items():
             name = tc_term_name(depth[path])

@@ -208,3 +208,13 @@ def test_ops_import_neither_training_metrics_nor_heavy_libraries():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_total_correlations_need_a_tree():
+    from pyro_hfvae.ops import mixture_log_marginals
+
+    table = torch.zeros(1, 2, 2, 1)
+    out = mixture_log_marginals({"z": lambda rows: table[:, rows]}, (1, 2, 2), {"z": 1})
+    assert out.nodes == {} and out.variables["z"].shape == (1, 2, 1)
+    with pytest.raises(ValueError, match="group tree"):
+        out.tc_terms()
