@@ -9,8 +9,7 @@ Speed of :mod:`pyro_hfvae.metrics`, printed as tables (not a test).
    encoder: total time split into encoder, data set and metric-own time, side by side with a
    vote-by-vote loop as disentanglement_lib runs it.
 3. The full-data-set (beta-TCVAE) MIG of a synthetic Gaussian posterior over the 737,280-item
-   dSprites grid, with a subset of samples per entropy on CPU (the cost is linear in it), and
-   the chunk sizes the memory bound gives.
+   dSprites grid, with a subset of samples per entropy on CPU (the cost is linear in it).
 
 Run ``python benchmarks/bench_metrics.py --help`` for the options.
 """
@@ -26,7 +25,6 @@ import sklearn.metrics
 import torch
 
 from pyro_hfvae.metrics import factor_vae_score, mig, mig_posterior, mig_sup, modularity
-from pyro_hfvae.metrics._posterior_mixture import SiteLayout, sample_chunk_size
 
 DSPRITES_SIZES = (3, 6, 40, 32, 32)
 DSPRITES_NAMES = ("shape", "scale", "orientation", "posX", "posY")
@@ -253,7 +251,7 @@ def bench_posterior_mig(args):
         dataset,
         num_samples=args.posterior_samples,
         batch_size=args.posterior_batch,
-        max_memory_mb=args.max_memory_mb,
+        pairwise_memory_mb=args.pairwise_memory_mb,
     )
     seconds = time.perf_counter() - start
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -286,16 +284,6 @@ def bench_posterior_mig(args):
         ],
         rows,
     )
-    layout = SiteLayout({"z": dist.Normal(torch.zeros(1, args.num_codes), 1.0).to_event(1)})
-    sizing = []
-    for memory, batch in [(args.max_memory_mb, args.posterior_batch), (8192, 8192), (16384, 16384)]:
-        chunk = sample_chunk_size(layout, batch, args.num_codes, torch.float32, memory)
-        sizing.append([memory, batch, chunk, f"{chunk * batch * args.num_codes * 4 / 2**20:.0f}"])
-    print_table(
-        "Chunk sizes from the memory bound (float32, per component batch)",
-        ["max_memory_mb", "batch_size (components)", "samples per chunk", "log-density table MB"],
-        sizing,
-    )
 
 
 def main(args=None):
@@ -312,7 +300,7 @@ def main(args=None):
         help="samples per entropy estimate (beta-TCVAE uses 10,000; linear cost)",
     )
     parser.add_argument("--posterior-batch", type=int, default=1024)
-    parser.add_argument("--max-memory-mb", type=float, default=1024.0)
+    parser.add_argument("--pairwise-memory-mb", type=float, default=1024.0)
     parser.add_argument(
         "--threads",
         type=int,

@@ -281,7 +281,7 @@ class Experiments:
             self.info_data,
             num_samples=args.info_samples,
             batch_size=512,
-            max_memory_mb=256.0,
+            pairwise_memory_mb=256.0,
         )
 
     def vlae(self) -> VLAE:

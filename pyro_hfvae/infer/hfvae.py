@@ -1,7 +1,6 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
 import logging
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Sequence
@@ -23,6 +22,7 @@ from pyro_hfvae.infer.plate_layout import PlateLayout
 from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight, guide_only_sites
 from pyro_hfvae.infer.weight_bound import tc_weight_bound
 from pyro_hfvae.ops.aggregate_posterior import tree_marginals
+from pyro_hfvae.ops.mixture import check_memory_budget
 
 logger = logging.getLogger(__name__)
 
@@ -212,19 +212,10 @@ class HFVAELoss(TermsELBO):
         self.level_weights = tuple(check_weight(name, f"level_weights[{i}]", w) for i, w in enumerate(level_weights))
         if concrete_scoring not in CONCRETE_SCORINGS:
             raise ValueError(f"expected concrete_scoring in {CONCRETE_SCORINGS} but got {concrete_scoring!r}")
-        try:
-            memory = float(pairwise_memory_mb)
-        except (TypeError, ValueError):
-            memory = float("nan")
-        if not (math.isfinite(memory) and memory > 0):
-            raise ValueError(
-                f"expected pairwise_memory_mb to be a finite number > 0 but got {pairwise_memory_mb!r}; "
-                "pass the memory budget in MiB, e.g. 1024"
-            )
         self.dataset_size = check_dataset_size(name, dataset_size)
         self.data_plate = data_plate
         self.concrete_scoring = concrete_scoring
-        self.pairwise_memory_mb = memory
+        self.pairwise_memory_mb = check_memory_budget(pairwise_memory_mb)
         self._warned_unbounded: set[str] = set()
 
     def tc_weights(self, tree: GroupNode, num_variables: dict[str, int]) -> dict[str, float]:

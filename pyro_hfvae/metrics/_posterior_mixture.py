@@ -1,11 +1,9 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
 """
-Exact aggregate-posterior densities over a whole data set, in bounded memory (private).
-
-The aggregate posterior is the mixture :math:`q(z) = \\frac{1}{N} \\sum_m q(z | x_m)`. Its
-log density at S sample points is a running logsumexp over chunks of samples x chunks of
-mixture components, so no more than ``max_memory_mb`` of pairwise log densities exist at once.
+The whole-data-set aggregate posterior for the information metrics (private): posteriors and
+samples of data batches, and the exact mixture :math:`\\frac{1}{N} \\sum_m q(\\cdot | x_m)`
+streamed over those batches through the engine of :mod:`pyro_hfvae.ops.mixture`.
 """
 
 import math
@@ -16,14 +14,12 @@ import torch
 from torch.distributions import Distribution, Independent
 
 from pyro_hfvae.distributions.util import soft_value, variable_log_prob, variable_ndim
+from pyro_hfvae.infer.groups import GroupNode
+from pyro_hfvae.infer.plate_layout import PlateLayout
+from pyro_hfvae.ops import LogMarginals, mixture_log_marginals, pairwise_log_prob
 
 PosteriorOutput = Mapping[str, Distribution] | Distribution
 Posterior = Callable[[torch.Tensor], PosteriorOutput]
-
-# Bytes per (sample, component) pair, in units of the log-density dtype's size: log_prob's
-# elementwise temporaries (a few per event element) plus the reduced targets and their exp.
-_TEMPORARIES_PER_EVENT_ELEMENT = 6
-_TEMPORARIES_PER_TARGET = 3
 
 #: Site name used when a posterior returns a single distribution.
 SINGLE_SITE = "z"
@@ -32,11 +28,7 @@ SINGLE_SITE = "z"
 def as_site_mapping(output: PosteriorOutput) -> dict[str, Distribution]:
     if isinstance(output, Distribution):
         return {SINGLE_SITE: output}
-    if (
-        isinstance(output, Mapping)
-        and output
-        and all(isinstance(fn, Distribution) for fn in output.values())
-    ):
+    if isinstance(output, Mapping) and output and all(isinstance(fn, Distribution) for fn in output.values()):
         return dict(output)
     raise TypeError(
         "expected the posterior to return a torch Distribution or a non-empty mapping site name "
@@ -47,7 +39,7 @@ def as_site_mapping(output: PosteriorOutput) -> dict[str, Distribution]:
 
 class SiteLayout:
     """
-    How the sites' variables are laid out along one flat variable axis.
+    The sites of a posterior and their variables.
 
     A site whose distribution is ``Independent`` over scalar events has one variable per
     event element; an intrinsically multivariate event (Concrete, Dirichlet,
@@ -59,14 +51,8 @@ class SiteLayout:
         self.var_ndim = {name: variable_ndim(fn) for name, fn in sites.items()}
         self.event_shape = {name: fn.event_shape for name, fn in sites.items()}
         self.var_shape = {name: fn.event_shape[: self.var_ndim[name]] for name, fn in sites.items()}
-        self.slices = {}
-        start = 0
-        for name in self.sites:
-            size = math.prod(self.var_shape[name])
-            self.slices[name] = slice(start, start + size)
-            start += size
-        self.num_variables = start
-        self.num_event_elements = sum(math.prod(shape) for shape in self.event_shape.values())
+        self.num_variables = {name: math.prod(shape) for name, shape in self.var_shape.items()}
+        self.num_elements = {name: math.prod(shape) for name, shape in self.event_shape.items()}
 
     def check(self, sites: Mapping[str, Distribution], num_data: int) -> None:
         if list(sites) != self.sites:
@@ -87,17 +73,6 @@ class SiteLayout:
                     f"expected site {name!r} to keep event_shape {tuple(self.event_shape[name])} "
                     f"across batches but got {tuple(fn.event_shape)}"
                 )
-
-    def log_prob(
-        self, sites: Mapping[str, Distribution], values: Mapping[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """Per-variable log densities, (*broadcast batch, num_variables)."""
-        parts = []
-        for name in self.sites:
-            log_prob = variable_log_prob(sites[name], values[name], self.var_ndim[name])
-            batch_ndim = log_prob.dim() - len(self.var_shape[name])
-            parts.append(log_prob.reshape(log_prob.shape[:batch_ndim] + (-1,)))
-        return torch.cat(parts, dim=-1)
 
     def locations(self, sites: Mapping[str, Distribution]) -> torch.Tensor | None:
         """
@@ -120,15 +95,72 @@ class SiteLayout:
         return torch.cat(parts, dim=-1)
 
     def variable_of_element(self) -> torch.Tensor:
-        """Index of the variable each flattened event element belongs to."""
-        index = []
+        """Index of the variable (along the sites' variables, in order) each flattened event element belongs to."""
+        index, start = [], 0
         for name in self.sites:
-            num_vars = math.prod(self.var_shape[name])
             per_var = math.prod(self.event_shape[name][self.var_ndim[name] :])
-            index.append(
-                torch.arange(num_vars).repeat_interleave(per_var) + self.slices[name].start
-            )
+            index.append(torch.arange(self.num_variables[name]).repeat_interleave(per_var) + start)
+            start += self.num_variables[name]
         return torch.cat(index)
+
+    def log_marginals(
+        self,
+        points: Mapping[str, torch.Tensor],
+        components: Iterable[tuple[Mapping[str, Distribution], Mapping[str, torch.Tensor]]],
+        tree: GroupNode | None,
+        pairwise_memory_mb: float,
+        *,
+        sites: bool = False,
+    ) -> tuple[LogMarginals, int]:
+        """
+        :math:`\\log \\sum_m q(t(z_s) | x_m)` for every variable (site, node) ``t`` at every
+        sample point, over all components (float64, not yet divided by their number).
+
+        :param points: site -> (S, *event_shape) sample points.
+        :param components: batches of (site -> distribution with batch_shape (M_c,), site ->
+            the components' own samples, inside their supports).
+        :returns: the log sums and the number of components.
+        """
+        num_points = next(iter(points.values())).shape[0]
+        plate = PlateLayout("data", -1, num_points, None, None, 1)
+        total, count = None, 0
+        for fns, anchors in components:
+            num_components = next(iter(fns.values())).batch_shape[0]
+
+            def table(rows: slice, name: str, fns=fns, anchors=anchors, num_components=num_components):
+                def score(fn, value):
+                    return variable_log_prob(fn, value, self.var_ndim[name])
+
+                return pairwise_log_prob(score, fns[name], points[name], plate, rows, num_components=num_components,
+                                         anchor=anchors[name])
+
+            with torch.no_grad():
+                block = mixture_log_marginals(
+                    {name: lambda rows, name=name: table(rows, name) for name in self.sites},
+                    (1, num_points, num_components), self.num_variables, tree, sites=sites,
+                    num_elements=self.num_elements, dtype=points[self.sites[0]].dtype,
+                    pairwise_memory_mb=pairwise_memory_mb,
+                ).map(lambda t: t[0].to(torch.float64))
+            total = block if total is None else total.map(torch.logaddexp, block)
+            count += num_components
+        if total is None:
+            raise ValueError("expected at least one batch of data but got none")
+        return total, count
+
+    def own_log_marginals(
+        self, fns: Mapping[str, Distribution], values: Mapping[str, torch.Tensor], tree: GroupNode | None
+    ) -> LogMarginals:
+        """:math:`\\log q(t(z_s) | x_s)` for every target ``t`` at each point's own sample (float64)."""
+        own = {}
+        for name in self.sites:
+            log_prob = variable_log_prob(fns[name], values[name], self.var_ndim[name])
+            own[name] = log_prob.reshape(1, -1, 1, self.num_variables[name])
+        with torch.no_grad():
+            out = mixture_log_marginals(
+                {name: lambda rows, name=name: own[name][:, rows] for name in self.sites},
+                (1, own[self.sites[0]].shape[1], 1), self.num_variables, tree, sites=True,
+            )
+        return out.map(lambda t: t[0].to(torch.float64))
 
 
 def sample_sites(sites: Mapping[str, Distribution]) -> dict[str, torch.Tensor]:
@@ -137,80 +169,7 @@ def sample_sites(sites: Mapping[str, Distribution]) -> dict[str, torch.Tensor]:
         return {name: soft_value(fn.sample()) for name, fn in sites.items()}
 
 
-def sample_chunk_size(
-    layout: SiteLayout,
-    num_components: int,
-    num_targets: int,
-    dtype: torch.dtype,
-    max_memory_mb: float,
-) -> int:
-    """Most samples whose pairwise table against ``num_components`` components fits the bound."""
-    itemsize = torch.finfo(dtype).bits // 8
-    per_pair = itemsize * (
-        _TEMPORARIES_PER_EVENT_ELEMENT * layout.num_event_elements
-        + _TEMPORARIES_PER_TARGET * num_targets
-    )
-    budget = max_memory_mb * 2**20
-    chunk = int(budget // (per_pair * num_components))
-    if chunk < 1:
-        raise ValueError(
-            "expected a component batch whose pairwise log densities fit "
-            f"max_memory_mb={max_memory_mb} but a batch of {num_components} data points needs "
-            f"{per_pair * num_components / 2**20:.3g} MB per sample; pass smaller data batches "
-            "or raise max_memory_mb"
-        )
-    return chunk
-
-
-def mixture_log_density(
-    layout: SiteLayout,
-    values: Mapping[str, torch.Tensor],
-    components: Iterable[Mapping[str, Distribution]],
-    reduce: Callable[[torch.Tensor], torch.Tensor],
-    num_targets: int,
-    max_memory_mb: float,
-) -> tuple[torch.Tensor, int]:
-    """
-    :math:`\\log \\sum_m q(t(z_s) | x_m)` for every sample :math:`s` and target :math:`t`.
-
-    :param values: site -> (S, *event_shape) sample points.
-    :param components: batches of posteriors, site -> distribution with batch_shape (M_c,).
-    :param reduce: maps per-variable log densities (..., num_variables) to (..., num_targets)
-        (a target is a variable or a sum of variables, e.g. a site or a group).
-    :returns: (S, num_targets) float64 log sums (not yet divided by the number of
-        components) and the number of components.
-    """
-    num_samples = next(iter(values.values())).shape[0]
-    total = None
-    num_components = 0
-    for sites in components:
-        batch = next(iter(sites.values())).batch_shape[0]
-        chunk = sample_chunk_size(
-            layout, batch, num_targets, values[layout.sites[0]].dtype, max_memory_mb
-        )
-        for start in range(0, num_samples, chunk):
-            points = {
-                name: value[start : start + chunk].unsqueeze(1) for name, value in values.items()
-            }
-            with torch.no_grad():
-                log_sum = reduce(layout.log_prob(sites, points)).logsumexp(dim=1).to(torch.float64)
-            if total is None:
-                total = torch.full(
-                    (num_samples, num_targets),
-                    -math.inf,
-                    dtype=torch.float64,
-                    device=log_sum.device,
-                )
-            total[start : start + chunk] = torch.logaddexp(total[start : start + chunk], log_sum)
-        num_components += batch
-    if total is None:
-        raise ValueError("expected at least one batch of data but got none")
-    return total, num_components
-
-
-def choose_samples(
-    num_data: int, num_samples: int | None, random_state: np.random.RandomState
-) -> np.ndarray:
+def choose_samples(num_data: int, num_samples: int | None, random_state: np.random.RandomState) -> np.ndarray:
     """Sorted indices of the scored data points (all if ``num_samples`` is None or >= N)."""
     if num_samples is None or num_samples >= num_data:
         return np.arange(num_data)

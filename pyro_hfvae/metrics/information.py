@@ -5,9 +5,12 @@ Information metrics of an encoder's posterior over a whole data set.
 
 The aggregate posterior :math:`q(z) = \\frac{1}{N} \\sum_{m=1}^N q(z | x_m)` is evaluated
 exactly (every data point is a mixture component), at one sample :math:`z_s \\sim q(z|x_s)`
-per data point or at a random subset of them, as beta-TCVAE and pro-VLAE do. Work is done
-in chunks of samples x components so that memory stays below ``max_memory_mb``; tensors
-stay on the posterior's device.
+per data point or at a random subset of them, as beta-TCVAE and pro-VLAE do, by the engine
+that also serves :class:`~pyro_hfvae.HFVAELoss` (:func:`~pyro_hfvae.ops.mixture_log_marginals`,
+with uniform weights over the data set instead of minibatch-stratified ones). The marginals
+are reduced over the same group tree as the loss's (:func:`~pyro_hfvae.ops.groups_to_tree`:
+group paths nest with ``"/"``). Work is done in chunks of samples x components so that
+memory stays below ``pairwise_memory_mb``; tensors stay on the posterior's device.
 """
 
 import dataclasses
@@ -28,9 +31,10 @@ from pyro_hfvae.metrics._posterior_mixture import (
     SiteLayout,
     as_site_mapping,
     choose_samples,
-    mixture_log_density,
     sample_sites,
 )
+from pyro_hfvae.ops import LogMarginals, groups_to_tree
+from pyro_hfvae.ops.mixture import check_memory_budget
 from pyro_hfvae.util import forked_rng
 
 __all__ = [
@@ -49,7 +53,8 @@ class MutualInformation:
     Estimates of :math:`I(x; \\cdot)` in nats (each at most :math:`\\log N`).
 
     :ivar float total: :math:`I(x; z)` of all sites together.
-    :ivar dict groups: group name -> :math:`I(x; z_g)`.
+    :ivar dict groups: group path -> :math:`I(x; z_g)`, for every group of the tree
+        (``"style"`` and its sub-groups ``"style/pose"``, ...).
     :ivar dict sites: site name -> :math:`I(x; z_{\\text{site}})`.
     :ivar dict variables: site name -> array of :math:`I(x; z_v)` per variable of the site
         (shape ``event_shape[:variable_ndim]``; a 0-d array for a one-variable site).
@@ -69,11 +74,20 @@ class MutualInformation:
 class TotalCorrelation:
     """
     Total correlations of the aggregate posterior in nats, with
-    ``total == between_groups + sum(within_groups.values())`` (per sample, hence exactly).
+    ``total == between_groups + sum(within_groups.values())`` and
+    ``total == sum`` of the levels of :attr:`terms` (per sample, hence exactly).
 
     :ivar float total: :math:`\\sum_v H(z_v) - H(z)` over all variables.
-    :ivar float between_groups: :math:`\\sum_g H(z_g) - H(z)`.
-    :ivar dict within_groups: group name -> :math:`\\sum_{v \\in g} H(z_v) - H(z_g)`.
+    :ivar float between_groups: :math:`\\sum_g H(z_g) - H(z)` over the top-level groups.
+    :ivar dict within_groups: top-level group -> :math:`\\sum_{v \\in g} H(z_v) - H(z_g)`
+        (all its levels together).
+    :ivar dict terms: the total correlations :class:`~pyro_hfvae.HFVAELoss` weights, under
+        the names of its ``terms``: ``tc_between``, ``tc_within`` (summed over top-level
+        groups), ``tc_within_2``, ... for deeper levels, and ``tc_within/<path>`` for every
+        group with at least two children (sub-groups or variables), each the total
+        correlation between the node's children
+        (:meth:`LogMarginals.tc_terms <pyro_hfvae.ops.LogMarginals.tc_terms>`). The loss
+        subtracts the prior's total correlations, zero for factorised priors.
     :ivar int num_data: number of data points N.
     :ivar int num_samples: number of samples the expectations average over.
     """
@@ -81,6 +95,7 @@ class TotalCorrelation:
     total: float
     between_groups: float
     within_groups: dict[str, float]
+    terms: dict[str, float]
     num_data: int
     num_samples: int
 
@@ -96,116 +111,45 @@ def _data_batches(data: DataLike, batch_size: int) -> Iterator[torch.Tensor]:
         yield item[0] if isinstance(item, (tuple, list)) else item
 
 
-def _resolve_groups(
-    sites: Sequence[str], groups: Mapping[str, Sequence[str]] | None
-) -> dict[str, list[str]]:
-    """Each listed group, then every site in no group as a group of its own (named after it)."""
-    resolved: dict[str, list[str]] = {}
-    owner: dict[str, str] = {}
-    for group, members in (groups or {}).items():
-        if isinstance(members, str):
-            raise TypeError(
-                f"expected group {group!r} to list site names but got the string {members!r}; "
-                f"write [{members!r}]"
-            )
-        members = list(members)
-        for site in members:
-            if site not in sites:
-                raise ValueError(
-                    f"expected the sites of group {group!r} among the posterior's sites "
-                    f"{list(sites)} but got {site!r}"
-                )
-            if site in owner:
-                raise ValueError(
-                    f"expected every site in at most one group but {site!r} is in "
-                    f"{owner[site]!r} and {group!r}"
-                )
-            owner[site] = group
-        if not members:
-            raise ValueError(f"expected group {group!r} to list at least one site but got none")
-        resolved[group] = members
-    for site in sites:
-        if site not in owner:
-            if site in resolved:
-                raise ValueError(
-                    f"site {site!r} is in no group, so it forms a group of its own, but a group of "
-                    f"that name already exists; add it to a group or rename the group"
-                )
-            resolved[site] = [site]
-    return resolved
-
-
-class _Targets:
-    """Reduces per-variable log densities to the targets: variables, sites, groups, then all."""
-
-    def __init__(self, layout: SiteLayout, groups: dict[str, list[str]]) -> None:
-        self.layout = layout
-        self.groups = groups
-        num_variables = layout.num_variables
-        self.site_index = {name: num_variables + i for i, name in enumerate(layout.sites)}
-        self.group_index = {
-            name: num_variables + len(layout.sites) + j for j, name in enumerate(groups)
-        }
-        self.total_index = num_variables + len(layout.sites) + len(groups)
-        self.count = self.total_index + 1
-
-    def __call__(self, log_prob: torch.Tensor) -> torch.Tensor:
-        sites = {
-            name: log_prob[..., self.layout.slices[name]].sum(-1) for name in self.layout.sites
-        }
-        group_sums = [sum(sites[name] for name in members) for members in self.groups.values()]
-        total = sum(sites.values())
-        return torch.cat(
-            [log_prob, torch.stack(list(sites.values()) + group_sums + [total], dim=-1)], dim=-1
-        )
-
-
-def _log_densities(
+def _log_marginals(
     posterior: Posterior,
     data: DataLike,
     groups,
     num_samples,
     random_state,
     batch_size: int,
-    max_memory_mb: float,
-) -> tuple[_Targets, torch.Tensor, torch.Tensor, int]:
+    pairwise_memory_mb: float,
+) -> tuple[SiteLayout, LogMarginals, LogMarginals, int]:
     r"""
-    Returns the targets, and at each scored sample :math:`z_s` the log densities
-    :math:`\log q(t(z_s) | x_s)` and :math:`\log q(t(z_s))` of every target (both (S, T),
-    float64), and the number of data points.
+    The sites, and at each scored sample :math:`z_s` the log densities
+    :math:`\log q(t(z_s) | x_s)` and :math:`\log q(t(z_s))` of every variable, site and
+    node of the group tree (float64), and the number of data points.
     """
     batch_size = check_positive_int(batch_size, "batch_size")
     if num_samples is not None:
         num_samples = check_positive_int(num_samples, "num_samples")
-    if not max_memory_mb > 0:
-        raise ValueError(f"expected max_memory_mb > 0 but got {max_memory_mb!r}")
     random_state = as_random_state(random_state)
-    components, values, own = [], [], []
-    targets = None
+    components, own = [], []
+    layout = tree = None
     with forked_rng(seed=torch_seed(random_state)):
         for x in _data_batches(data, batch_size):
             with torch.no_grad():
                 sites = as_site_mapping(posterior(x))
-            if targets is None:
+            if layout is None:
                 layout = SiteLayout(sites)
-                targets = _Targets(layout, _resolve_groups(layout.sites, groups))
-            targets.layout.check(sites, len(x))
+                tree = groups_to_tree(layout.sites, groups)
+            layout.check(sites, len(x))
             sample = sample_sites(sites)
-            with torch.no_grad():
-                own.append(targets(targets.layout.log_prob(sites, sample)).to(torch.float64))
-            components.append(sites)
-            values.append(sample)
-    if targets is None:
+            own.append(layout.own_log_marginals(sites, sample, tree))
+            components.append((sites, sample))
+    if layout is None:
         raise ValueError("expected data with at least one batch but got none")
-    layout = targets.layout
-    own = torch.cat(own)
-    num_data = own.shape[0]
-    chosen = torch.from_numpy(choose_samples(num_data, num_samples, random_state)).to(own.device)
-    points = {name: torch.cat([value[name] for value in values])[chosen] for name in layout.sites}
-    log_sum, _ = mixture_log_density(
-        layout, points, components, targets, targets.count, max_memory_mb
-    )
-    return targets, own[chosen], log_sum - math.log(num_data), num_data
+    own = own[0].map(lambda *blocks: torch.cat(blocks), *own[1:])
+    num_data = own.joint.shape[0]
+    chosen = torch.from_numpy(choose_samples(num_data, num_samples, random_state)).to(own.joint.device)
+    points = {name: torch.cat([sample[name] for _, sample in components])[chosen] for name in layout.sites}
+    log_sum, _ = layout.log_marginals(points, components, tree, pairwise_memory_mb, sites=True)
+    return layout, own.map(lambda t: t[chosen]), log_sum.map(lambda t: t - math.log(num_data)), num_data
 
 
 def mutual_information(
@@ -215,7 +159,7 @@ def mutual_information(
     num_samples: int | None = None,
     random_state: RandomStateLike = 0,
     batch_size: int = 1024,
-    max_memory_mb: float = 1024.0,
+    pairwise_memory_mb: float = 1024.0,
 ) -> MutualInformation:
     r"""
     Mutual information between the data and every latent variable, site, group and all
@@ -237,7 +181,7 @@ def mutual_information(
 
     The posterior is called once per data batch under ``torch.no_grad()`` (put the encoder in
     eval mode); its distributions are kept for the whole data set (parameters only) and the
-    pairwise log densities are evaluated in chunks of at most ``max_memory_mb``.
+    pairwise log densities are evaluated in chunks of at most ``pairwise_memory_mb``.
 
     :param callable posterior: ``x_batch -> {site: Distribution}`` (or one Distribution, named
         ``"z"``), each with ``batch_shape == (len(x_batch),)``, e.g.
@@ -245,13 +189,14 @@ def mutual_information(
     :param data: the whole data set: a tensor (split into ``batch_size`` rows) or an iterable of
         batches (tensors, or tuples whose first element is the observations, as DataLoaders yield).
     :type data: torch.Tensor or numpy.ndarray or Iterable
-    :param dict groups: group name -> list of site names; sites in no group form their own
+    :param dict groups: group path -> list of site names (``"style/pose"`` nests a group in
+        ``"style"``, as in :class:`~pyro_hfvae.HFVAELoss`); sites in no group form their own
         group. Default: one group per site.
     :param int num_samples: score a random subset of this many samples (default: all N).
     :param random_state: seed or :class:`numpy.random.RandomState` for the samples and the subset.
     :type random_state: int or numpy.random.RandomState
     :param int batch_size: rows per posterior call when ``data`` is a tensor.
-    :param float max_memory_mb: bound on the pairwise log densities held at once.
+    :param float pairwise_memory_mb: bound on the pairwise log densities held at once.
     :returns: the estimates.
     :rtype: MutualInformation
 
@@ -272,21 +217,18 @@ def mutual_information(
     [2] Progressive Learning and Disentanglement of Hierarchical Representations,
         Zhiyuan Li, Jaideep Vitthal Murkute, Prashnna Kumar Gyawali, Linwei Wang (ICLR 2020)
     """
-    targets, own, aggregate, num_data = _log_densities(
-        posterior, data, groups, num_samples, random_state, batch_size, max_memory_mb
+    pairwise_memory_mb = check_memory_budget(pairwise_memory_mb)
+    layout, own, aggregate, num_data = _log_marginals(
+        posterior, data, groups, num_samples, random_state, batch_size, pairwise_memory_mb
     )
-    information = (own - aggregate).mean(0).cpu().numpy()
-    layout = targets.layout
+    information = own.map(lambda a, b: (a - b).mean(0).cpu().numpy(), aggregate)
     return MutualInformation(
-        total=float(information[targets.total_index]),
-        groups={name: float(information[index]) for name, index in targets.group_index.items()},
-        sites={name: float(information[index]) for name, index in targets.site_index.items()},
-        variables={
-            name: information[layout.slices[name]].reshape(tuple(layout.var_shape[name]))
-            for name in layout.sites
-        },
+        total=float(information.joint),
+        groups={path: float(value) for path, value in information.nodes.items() if path},
+        sites={name: float(value) for name, value in information.sites.items()},
+        variables={name: value.reshape(tuple(layout.var_shape[name])) for name, value in information.variables.items()},
         num_data=num_data,
-        num_samples=own.shape[0],
+        num_samples=own.joint.shape[0],
     )
 
 
@@ -297,7 +239,7 @@ def total_correlation(
     num_samples: int | None = None,
     random_state: RandomStateLike = 0,
     batch_size: int = 1024,
-    max_memory_mb: float = 1024.0,
+    pairwise_memory_mb: float = 1024.0,
 ) -> TotalCorrelation:
     r"""
     Total correlation of the aggregate posterior, overall, between groups and within each group.
@@ -318,12 +260,13 @@ def total_correlation(
     :param callable posterior: ``x_batch -> {site: Distribution}`` (see :func:`mutual_information`).
     :param data: the whole data set, a tensor or an iterable of batches.
     :type data: torch.Tensor or numpy.ndarray or Iterable
-    :param dict groups: group name -> list of site names (default: one group per site).
+    :param dict groups: group path -> list of site names (``"/"`` nests groups; default: one
+        group per site).
     :param int num_samples: score a random subset of this many samples (default: all N).
     :param random_state: seed or :class:`numpy.random.RandomState`.
     :type random_state: int or numpy.random.RandomState
     :param int batch_size: rows per posterior call when ``data`` is a tensor.
-    :param float max_memory_mb: bound on the pairwise log densities held at once.
+    :param float pairwise_memory_mb: bound on the pairwise log densities held at once.
     :returns: the estimates.
     :rtype: TotalCorrelation
 
@@ -342,27 +285,25 @@ def total_correlation(
     [2] Isolating Sources of Disentanglement in Variational Autoencoders,
         Ricky T. Q. Chen, Xuechen Li, Roger Grosse, David Duvenaud (NeurIPS 2018)
     """
-    targets, _, aggregate, num_data = _log_densities(
-        posterior, data, groups, num_samples, random_state, batch_size, max_memory_mb
+    pairwise_memory_mb = check_memory_budget(pairwise_memory_mb)
+    _, _, aggregate, num_data = _log_marginals(
+        posterior, data, groups, num_samples, random_state, batch_size, pairwise_memory_mb
     )
-    layout = targets.layout
-    variable_sum = {name: aggregate[:, layout.slices[name]].sum(1) for name in layout.sites}
-    within = {
-        group: float(
-            (
-                aggregate[:, targets.group_index[group]]
-                - sum(variable_sum[site] for site in members)
-            ).mean()
-        )
-        for group, members in targets.groups.items()
-    }
-    group_sum = sum(aggregate[:, index] for index in targets.group_index.values())
+    tree = aggregate.tree
+
+    def variable_sum(sites: list[str]) -> torch.Tensor:
+        return sum(aggregate.variables[name].sum(-1) for name in sites)
+
     return TotalCorrelation(
-        total=float(
-            (aggregate[:, targets.total_index] - aggregate[:, : layout.num_variables].sum(1)).mean()
+        total=float((aggregate.joint - variable_sum(tree.all_sites())).mean()),
+        between_groups=float(
+            (aggregate.joint - sum(aggregate.nodes[group.path] for group in tree.children)).mean()
         ),
-        between_groups=float((aggregate[:, targets.total_index] - group_sum).mean()),
-        within_groups=within,
+        within_groups={
+            group.path: float((aggregate.nodes[group.path] - variable_sum(group.all_sites())).mean())
+            for group in tree.children
+        },
+        terms={name: float(value.mean()) for name, value in aggregate.tc_terms().items()},
         num_data=num_data,
-        num_samples=aggregate.shape[0],
+        num_samples=aggregate.joint.shape[0],
     )

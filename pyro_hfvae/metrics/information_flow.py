@@ -19,6 +19,7 @@ from torch.distributions import Distribution
 from pyro_hfvae._format import format_number
 from pyro_hfvae.infer.progressive import ProgressiveSchedule
 from pyro_hfvae.metrics.information import mutual_information
+from pyro_hfvae.ops.mixture import check_memory_budget
 from pyro_hfvae.plots._figure import save_figure
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class InformationFlow:
 
     Each measurement calls :func:`~pyro_hfvae.metrics.mutual_information` on the whole
     ``data`` (the exact aggregate posterior :math:`\frac1N \sum_m q(z_l \mid x_m)`, batched
-    within ``max_memory_mb``), so every value is at most :math:`\log N`. ``total`` is
+    within ``pairwise_memory_mb``), so every value is at most :math:`\log N`. ``total`` is
     :math:`I(x; z)` of the active levels jointly, as in the paper's tables. For a posterior
     that factorises over the levels (a VLAE's), the sum over levels exceeds it by the total
     correlation between the levels in the aggregate posterior (the paper's :math:`I_{over}`).
@@ -78,7 +79,7 @@ class InformationFlow:
         (default: one per data point); the mixture is always over all of ``data``.
     :param int random_state: seed of the samples (the same for every measurement).
     :param int batch_size: rows per posterior call when ``data`` is a tensor.
-    :param float max_memory_mb: bound on the pairwise log densities held at once.
+    :param float pairwise_memory_mb: bound on the pairwise log densities held at once.
 
     Example::
 
@@ -106,7 +107,7 @@ class InformationFlow:
         num_samples: int | None = None,
         random_state: int = 0,
         batch_size: int = 1024,
-        max_memory_mb: float = 1024.0,
+        pairwise_memory_mb: float = 1024.0,
     ) -> None:
         if not callable(posterior):
             raise TypeError(
@@ -127,7 +128,7 @@ class InformationFlow:
         self.num_samples = num_samples
         self.random_state = random_state
         self.batch_size = batch_size
-        self.max_memory_mb = max_memory_mb
+        self.pairwise_memory_mb = check_memory_budget(pairwise_memory_mb)
         #: The measurements so far, in order.
         self.records: list[InformationRecord] = []
 
@@ -149,7 +150,7 @@ class InformationFlow:
             num_samples=self.num_samples,
             random_state=self.random_state,
             batch_size=self.batch_size,
-            max_memory_mb=self.max_memory_mb,
+            pairwise_memory_mb=self.pairwise_memory_mb,
         )
         record = InformationRecord(
             stage=int(stage),

@@ -29,9 +29,9 @@ from pyro_hfvae.metrics._posterior_mixture import (
     SiteLayout,
     as_site_mapping,
     choose_samples,
-    mixture_log_density,
     sample_sites,
 )
+from pyro_hfvae.ops.mixture import check_memory_budget
 from pyro_hfvae.util import forked_rng
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,8 @@ class _Grid:
             self.factors[indices], self.random_state
         )
 
-    def posteriors(self, indices: np.ndarray) -> Iterator[dict]:
+    def posteriors(self, indices: np.ndarray) -> Iterator[tuple[np.ndarray, dict]]:
+        """The items of ``indices`` in batches, with their posteriors."""
         for start in range(0, len(indices), self.batch_size):
             chunk = indices[start : start + self.batch_size]
             with torch.no_grad():
@@ -135,7 +136,7 @@ class _Grid:
             if self.layout is None:
                 self.layout = SiteLayout(sites)
             self.layout.check(sites, len(chunk))
-            yield sites
+            yield chunk, sites
 
 
 def _factor_information(
@@ -145,7 +146,7 @@ def _factor_information(
     num_samples,
     batch_size,
     random_state,
-    max_memory_mb,
+    pairwise_memory_mb,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """
     (num_variables, kept factors) normalised mutual informations clamped at 0, and the
@@ -153,8 +154,6 @@ def _factor_information(
     """
     batch_size = check_positive_int(batch_size, "batch_size")
     num_samples = check_positive_int(num_samples, "num_samples")
-    if not max_memory_mb > 0:
-        raise ValueError(f"expected max_memory_mb > 0 but got {max_memory_mb!r}")
     random_state = as_random_state(random_state)
     factors = _all_factors(dataset)
     names = _factor_names(dataset, factors.shape[1])
@@ -173,7 +172,7 @@ def _factor_information(
     values, location_sum, location_square_sum, shift = [], 0.0, 0.0, None
     has_locations = True
     with forked_rng(seed=torch_seed(random_state)):
-        for sites in grid.posteriors(everything):
+        for _, sites in grid.posteriors(everything):
             values.append(sample_sites(sites))
             locations = grid.layout.locations(sites) if has_locations else None
             if locations is None:
@@ -193,7 +192,7 @@ def _factor_information(
         element_variance = element_variance.clamp(min=0)
         owner = layout.variable_of_element().to(element_variance.device)
         location_variance = torch.zeros(
-            layout.num_variables, dtype=torch.float64, device=element_variance.device
+            sum(layout.num_variables.values()), dtype=torch.float64, device=element_variance.device
         )
         location_variance.index_add_(0, owner, element_variance)
 
@@ -202,14 +201,12 @@ def _factor_information(
         scored = indices[choose_samples(len(indices), num_samples, random_state)]
         scored = torch.from_numpy(scored)
         points = {name: value[scored.to(value.device)] for name, value in values.items()}
-        log_sum, count = mixture_log_density(
-            layout,
-            points,
-            grid.posteriors(indices),
-            lambda lp: lp,
-            layout.num_variables,
-            max_memory_mb,
+        components = (
+            (sites, {name: value[torch.from_numpy(chunk).to(value.device)] for name, value in values.items()})
+            for chunk, sites in grid.posteriors(indices)
         )
+        log_sum, count = layout.log_marginals(points, components, None, pairwise_memory_mb)
+        log_sum = torch.cat([log_sum.variables[name] for name in layout.sites], dim=1)
         return -(log_sum - math.log(count)).mean(0)
 
     marginal = entropy(everything)
@@ -238,7 +235,7 @@ def mig_posterior(
     num_samples: int = 10000,
     batch_size: int = 1024,
     random_state: RandomStateLike = 0,
-    max_memory_mb: float = 1024.0,
+    pairwise_memory_mb: float = 1024.0,
 ) -> float:
     r"""
     Mutual Information Gap of the posterior over a whole data set (beta-TCVAE's estimator).
@@ -272,7 +269,7 @@ def mig_posterior(
     :param int batch_size: items per posterior call (and mixture components per chunk).
     :param random_state: seed or :class:`numpy.random.RandomState` for samples and subsets.
     :type random_state: int or numpy.random.RandomState
-    :param float max_memory_mb: bound on the pairwise log densities held at once.
+    :param float pairwise_memory_mb: bound on the pairwise log densities held at once.
     :returns: MIG in [0, 1].
     :rtype: float
 
@@ -296,8 +293,9 @@ def mig_posterior(
     [1] Isolating Sources of Disentanglement in Variational Autoencoders,
         Ricky T. Q. Chen, Xuechen Li, Roger Grosse, David Duvenaud (NeurIPS 2018)
     """
+    pairwise_memory_mb = check_memory_budget(pairwise_memory_mb)
     normalized, _ = _factor_information(
-        posterior, dataset, exclude_factors, num_samples, batch_size, random_state, max_memory_mb
+        posterior, dataset, exclude_factors, num_samples, batch_size, random_state, pairwise_memory_mb
     )
     if normalized.shape[0] < 2:
         raise ValueError(
@@ -315,7 +313,7 @@ def mig_sup_posterior(
     num_samples: int = 10000,
     batch_size: int = 1024,
     random_state: RandomStateLike = 0,
-    max_memory_mb: float = 1024.0,
+    pairwise_memory_mb: float = 1024.0,
     active_variance: float = 0.01,
 ) -> float:
     r"""
@@ -348,7 +346,7 @@ def mig_sup_posterior(
     :param int batch_size: items per posterior call (and mixture components per chunk).
     :param random_state: seed or :class:`numpy.random.RandomState` for samples and subsets.
     :type random_state: int or numpy.random.RandomState
-    :param float max_memory_mb: bound on the pairwise log densities held at once.
+    :param float pairwise_memory_mb: bound on the pairwise log densities held at once.
     :param float active_variance: activity threshold (pro-VLAE: 0.01).
     :returns: MIG-sup in [0, 1].
     :rtype: float
@@ -375,8 +373,9 @@ def mig_sup_posterior(
     [1] Progressive Learning and Disentanglement of Hierarchical Representations,
         Zhiyuan Li, Jaideep Vitthal Murkute, Prashnna Kumar Gyawali, Linwei Wang (ICLR 2020)
     """
+    pairwise_memory_mb = check_memory_budget(pairwise_memory_mb)
     normalized, location_variance = _factor_information(
-        posterior, dataset, exclude_factors, num_samples, batch_size, random_state, max_memory_mb
+        posterior, dataset, exclude_factors, num_samples, batch_size, random_state, pairwise_memory_mb
     )
     if normalized.shape[1] < 2:
         raise ValueError(

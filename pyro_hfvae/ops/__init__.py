@@ -2,15 +2,35 @@
 # SPDX-License-Identifier: Apache-2.0
 """
 Tensor operations behind the objectives and the metrics: the aggregate posterior's log
-marginals (minibatch-stratified or whole-data mixture) over a tree of groups.
+marginals (minibatch-stratified or whole-data mixture) over a tree of groups, with the
+mixture weights an argument.
 """
-from pyro_hfvae.ops.aggregate_posterior import TreeMarginals, pairwise_log_prob, stratified_log_weights, tree_marginals
+from pyro_hfvae.ops.aggregate_posterior import (
+    TreeMarginals,
+    aggregate_log_marginals,
+    stratified_log_weights,
+    tree_marginals,
+)
 from pyro_hfvae.ops.fused_marginals import normal_pairwise_marginals
+from pyro_hfvae.ops.mixture import (
+    LogMarginals,
+    check_memory_budget,
+    groups_to_tree,
+    mixture_log_marginals,
+    tc_term_name,
+)
+from pyro_hfvae.ops.pairwise import pairwise_log_prob
 
 __all__ = [
+    "LogMarginals",
     "TreeMarginals",
+    "aggregate_log_marginals",
+    "check_memory_budget",
+    "groups_to_tree",
+    "mixture_log_marginals",
     "normal_pairwise_marginals",
     "pairwise_log_prob",
     "stratified_log_weights",
+    "tc_term_name",
     "tree_marginals",
 ]

@@ -3,20 +3,19 @@
 r"""
 Minibatch-stratified estimates of aggregate-posterior marginals.
 
-For a batch of ``B`` data points drawn from a data set of ``N``, the aggregate
-posterior :math:`q(v) = \frac{1}{N}\sum_n q(v \mid x_n)` of any set of variables ``v``
-is estimated at the sample :math:`v_b` drawn for data point ``b`` by
+For a batch of ``B`` data points drawn from a data set of ``N``, the aggregate posterior
+:math:`q(v) = \frac{1}{N}\sum_n q(v \mid x_n)` of any set of variables ``v`` is estimated at
+the sample :math:`v_b` drawn for data point ``b`` by
 
 .. math::
 
     \log \hat q(v_b) = \log \sum_{b'} W_{bb'}\, q(v_b \mid x_{b'}),\qquad
     W_{bb} = \frac{1}{N},\quad W_{bb'} = \frac{N-1}{N(B-1)}\ (b' \ne b),
 
-whose rows sum to one (``N == B`` gives uniform weights ``1/B``).
-
-The ``(b, b')`` table is built with the *pairwise trick*: the value's batch axis
-is moved in front of all batch dims, leaving a singleton in its place, so that the
-distribution's ``log_prob`` broadcasts to ``[b, ..., b', ...]``.
+whose rows sum to one (``N == B`` gives uniform weights ``1/B``), with the engine of
+:mod:`pyro_hfvae.ops.mixture`: :func:`tree_marginals` for traced Pyro sites (what
+:class:`~pyro_hfvae.HFVAELoss` calls), :func:`aggregate_log_marginals` for plain tensors
+and torch distributions.
 
 References
 
@@ -29,20 +28,22 @@ References
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch.distributions import Distribution
-from torch.utils.checkpoint import checkpoint
 
+from pyro_hfvae.distributions.util import soft_value, variable_log_prob, variable_ndim
 from pyro_hfvae.infer.groups import GroupNode
 from pyro_hfvae.infer.plate_layout import PlateLayout
+from pyro_hfvae.ops.mixture import LogMarginals, groups_to_tree, mixture_log_marginals
+from pyro_hfvae.ops.pairwise import pairwise_log_prob
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "TreeMarginals",
-    "pairwise_log_prob",
+    "aggregate_log_marginals",
     "stratified_log_weights",
     "tree_marginals",
 ]
@@ -72,41 +73,6 @@ def stratified_log_weights(rows: slice, batch_size: int, dataset_size: int, *, d
     index = torch.arange(stop - start, device=device)
     weights[index, index + start] = log_diag
     return weights
-
-
-def pairwise_log_prob(
-    score: Callable[[Distribution, torch.Tensor], torch.Tensor],
-    fn: Distribution,
-    value: torch.Tensor,
-    layout: PlateLayout,
-    rows: slice,
-) -> torch.Tensor:
-    """
-    The table ``[p, b, b', v] = score(fn at (p, b'), value at (p, b))[v]`` for ``b`` in ``rows``.
-
-    :param callable score: ``score(fn, value)`` returning per-variable log densities of
-        shape ``batch_shape + variable_shape`` (e.g. :func:`~pyro_hfvae.distributions.util`).
-    :param ~torch.distributions.Distribution fn: the site's distribution (batch over the data plate).
-    :param torch.Tensor value: the site's value.
-    :param PlateLayout layout: where the particle and data plates are.
-    :param slice rows: which data points ``b`` to score.
-    :returns: a ``(P, len(rows), B, V)`` tensor (``V`` = number of variables, nested plates included).
-    """
-    batch_ndim = value.dim() - len(fn.event_shape)
-    data_axis = batch_ndim + layout.data_dim
-    start, stop, _ = rows.indices(layout.batch_size)
-    value_rows = value.narrow(data_axis, start, stop - start) if value.size(data_axis) > 1 else value
-    # [b, ..., 1 (data axis), ..., event]: log_prob broadcasts b against fn's b'.
-    pair = value_rows.unsqueeze(0).transpose(0, data_axis + 1)
-    table = score(fn, pair)
-    table = layout.front(table, batch_ndim, lead=1)  # (P, B', b, rest...)
-    table = table.transpose(1, 2)
-    num_particles = layout.num_particles
-    table = table.expand((num_particles, stop - start, layout.batch_size) + table.shape[3:])
-    return table.reshape(num_particles, stop - start, layout.batch_size, -1)
-
-# About this many (P, rows, B, V) temporaries are alive at once while a chunk is scored.
-_TEMPORARIES = 8
 
 
 @dataclass
@@ -142,20 +108,19 @@ def tree_marginals(
     pairwise_memory_mb: float = 1024.0,
 ) -> TreeMarginals:
     r"""
-    Minibatch-stratified estimates (:mod:`pyro_hfvae.ops.aggregate_posterior`) of the
-    aggregate posterior at every leaf variable and every internal node of ``tree``.
+    Minibatch-stratified estimates of the aggregate posterior at every leaf variable and
+    every internal node of ``tree``, for traced sample sites
+    (:func:`~pyro_hfvae.ops.mixture_log_marginals` with :func:`stratified_log_weights`).
 
-    A node's density at :math:`(b, b')` is the product of its children's, so one pairwise
-    table per site serves every level of the tree. The ``B x B`` tables are built in chunks
-    of rows that fit ``pairwise_memory_mb``; when gradients are on, each chunk is recomputed
-    in the backward pass (:func:`torch.utils.checkpoint.checkpoint`) instead of being kept.
+    Entries of the pairwise tables outside a data-dependent support are :math:`-\infty`
+    (:func:`~pyro_hfvae.ops.pairwise_log_prob`).
 
     :param PlateLayout layout: the data and particle plates (``dataset_size`` set).
     :param GroupNode tree: the group tree over the sites of ``values``.
     :param dict values: site -> sampled value.
     :param dict guide_fns: site -> guide distribution (batched over the data plate).
     :param callable score: ``score(site, fn, value)`` -> per-variable log densities
-        (``batch_shape + variable_shape``), e.g. :func:`~pyro_hfvae.distributions.util`.
+        (``batch_shape + variable_shape``), e.g. :func:`~pyro_hfvae.distributions.variable_log_prob`.
     :param dict num_variables: site -> its number of variables per data point.
     :param dict prior_fns: site -> prior distribution, for the sites whose prior marginals
         are to be estimated by the uniform batch mixture.
@@ -182,56 +147,145 @@ def tree_marginals(
         True
     """
     prior_fns = {} if prior_fns is None else prior_fns
-    names = list(values)
-    nodes = tree.internal_nodes()
-    some_value = values[names[0]]
-    B = layout.batch_size
-    num_columns = sum(num_variables[n] * (2 if n in prior_fns else 1) + 1 for n in names) + len(nodes)
-    bytes_per_row = layout.num_particles * B * max(num_columns, 1) * some_value.element_size() * _TEMPORARIES
-    rows_per_chunk = max(1, min(B, int(pairwise_memory_mb * 2**20 // bytes_per_row)))
-    log_uniform = -math.log(B)
+    some_value = next(iter(values.values()))
+    batch_size = layout.batch_size
+    size = (layout.num_particles, batch_size, batch_size)
 
-    def chunk(start: int, stop: int) -> tuple:
-        rows = slice(start, stop)
-        log_w = stratified_log_weights(rows, B, layout.dataset_size, dtype=some_value.dtype, device=some_value.device)
-        out = []
-        site_tables = {}
-        for name in names:
+    def tables(fns: Mapping[str, Distribution]) -> dict:
+        def table(rows: slice, name: str) -> torch.Tensor:
+            def site_score(fn, value):
+                return score(name, fn, value)
 
-            def site_score(fn, v, name=name):
-                return score(name, fn, v)
+            return pairwise_log_prob(site_score, fns[name], values[name], layout, rows, anchor=values[name])
 
-            table = pairwise_log_prob(site_score, guide_fns[name], values[name], layout, rows)
-            out.append(torch.logsumexp(table + log_w[..., None], dim=2))
-            site_tables[name] = table.sum(-1)
-            if name in prior_fns:
-                prior = pairwise_log_prob(site_score, prior_fns[name], values[name], layout, rows)
-                out.append(torch.logsumexp(prior, dim=2) + log_uniform)
-                out.append(torch.logsumexp(prior.sum(-1), dim=2) + log_uniform)
-        node_tables = {}
-        for node in reversed(nodes):  # children before parents
-            parts = [site_tables[s] for s in node.sites] + [node_tables[c.path] for c in node.children]
-            node_tables[node.path] = sum(parts)
-            out.append(torch.logsumexp(node_tables[node.path] + log_w, dim=2))
-        return tuple(out)
+        return {name: lambda rows, name=name: table(rows, name) for name in fns}
 
-    if rows_per_chunk >= B:
-        pieces = [chunk(0, B)]
-    else:
-        logger.debug("tree_marginals: pairwise tables in chunks of %d rows", rows_per_chunk)
-        pieces = [
-            checkpoint(chunk, start, min(start + rows_per_chunk, B), use_reentrant=False)
-            if torch.is_grad_enabled()
-            else chunk(start, min(start + rows_per_chunk, B))
-            for start in range(0, B, rows_per_chunk)
-        ]
-    outputs = iter([torch.cat(parts, dim=1) for parts in zip(*pieces)])
-    result = TreeMarginals({}, {}, {}, {})
-    for name in names:
-        result.variables[name] = next(outputs)
-        if name in prior_fns:
-            result.prior_variables[name] = next(outputs)
-            result.prior_sites[name] = next(outputs)
-    for node in reversed(nodes):
-        result.nodes[node.path] = next(outputs)
+    def log_weights(rows: slice) -> torch.Tensor:
+        return stratified_log_weights(
+            rows, batch_size, layout.dataset_size, dtype=some_value.dtype, device=some_value.device
+        )
+
+    guide = mixture_log_marginals(
+        tables({name: guide_fns[name] for name in values}), size, num_variables, tree,
+        log_weights=log_weights, dtype=some_value.dtype, pairwise_memory_mb=pairwise_memory_mb,
+    )
+    result = TreeMarginals(guide.variables, guide.nodes, {}, {})
+    if prior_fns:
+        prior = mixture_log_marginals(
+            tables(prior_fns), size, num_variables, log_weights=-math.log(batch_size), sites=True,
+            dtype=some_value.dtype, pairwise_memory_mb=pairwise_memory_mb,
+        )
+        result.prior_variables, result.prior_sites = prior.variables, prior.sites
     return result
+
+
+def aggregate_log_marginals(
+    values: Mapping[str, torch.Tensor],
+    posteriors: Mapping[str, Distribution],
+    groups: Mapping[str, Sequence[str]] | None = None,
+    dataset_size: int | None = None,
+    *,
+    pairwise_memory_mb: float = 1024.0,
+) -> LogMarginals:
+    r"""
+    Minibatch-stratified log marginals of the aggregate posterior at a batch of samples,
+    for the joint, every node of the group tree, every site and every variable, from plain
+    tensors and torch distributions (no Pyro program needed).
+
+    Sample ``b`` of every site is scored under the posterior of every data point ``b'``
+    (:func:`~pyro_hfvae.ops.pairwise_log_prob`) and the tables are mixed with
+    :func:`stratified_log_weights` (uniform ``1/B`` weights when ``dataset_size`` is
+    ``None``: the batch is the whole data set). As in :class:`~pyro_hfvae.HFVAELoss`, a
+    site whose distribution is ``Independent`` over scalar events has one variable per
+    event element, a multivariate event (Concrete, Dirichlet, MultivariateNormal) is one
+    variable, and batch dims after the first are variables too. Entries outside a
+    data-dependent support (``Uniform(x - 1, x + 1)``) have density 0.
+
+    With these, per sample, the index-code mutual information is
+    ``log_q - out.joint`` (``log_q`` the posterior's own log density) and the total
+    correlations are :meth:`LogMarginals.tc_terms <pyro_hfvae.ops.LogMarginals.tc_terms>`.
+
+    :param dict values: site -> sample, of shape ``batch_shape + event_shape`` of its posterior.
+    :param dict posteriors: site -> distribution with ``batch_shape == (B, ...)``, one per data point.
+    :param dict groups: group path -> list of sites (``"/"`` nests groups); a site in no
+        group is a group of its own (the default for every site).
+    :param int dataset_size: ``N``, the size of the data set the batch was drawn from
+        (``None``: uniform weights over the batch).
+    :param float pairwise_memory_mb: memory budget for the ``B x B`` pairwise tables.
+    :returns: ``variables`` (site -> ``(B, V)``), ``sites`` (site -> ``(B,)``), ``nodes``
+        (group path -> ``(B,)``, the root ``""`` being ``joint``).
+    :rtype: ~pyro_hfvae.ops.LogMarginals
+
+    Example::
+
+        >>> import torch
+        >>> from torch.distributions import Independent, Normal
+        >>> loc = torch.tensor([[0.0, 0.0], [0.0, 9.0], [9.0, 0.0], [9.0, 9.0]])
+        >>> q = Independent(Normal(loc, 0.1), 1)
+        >>> z = q.sample()
+        >>> out = aggregate_log_marginals({"z": z}, {"z": q})
+        >>> round(float((q.log_prob(z) - out.joint).mean()), 3)   # I(x; z) = log 4: the points are apart
+        1.386
+        >>> bool(out.tc_terms()["tc_within/z"].abs().max() < 1e-3)   # a 2 x 2 grid: independent coordinates
+        True
+    """
+    if not values or list(values) != list(posteriors):
+        raise ValueError(
+            f"expected values and posteriors for the same non-empty sites, in the same order, but got "
+            f"{list(values)} and {list(posteriors)}"
+        )
+    batch_size = None
+    layouts, num_variables, num_elements, var_ndims, samples = {}, {}, {}, {}, {}
+    for name, fn in posteriors.items():
+        if not isinstance(fn, Distribution) or not fn.batch_shape:
+            raise ValueError(
+                f"expected posteriors[{name!r}] to be a Distribution with batch_shape (B, ...) but got "
+                f"{getattr(fn, 'batch_shape', type(fn).__name__)}; one distribution per data point, e.g. "
+                "Normal(loc, scale).to_event(1)"
+            )
+        batch_size = fn.batch_shape[0] if batch_size is None else batch_size
+        value = soft_value(values[name])
+        if fn.batch_shape[0] != batch_size or value.shape != fn.batch_shape + fn.event_shape:
+            raise ValueError(
+                f"expected values[{name!r}] of shape batch_shape + event_shape = "
+                f"{tuple(fn.batch_shape[:1])} + {tuple(fn.batch_shape[1:] + fn.event_shape)} "
+                f"(batch of {batch_size}) but got {tuple(value.shape)} and batch_shape {tuple(fn.batch_shape)}"
+            )
+        samples[name] = value
+        var_ndims[name] = variable_ndim(fn)
+        layouts[name] = PlateLayout("data", -len(fn.batch_shape), batch_size, dataset_size, None, 1)
+        num_variables[name] = fn.batch_shape[1:].numel() * fn.event_shape[: var_ndims[name]].numel()
+        num_elements[name] = fn.batch_shape[1:].numel() * fn.event_shape.numel()
+    if dataset_size is None:
+        log_weights = -math.log(batch_size)
+    else:
+        some = next(iter(samples.values()))
+
+        def log_weights(rows: slice) -> torch.Tensor:
+            return stratified_log_weights(rows, batch_size, dataset_size, dtype=some.dtype, device=some.device)
+
+        log_weights(slice(0, 0))  # checks B and N
+
+    def table(rows: slice, name: str) -> torch.Tensor:
+        def score(fn, value):
+            return variable_log_prob(fn, value, var_ndims[name])
+
+        return pairwise_log_prob(score, posteriors[name], samples[name], layouts[name], rows, anchor=samples[name])
+
+    out = mixture_log_marginals(
+        {name: lambda rows, name=name: table(rows, name) for name in posteriors},
+        (1, batch_size, batch_size),
+        num_variables,
+        groups_to_tree(list(posteriors), groups),
+        log_weights=log_weights,
+        sites=True,
+        num_elements=num_elements,
+        dtype=next(iter(samples.values())).dtype,
+        pairwise_memory_mb=pairwise_memory_mb,
+    )
+    return LogMarginals(
+        {k: v[0] for k, v in out.variables.items()},
+        {k: v[0] for k, v in out.nodes.items()},
+        {k: v[0] for k, v in out.sites.items()},
+        out.tree,
+    )

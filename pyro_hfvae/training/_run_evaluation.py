@@ -62,14 +62,16 @@ def _information_summary(posterior: Callable[[torch.Tensor], dict], data: torch.
                          site_groups: Mapping[str, str | None], seed: int) -> dict[str, Any]:
     """
     I(x; z) of every latent variable, site and group over ``data``
-    (:func:`pyro_hfvae.metrics.information.mutual_information`), as JSON values; a site
-    without a group counts as a group of its own.
+    (:func:`pyro_hfvae.metrics.information.mutual_information`), as JSON values. Group paths
+    keep their nesting (``"style/pose"`` is a sub-group of ``"style"``, as in the loss); a
+    site without a group counts as a group of its own.
     """
     from pyro_hfvae.metrics.information import mutual_information
 
     groups: dict[str, list[str]] = {}
     for site, group in site_groups.items():
-        groups.setdefault(group or site, []).append(site)
+        if group is not None:
+            groups.setdefault(group, []).append(site)
     information = mutual_information(posterior, data, groups=groups, random_state=seed, batch_size=512)
     return {
         "total": information.total,

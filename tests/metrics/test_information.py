@@ -102,13 +102,13 @@ def brute_force_estimates(x):
 
 
 @pytest.mark.parametrize("as_batches", [False, True], ids=["tensor", "loader"])
-@pytest.mark.parametrize("max_memory_mb", [0.02, 1024.0])
-def test_matches_brute_force_double_loop(as_batches, max_memory_mb):
+@pytest.mark.parametrize("pairwise_memory_mb", [0.02, 1024.0])
+def test_matches_brute_force_double_loop(as_batches, pairwise_memory_mb):
     x = known_data()
     data = [(x[:5], "labels"), (x[5:15], "labels"), (x[15:], "labels")] if as_batches else x
     groups = {"ab": ["a", "b"]}
     estimate = mutual_information(
-        known_posterior, data, groups=groups, batch_size=4, max_memory_mb=max_memory_mb
+        known_posterior, data, groups=groups, batch_size=4, pairwise_memory_mb=pairwise_memory_mb
     )
     own, aggregate = brute_force_estimates(x)
     expected = {name: np.mean(own[name] - aggregate[name]) for name in own}
@@ -125,7 +125,7 @@ def test_matches_brute_force_double_loop(as_batches, max_memory_mb):
     assert (estimate.num_data, estimate.num_samples) == (23, 23)
 
     tc = total_correlation(
-        known_posterior, data, groups=groups, batch_size=4, max_memory_mb=max_memory_mb
+        known_posterior, data, groups=groups, batch_size=4, pairwise_memory_mb=pairwise_memory_mb
     )
     variable_sum = aggregate["a[0]"] + aggregate["a[1]"] + aggregate["b[0]"] + aggregate["c"]
     assert tc.total == pytest.approx(np.mean(aggregate["total"] - variable_sum), abs=1e-10)
@@ -261,9 +261,9 @@ def test_deterministic_under_random_state():
 @pytest.mark.parametrize(
     "groups, match",
     [
-        ({"g": ["nope"]}, "among the posterior's sites"),
+        ({"g": ["nope"]}, "among the sites"),
         ({"g": ["a"], "h": ["a", "b"]}, "at most one group"),
-        ({"b": ["a"]}, "group of its own"),
+        ({"b": ["a"]}, "its own group"),
         ({"g": "a"}, "list site names"),
         ({"g": []}, "at least one site"),
     ],
@@ -278,9 +278,81 @@ def test_bad_posteriors():
         mutual_information(lambda x: x, torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"batch_shape \(4,\)"):
         mutual_information(lambda x: dist.Normal(x, 1.0), torch.zeros(4, 2))
-    with pytest.raises(ValueError, match="max_memory_mb"):
-        mutual_information(
-            gaussian_posterior(1.0), torch.zeros(4000, 2), batch_size=4000, max_memory_mb=0.01
-        )
+    with pytest.raises(ValueError, match="pairwise_memory_mb to be a finite number > 0"):
+        mutual_information(gaussian_posterior(1.0), torch.zeros(4, 2), pairwise_memory_mb=0.0)
     with pytest.raises(ValueError, match="at least one batch"):
         mutual_information(gaussian_posterior(1.0), [])
+
+
+def test_budget_below_one_row_warns_and_computes_row_by_row(caplog):
+    x = known_data()
+    with caplog.at_level("WARNING", logger="pyro_hfvae.ops.mixture"):
+        estimate = mutual_information(known_posterior, x, batch_size=23, pairwise_memory_mb=1e-4)
+    assert "below one row" in caplog.text
+    own, aggregate = brute_force_estimates(x)
+    assert estimate.total == pytest.approx(np.mean(own["total"] - aggregate["total"]), abs=1e-10)
+
+
+class FixedNormal(Normal):
+    """A Normal whose sample and rsample are loc + scale * eps (the loss and the metric see one sample)."""
+
+    def __init__(self, loc, scale, eps):
+        super().__init__(loc, scale)
+        self.eps = eps
+
+    def rsample(self, sample_shape=torch.Size()):
+        return self.loc + self.scale * self.eps
+
+    def sample(self, sample_shape=torch.Size()):
+        return self.rsample().detach()
+
+    def expand(self, batch_shape, _instance=None):
+        assert tuple(batch_shape) == tuple(self.batch_shape)  # Pyro's plates expand to the same shape
+        return self
+
+
+def test_nested_total_correlation_equals_hfvae_loss_decomposition():
+    """With N == B the loss's stratified weights are the metric's uniform whole-data weights."""
+    import pyro
+    from pyro import poutine
+
+    from pyro_hfvae import HFVAELoss
+
+    num = 7
+    x = known_data(num_data=num, seed=5)[:, :6]  # a's loc and eps (2 + 2), b's loc and eps
+
+    def posterior(x):
+        return {
+            "a": Independent(FixedNormal(x[:, 0:2], 0.5 + 0.1 * x[:, 0:2].abs(), x[:, 2:4]), 1),
+            "b": Independent(FixedNormal(x[:, 4:5].expand(-1, 3), 0.4, x[:, 5:6].expand(-1, 3)), 1),
+        }
+
+    def model():
+        with pyro.plate("data", num):
+            pyro.sample("a", dist.Normal(torch.zeros(2, dtype=x.dtype), 1.0).to_event(1))
+            pyro.sample("b", dist.Normal(torch.zeros(3, dtype=x.dtype), 1.0).to_event(1))
+
+    def guide():
+        fns = posterior(x)
+        with pyro.plate("data", num):
+            pyro.sample("a", fns["a"], infer={"group": "style/pose"})
+            pyro.sample("b", fns["b"], infer={"group": "style/shape"})
+
+    groups = {"style/pose": ["a"], "style/shape": ["b"]}
+    loss = HFVAELoss(1.0, 2.0, 3.0, level_weights=[4.0], dataset_size=num)
+    trace = poutine.trace(guide).get_trace()
+    loss.loss(poutine.replay(model, trace=trace), poutine.replay(guide, trace=trace))
+    tc = total_correlation(posterior, x, groups=groups)
+    expected_names = {"tc_between", "tc_within", "tc_within_2", "tc_within/style", "tc_within/style/pose",
+                      "tc_within/style/shape"}
+    assert set(tc.terms) == expected_names
+    for name in expected_names:
+        assert tc.terms[name] == pytest.approx(loss.terms[name], abs=1e-10), name
+    assert tc.terms["tc_within_2"] != pytest.approx(0.0, abs=1e-3)
+    assert tc.between_groups == pytest.approx(tc.terms["tc_between"], abs=1e-12)
+    assert tc.within_groups["style"] == pytest.approx(tc.terms["tc_within"] + tc.terms["tc_within_2"], abs=1e-10)
+    assert tc.total == pytest.approx(sum(tc.terms[n] for n in ["tc_between", "tc_within", "tc_within_2"]), abs=1e-10)
+    information = mutual_information(posterior, x, groups=groups)
+    assert information.total == pytest.approx(loss.terms["mutual_info"], abs=1e-10)
+    assert set(information.groups) == {"style", "style/pose", "style/shape"}
+    assert information.groups["style/pose"] == pytest.approx(information.sites["a"], abs=1e-12)

@@ -76,7 +76,7 @@ def test_matches_brute_force_double_loop(grid):
     expected_mig_sup = np.mean(
         by_code[:, 0] - by_code[:, 1]
     )  # all three codes vary (variance > 0.01)
-    assert mig_posterior(mixing_posterior, grid, batch_size=5, max_memory_mb=0.01) == pytest.approx(
+    assert mig_posterior(mixing_posterior, grid, batch_size=5, pairwise_memory_mb=0.01) == pytest.approx(
         expected_mig, abs=1e-10
     )
     assert mig_sup_posterior(mixing_posterior, grid, batch_size=5) == pytest.approx(
