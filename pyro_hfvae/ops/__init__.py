@@ -3,13 +3,23 @@
 """
 Tensor operations behind the objectives and the metrics: the aggregate posterior's log
 marginals (minibatch-stratified or whole-data mixture) over a tree of groups, with the
-mixture weights an argument.
+mixture weights an argument; fused kernels for Normal posteriors; and the collectives that
+estimate the marginals over the global batch of a data-parallel run.
 """
 from pyro_hfvae.ops.aggregate_posterior import (
     TreeMarginals,
     aggregate_log_marginals,
     stratified_log_weights,
     tree_marginals,
+)
+from pyro_hfvae.ops.distributed import (
+    GlobalBatch,
+    gather_rows,
+    global_logsumexp,
+    global_marginals,
+    global_stratified_log_weights,
+    rank_and_world_size,
+    safe_logsumexp,
 )
 from pyro_hfvae.ops.fused_marginals import normal_pairwise_marginals
 from pyro_hfvae.ops.mixture import (
@@ -22,14 +32,21 @@ from pyro_hfvae.ops.mixture import (
 from pyro_hfvae.ops.pairwise import pairwise_log_prob
 
 __all__ = [
+    "GlobalBatch",
     "LogMarginals",
     "TreeMarginals",
     "aggregate_log_marginals",
     "check_memory_budget",
+    "gather_rows",
+    "global_logsumexp",
+    "global_marginals",
+    "global_stratified_log_weights",
     "groups_to_tree",
     "mixture_log_marginals",
     "normal_pairwise_marginals",
     "pairwise_log_prob",
+    "rank_and_world_size",
+    "safe_logsumexp",
     "stratified_log_weights",
     "tc_term_name",
     "tree_marginals",
