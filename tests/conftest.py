@@ -10,6 +10,19 @@ SHARED_DATA = Path(os.environ.get("PYRO_HFVAE_SHARED_DATA", ROOT.parent / "share
 
 torch.set_num_threads(1)
 
+#: Reason shown by ``pytest -rs`` for every ``cuda``-marked test on a machine without CUDA.
+NO_CUDA_REASON = "needs a CUDA device: torch.cuda.is_available() is False"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips every test marked ``@pytest.mark.cuda`` where torch finds no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=NO_CUDA_REASON)
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
 
 @pytest.fixture(autouse=True)
 def _clear_param_store():
