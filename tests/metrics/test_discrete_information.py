@@ -138,7 +138,7 @@ def test_accepts_numpy_and_torch_of_either_precision(convert):
     assert mig(convert(codes), torch.from_numpy(factors)) == pytest.approx(expected, abs=1e-12)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_codes_give_the_cpu_value():
     codes, factors = make_codes("noisy", seed=8)
     assert mig(torch.from_numpy(codes).cuda(), factors) == pytest.approx(

@@ -276,7 +276,7 @@ def test_bad_inputs():
         vlae.decode({"z3": torch.zeros(1, 2), "z2": torch.zeros(1, 3), "z1": torch.zeros(1, 2)})
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.cuda
 def test_cuda():
     vlae = small_vlae().cuda()
     schedule = schedule_at(vlae, 12)
