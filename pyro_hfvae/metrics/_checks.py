@@ -127,12 +127,17 @@ def check_min_columns(array_shape, minimum: int, name: str, why: str) -> None:
         )
 
 
-def check_train_test(
-    codes_train: torch.Tensor,
-    factors_train: np.ndarray,
-    codes_test: torch.Tensor,
-    factors_test: np.ndarray,
-) -> None:
+def as_train_test(codes_train, factors_train, codes_test, factors_test) -> tuple:
+    """
+    The train and test splits of codes and factors, converted and checked against each other
+    (the test factors may lack variation).
+
+    :returns: ``(codes_train, factors_train, codes_test, factors_test)``.
+    """
+    codes_train = as_codes(codes_train, "codes_train")
+    codes_test = as_codes(codes_test, "codes_test")
+    factors_train = as_factors(factors_train, codes_train.shape[0], "factors_train")
+    factors_test = as_factors(factors_test, codes_test.shape[0], "factors_test", require_variation=False)
     if codes_test.shape[1] != codes_train.shape[1]:
         raise ValueError(
             "expected codes_test with the same number of codes as codes_train "
@@ -144,6 +149,7 @@ def check_train_test(
             f"expected factors_test with the same number of factors as factors_train "
             f"({factors_train.shape[1]}) but got {factors_test.shape[1]}"
         )
+    return codes_train, factors_train, codes_test, factors_test
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:

@@ -7,11 +7,9 @@ from sklearn.ensemble import GradientBoostingClassifier
 
 from pyro_hfvae.metrics._checks import (
     RandomStateLike,
-    as_codes,
-    as_factors,
     as_random_state,
+    as_train_test,
     check_min_columns,
-    check_train_test,
     to_numpy,
 )
 
@@ -132,13 +130,9 @@ def dci(
     [1] A Framework for the Quantitative Evaluation of Disentangled Representations,
         Cian Eastwood, Christopher K. I. Williams (ICLR 2018)
     """
-    codes_train = as_codes(codes_train, "codes_train")
-    codes_test = as_codes(codes_test, "codes_test")
-    factors_train = as_factors(factors_train, codes_train.shape[0], "factors_train")
-    factors_test = as_factors(
-        factors_test, codes_test.shape[0], "factors_test", require_variation=False
+    codes_train, factors_train, codes_test, factors_test = as_train_test(
+        codes_train, factors_train, codes_test, factors_test
     )
-    check_train_test(codes_train, factors_train, codes_test, factors_test)
     check_min_columns(codes_train.shape, 2, "codes_train", "completeness uses log base num_codes")
     check_min_columns(
         factors_train.shape, 2, "factors_train", "disentanglement uses log base num_factors"

@@ -7,10 +7,8 @@ from sklearn.metrics import roc_auc_score
 
 from pyro_hfvae.metrics._checks import (
     RandomStateLike,
-    as_codes,
-    as_factors,
     as_random_state,
-    check_train_test,
+    as_train_test,
     to_numpy,
 )
 from pyro_hfvae.metrics._classifiers import one_vs_rest_logistic_regression
@@ -76,13 +74,9 @@ def explicitness(
     [1] Learning Deep Disentangled Embeddings With the F-Statistic Loss,
         Karl Ridgeway, Michael C. Mozer (NeurIPS 2018)
     """
-    codes_train = as_codes(codes_train, "codes_train")
-    codes_test = as_codes(codes_test, "codes_test")
-    factors_train = as_factors(factors_train, codes_train.shape[0], "factors_train")
-    factors_test = as_factors(
-        factors_test, codes_test.shape[0], "factors_test", require_variation=False
+    codes_train, factors_train, codes_test, factors_test = as_train_test(
+        codes_train, factors_train, codes_test, factors_test
     )
-    check_train_test(codes_train, factors_train, codes_test, factors_test)
     random_state = as_random_state(random_state)
     x_train = to_numpy(codes_train)
     x_test = to_numpy(codes_test)

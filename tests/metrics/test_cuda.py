@@ -121,7 +121,7 @@ def posterior_data(num=40, seed=0) -> torch.Tensor:
 def information(device, estimator):
     # Small batches and memory bound: several posterior calls and chunks of the pairwise table.
     return estimator(posterior, posterior_data().to(device), groups={"ab": ["a", "b"]}, num_samples=30,
-                     batch_size=16, max_memory_mb=0.01)
+                     batch_size=16, pairwise_memory_mb=0.01)
 
 
 @pytest.mark.parametrize("device", DEVICES)
