@@ -5,7 +5,9 @@ Small utilities shared by every layer of the package: atomic file writes and for
 number generators.
 """
 import contextlib
+import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +15,17 @@ from typing import IO
 
 import torch
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "atomic_file",
     "forked_rng",
+    "remove_atomic_temporaries",
 ]
+
+# The temporary files of atomic_file: ".NAME.XXXXXXXX.tmp", XXXXXXXX from tempfile.mkstemp.
+_TEMPORARY_PREFIX, _TEMPORARY_SUFFIX = ".", ".tmp"
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
 def _umask() -> int:
@@ -49,7 +58,8 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise ValueError(f"expected mode 'wb' or 'w' but got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{_TEMPORARY_PREFIX}{path.name}.",
+                                         suffix=_TEMPORARY_SUFFIX)
     try:
         # mkstemp makes the file private; give it the permissions open() would have.
         os.chmod(temporary, 0o666 & ~_umask())
@@ -61,6 +71,38 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def remove_atomic_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """
+    Removes the temporary files that :func:`atomic_file` leaves in ``folder`` when its process is
+    killed mid-write (``.NAME.XXXXXXXX.tmp``; nothing else is touched, and subfolders are not
+    searched). Call it only on a folder that no other process is writing to.
+
+    :param folder: the folder (nothing happens if it does not exist).
+    :returns: the files removed.
+    :rtype: list
+
+    Example::
+
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / ".checkpoint.pt.k2x_9abc.tmp").write_bytes(b"trunc")
+        >>> _ = (folder / "notes.tmp").write_text("kept")
+        >>> [p.name for p in remove_atomic_temporaries(folder)], sorted(p.name for p in folder.iterdir())
+        (['.checkpoint.pt.k2x_9abc.tmp'], ['notes.tmp'])
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if _TEMPORARY.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        logger.info("removed %d temporary files of interrupted writes from %s", len(removed), folder)
+    return removed
 
 
 @contextlib.contextmanager

@@ -26,4 +26,10 @@ def _pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"expected a CUDA device for [training] device = {name!r} but torch finds none; "
                           "use device = 'cpu' or 'auto'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"expected [training] device = 'cuda:N' with N < {torch.cuda.device_count()} (the CUDA "
+                          f"devices torch finds) but got {name!r}; use device = 'cuda' or 'auto'")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"expected an MPS device for [training] device = {name!r} but torch finds none; "
+                          "use device = 'cpu' or 'auto'")
     return device

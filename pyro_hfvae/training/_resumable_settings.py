@@ -33,12 +33,17 @@ def _changed_settings(original: Mapping[str, Mapping[str, Any]], config: Mapping
     return changed
 
 
+def _fixed_settings(changed: list[str]) -> list[str]:
+    """The settings of ``changed`` (``section.key``) that define a run and so may not change when it is resumed."""
+    return [key for key in changed if key not in _RESUMABLE and not key.startswith("evaluation.")]
+
+
 def _check_resumable(changed: list[str], run_dir: str | os.PathLike) -> None:
     """
     Raises a :class:`~pyro_hfvae.training.config.ConfigError` if a ``changed`` setting
     defines the run ``run_dir``.
     """
-    fixed = [key for key in changed if key not in _RESUMABLE and not key.startswith("evaluation.")]
+    fixed = _fixed_settings(changed)
     if fixed:
         raise ConfigError(f"cannot change {', '.join(sorted(fixed))} when resuming {run_dir}: they define the run; "
                           f"start a new run with --out, or change only {', '.join(sorted(_RESUMABLE))} and "

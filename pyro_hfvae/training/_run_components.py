@@ -25,7 +25,7 @@ def _construct(section: str, name: str, options: Mapping[str, Any], **fixed) -> 
     factory = component_factory(section, name)
     try:
         return factory(**{k: _to_constructor(v) for k, v in options.items()}, **fixed)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, RuntimeError, IndexError, OSError) as error:
         raise ConfigError(f"[{section}] {name}: {error}") from error
 
 

@@ -45,6 +45,13 @@ _FLAG_HELP = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit status 2), like the command's other errors."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (each sets the config key shown; --set reaches every key)")
     for flag, key in COMMAND_LINE_KEYS.items():
@@ -72,10 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     :rtype: argparse.ArgumentParser
     """
-    parser = argparse.ArgumentParser(prog="pyro-hfvae", description="Train, evaluate and plot structured and "
+    parser = _Parser(prog="pyro-hfvae", description="Train, evaluate and plot structured and "
                                      "hierarchical disentangled representation models (pyro_hfvae).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train a model (or continue a run)",
                                 description="Train a model from a configuration, or continue a run with --resume.")
@@ -133,6 +140,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
             raise ConfigError("expected --out to be left out with --resume (the run continues in its own directory)")
+        if args.overwrite:
+            raise ConfigError("expected --overwrite to be left out with --resume (a resumed run keeps its checkpoint); "
+                              "to start the run anew use --out RUN_DIR --overwrite")
         trainer = Trainer.from_run(args.resume, overrides, progress=not args.no_progress)
         print(f"resuming {args.resume} at step {trainer.step_count} of {trainer.config['training']['steps']}")
     else:
@@ -205,9 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Runs ``pyro-hfvae`` with ``argv`` (default: the process's arguments).
 
     :param argv: the arguments, without the program name.
-    :returns: the exit status: 0 on success, 1 on an error in the input or a diverged run
-        (printed as one line: configuration errors name the key and the allowed values), 130
-        when training was interrupted (after writing a checkpoint).
+    :returns: the exit status: 0 on success, 1 on an error in the input, in the file system or
+        a diverged run (printed as one line: configuration errors name the key and the allowed
+        values), 2 on a malformed command line, 130 when training was interrupted (after writing
+        a checkpoint).
     :rtype: int
     """
     from pyro_hfvae.infer.terms_elbo import NonFiniteLossError
@@ -217,8 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = {"train": _train, "evaluate": _evaluate, "plot": _plot, "compare": _compare, "configs": _configs}
     try:
         return command[args.command](args)
-    except (ValueError, NonFiniteLossError, FileNotFoundError, FileExistsError) as error:
-        print(f"pyro-hfvae {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, NonFiniteLossError, OSError) as error:
+        # One line: the library's messages are; an OSError or a third-party message may hold several.
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"pyro-hfvae {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

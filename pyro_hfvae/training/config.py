@@ -307,6 +307,13 @@ def _check_type(section: str, key: str, value: Any, default: Any) -> Any:
     if not ok:
         raise ConfigError(f"expected {where} to be {_type_name(default)} (like {default!r}) but got {value!r} "
                           f"({_type_name(value)})")
+    if isinstance(default, float) and math.isfinite(default) and not math.isfinite(value):
+        raise ConfigError(f"expected {where} to be a finite number (like {default!r}) but got {value!r}")
+    if isinstance(default, list) and default:
+        # Lists of numbers (channels, betas): their items must be numbers of the same kind.
+        kinds = {type(item) for item in default}
+        if kinds in ({int}, {float}):
+            value = [_check_type(section, f"{key}[{i}]", item, default[0]) for i, item in enumerate(value)]
     if (section, key) in _CHOICES and value not in _CHOICES[(section, key)]:
         choices = _CHOICES[(section, key)]
         raise ConfigError(f"expected {where} to be one of {_listing(choices)} but got {value!r}"
@@ -357,14 +364,42 @@ def _check_plain_section(section: str, options: Mapping[str, Any]) -> dict[str, 
     return resolved
 
 
+#: The largest seed: numpy's generators take seeds below 2 ** 32.
+_MAX_SEED = 2 ** 32 - 1
+
+
+def _check_optimizer(optimizer: Mapping[str, Any]) -> None:
+    """The ranges torch's optimisers require, checked before any run directory exists."""
+    lr = optimizer.get("lr")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"expected [optimizer] lr > 0 but got {lr}")
+    betas = optimizer.get("betas")
+    if betas is not None and (len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas)):
+        raise ConfigError(f"expected [optimizer] betas to be two numbers in [0, 1), like [0.9, 0.999], but got "
+                          f"{betas}")
+    for key, low, inclusive in (("eps", 0.0, True), ("weight_decay", 0.0, True), ("clip_norm", 0.0, False),
+                                ("lrd", 0.0, False)):
+        value = optimizer.get(key)
+        if value is not None and not (value >= low if inclusive else value > low):
+            raise ConfigError(f"expected [optimizer] {key} {'>=' if inclusive else '>'} {low:g} but got {value}")
+
+
 def _check_ranges(config: dict[str, dict[str, Any]]) -> None:
     training = config["training"]
-    for key, minimum in (("steps", 0), ("batch_size", 2), ("log_every", 1), ("checkpoint_every", 0),
-                         ("eval_every", 0), ("num_threads", 0)):  # num_threads 0: torch's default
+    # log_every and checkpoint_every count steps; checkpoint_every and eval_every 0: none periodic;
+    # num_threads 0: torch's default.
+    for key, minimum in (("steps", 1), ("batch_size", 2), ("log_every", 1), ("checkpoint_every", 0),
+                         ("eval_every", 0), ("num_threads", 0), ("seed", 0)):
         if training[key] < minimum:
             raise ConfigError(f"expected [training] {key} >= {minimum} but got {training[key]}")
-    if config["data"].get("subset", 0) < 0:
-        raise ConfigError(f"expected [data] subset >= 0 (0: the whole data set) but got {config['data']['subset']}")
+    for section in ("training", "evaluation"):
+        if config[section]["seed"] > _MAX_SEED:
+            raise ConfigError(f"expected [{section}] seed <= {_MAX_SEED} but got {config[section]['seed']}")
+    if config["evaluation"]["seed"] < 0:
+        raise ConfigError(f"expected [evaluation] seed >= 0 but got {config['evaluation']['seed']}")
+    subset = config["data"].get("subset", 0)
+    if subset < 0:
+        raise ConfigError(f"expected [data] subset >= 0 (0: the whole data set) but got {subset}")
     device = training["device"]
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
         raise ConfigError(f"expected [training] device to be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' but got "
@@ -376,12 +411,13 @@ def _check_ranges(config: dict[str, dict[str, Any]]) -> None:
     from pyro_hfvae.metrics import METRICS
 
     for metric in evaluation["metrics"]:
-        if metric not in METRICS:
+        if not isinstance(metric, str) or metric not in METRICS:
             raise ConfigError(f"expected [evaluation] metrics from {_listing(METRICS)} but got {metric!r}"
                               f"{_did_you_mean(str(metric), METRICS)}")
-    lr = config["optimizer"].get("lr")
-    if lr is not None and not (math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"expected [optimizer] lr > 0 but got {lr}")
+    _check_optimizer(config["optimizer"])
+    particles = config["objective"].get("num_particles", 1)
+    if particles < 1:
+        raise ConfigError(f"expected [objective] num_particles >= 1 but got {particles}")
     schedule = config["schedule"]["name"]
     if schedule == "progressive" and config["objective"]["name"] != "hit":
         raise ConfigError(f"expected [objective] name = 'hit' with [schedule] name = 'progressive' (the schedule "

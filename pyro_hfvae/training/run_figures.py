@@ -131,10 +131,21 @@ def plot_comparison(run_dirs: Sequence[str | os.PathLike], path: str | os.PathLi
     runs = {}
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
-        evaluation = _read_metrics(run_dir)
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"expected a run directory but {run_dir} "
+                                    f"{'is a file' if run_dir.exists() else 'does not exist'}; pass the directories "
+                                    "of evaluated runs (pyro-hfvae evaluate RUN_DIR)")
+        try:
+            evaluation = _read_metrics(run_dir)
+        except ValueError as error:
+            raise ValueError(f"could not read {run_dir}/metrics.json as JSON ({error}); evaluate the run again: "
+                             f"pyro-hfvae evaluate {run_dir}") from None
         if evaluation is None:
             raise FileNotFoundError(f"expected {run_dir}/metrics.json but there is none; evaluate the run first: "
                                     f"pyro-hfvae evaluate {run_dir}")
+        if not isinstance(evaluation, Mapping) or not isinstance(evaluation.get("metrics"), Mapping):
+            raise ValueError(f"expected {run_dir}/metrics.json to hold the metrics of pyro-hfvae evaluate but it "
+                             f"does not; evaluate the run again: pyro-hfvae evaluate {run_dir}")
         name = run_dir.name
         while name in runs:
             name = f"{run_dir.parent.name}/{name}"

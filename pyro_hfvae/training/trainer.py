@@ -32,13 +32,17 @@ from pyro_hfvae.infer.inference_data import latent_groups, latent_means, latent_
 from pyro_hfvae.infer.terms_elbo import NonFiniteLossError
 from pyro_hfvae.training._device import _pick_device
 from pyro_hfvae.training._divergence import (
+    ExplodingLossError,
     _check_checkpoint_parameters,
     _check_gradients,
     _diverged,
+    _ExplosionMonitor,
+    _first_line,
+    _non_finite_sites,
     _validation_failure,
 )
 from pyro_hfvae.training._random_batches import _RandomBatches
-from pyro_hfvae.training._resumable_settings import _changed_settings, _check_resumable
+from pyro_hfvae.training._resumable_settings import _changed_settings, _check_resumable, _fixed_settings
 from pyro_hfvae.training._run_components import (
     _build_dataset,
     _build_model,
@@ -61,8 +65,8 @@ from pyro_hfvae.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from pyro_hfvae.training.config import dumps_config, load_config, resolve_config
-from pyro_hfvae.util import atomic_file, forked_rng
+from pyro_hfvae.training.config import ConfigError, dumps_config, load_config, resolve_config
+from pyro_hfvae.util import atomic_file, forked_rng, remove_atomic_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +75,7 @@ __all__ = [
     "CONFIG_FILE",
     "EVALUATIONS_FILE",
     "EVALUATION_PRESETS",
+    "ExplodingLossError",
     "LOG_FILE",
     "METRICS_FILE",
     "Trainer",
@@ -113,6 +118,24 @@ EVALUATION_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _check_run_dir_writable(run_dir: Path) -> None:
+    """
+    Raises an ``OSError`` with the fix if ``run_dir`` cannot hold a run: it is a file, lies under
+    a file, or its nearest existing folder is not writable. Nothing is created.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(f"expected a directory for the run but {run_dir} is a file; choose another --out")
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"expected a directory for the run but {existing}, above {run_dir}, is a file; "
+                                 "choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"expected a writable directory for the run but {existing} is not writable; choose "
+                              "another --out or change its permissions")
+
+
 class Trainer:
     """
     Trains a model of the library from a configuration (see :mod:`pyro_hfvae.training.config`) with
@@ -129,9 +152,13 @@ class Trainer:
     checkpoint holds the parameters, the optimiser and schedule states, and every random
     generator's state, including the batch order's.
 
-    A loss, term or gradient that is not finite stops training with a
+    A loss, term, gradient or distribution argument that is not finite stops training with a
     :class:`~pyro_hfvae.infer.NonFiniteLossError` naming the terms, sites or parameters at fault
-    and the last good checkpoint; nothing is written after it.
+    and the last good checkpoint; nothing is written after it. So does a loss that explodes
+    while staying finite (an :class:`ExplodingLossError`): more than 1,000 times the scale of
+    the median of the preceding 1,000 losses above it, on 3 steps in a row (periodic checkpoints
+    are postponed while it is that high). A ``diverged`` event in ``log.jsonl`` records the
+    failed step, the cause and the last good checkpoint's step (see :doc:`/errors`).
 
     The trainer uses Pyro's global param store, which it clears when it is created: train
     one model at a time in a process. It also sets torch's number of CPU threads to
@@ -160,13 +187,21 @@ class Trainer:
                  progress: bool = False, callbacks: Sequence[Callable[["Trainer", dict], None]] = (),
                  overwrite: bool = False) -> None:
         run_dir = None if run_dir is None else Path(run_dir)
-        if run_dir is not None and not overwrite and (run_dir / CHECKPOINT_FILE).exists():
-            raise FileExistsError(f"expected a new run directory but {run_dir} already holds a run "
-                                  f"({CHECKPOINT_FILE}); continue it with Trainer.from_run (pyro-hfvae train "
-                                  f"--resume {run_dir}) or choose another directory")
+        if run_dir is not None:
+            _check_run_dir_writable(run_dir)
+            if not overwrite and (run_dir / CHECKPOINT_FILE).exists():
+                raise FileExistsError(f"expected a new run directory but {run_dir} already holds a run "
+                                      f"({CHECKPOINT_FILE}); continue it with Trainer.from_run (pyro-hfvae train "
+                                      f"--resume {run_dir}) or choose another directory")
+        # Everything is checked (configuration, data set, model) before the run directory is created.
         self._build(config, run_dir, progress, callbacks)
         if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise OSError(error.errno, f"could not create the run directory {run_dir} ({error.strerror}); "
+                                           "choose another --out") from None
+            remove_atomic_temporaries(self.run_dir)
             for name in (LOG_FILE, EVALUATIONS_FILE, METRICS_FILE, CHECKPOINT_FILE):
                 (self.run_dir / name).unlink(missing_ok=True)
             self._write_config()
@@ -189,6 +224,9 @@ class Trainer:
         #: The data set (its observations are read on :attr:`device`).
         self.dataset = _build_dataset(data, self.device)
         subset = data.get("subset", 0)
+        if subset > len(self.dataset):
+            raise ConfigError(f"expected [data] subset <= {len(self.dataset)} (the size of {data['name']}) but got "
+                              f"{subset}; use 0 for the whole data set")
         if subset and subset < len(self.dataset):
             chosen = np.sort(np.random.RandomState(training["seed"]).choice(len(self.dataset), subset, replace=False))
             #: Data-set indices of the training items (``None``: all of them).
@@ -197,20 +235,26 @@ class Trainer:
             self.train_indices = None
         #: The number of training items ``N`` (the data plate's size).
         self.dataset_size = subset if self.train_indices is not None else len(self.dataset)
+        # First, since it checks the batch size against the data set's.
+        self.sampler = _RandomBatches(self.dataset_size, training["batch_size"], training["seed"], self.device)
 
         #: The model: an ``nn.Module`` with Pyro ``model`` and ``guide`` methods.
         self.model = _build_model(self.config["model"], self.dataset.observation_shape, self.device)
         self._takes_schedule = "schedule" in inspect.signature(self.model.model).parameters
         probe = self.observations(torch.arange(2, device=self.device))
-        #: Group path of every latent site of the guide (``None``: no group).
-        self.site_groups = latent_groups(self.model.guide, probe)
+        try:
+            #: Group path of every latent site of the guide (``None``: no group).
+            self.site_groups = latent_groups(self.model.guide, probe)
+        except (ValueError, RuntimeError, TypeError, IndexError) as error:
+            raise ConfigError(f"[model] {self.config['model']['name']}: expected a model that reads the observations "
+                              f"of {data['name']} (shape {tuple(self.dataset.observation_shape)}) but its guide "
+                              f"failed: {_first_line(error)}; check the [model] settings") from None
         #: The progressive schedule, or ``None``.
         self.schedule = _build_schedule(self.config["schedule"], self.site_groups)
         #: The objective (a :class:`~pyro_hfvae.infer.TermsELBO`).
         self.loss = _build_objective(self.config["objective"], self.schedule)
         #: The Pyro optimiser.
         self.optimizer = _build_optimizer(self.config["optimizer"])
-        self.sampler = _RandomBatches(self.dataset_size, training["batch_size"], training["seed"], self.device)
         #: Training steps done.
         self.step_count = 0
         #: The record (``step``, ``loss``, terms) of the last step.
@@ -227,6 +271,8 @@ class Trainer:
                                                     random_state=self.config["evaluation"]["seed"])
         self._in_step = False
         self._last_checkpoint: tuple[int, Path] | None = None
+        self._explosion = _ExplosionMonitor()
+        self._checkpoint_due = False
 
     # ------------------------------------------------------------------ run directory
 
@@ -307,12 +353,15 @@ class Trainer:
             try:
                 loss = self.loss.loss_and_grads(self.model.model, self.model.guide, x, positions, self.dataset_size,
                                                 **self._model_kwargs())
-            except ValueError as error:
-                # Distribution validation rejects NaN parameters before any loss exists: name the culprits.
-                failure = _validation_failure(error, x)
+            except (ValueError, RuntimeError) as error:
+                # Distribution validation rejects non-finite arguments before any loss exists (torch's samplers
+                # raise RuntimeError): name the parameters, observations or sites at fault.
+                args, kwargs = (x, positions, self.dataset_size), self._model_kwargs()
+                failure = _validation_failure(error, x, lambda: _non_finite_sites(self.model.guide, self.model.model,
+                                                                                  args, kwargs))
                 if failure is None:
                     raise
-                raise failure from error
+                raise failure from None
         params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
         _check_gradients(capture.trace)
         self.optimizer(params)
@@ -332,9 +381,15 @@ class Trainer:
         :returns: ``"completed"``, or ``"interrupted"`` when a signal or a ``KeyboardInterrupt``
             from a callback stopped it (a checkpoint is then written).
         :rtype: str
-        :raises NonFiniteLossError: when training diverges (see :meth:`step`).
+        :raises NonFiniteLossError: when training diverges (see :meth:`step`), or its subclass
+            :class:`~pyro_hfvae.training.trainer.ExplodingLossError` when the loss explodes while
+            staying finite.
+        :raises ValueError: if ``steps`` is below the steps already done.
         """
         target = self.config["training"]["steps"] if steps is None else steps
+        if target < self.step_count:
+            raise ValueError(f"expected a number of steps >= {self.step_count} (the steps already done) but got "
+                             f"{target}")
         log_file = None
         progress_bar = None
         status = "completed"
@@ -353,10 +408,13 @@ class Trainer:
                         self._train_step(target, log_file, progress_bar)
                     except NonFiniteLossError as error:
                         failed_step = self.step_count + 1 if self._in_step else self.step_count
-                        diagnosis = _diverged(error, failed_step, self._last_checkpoint)
+                        diagnosis = _diverged(error, failed_step, self._last_checkpoint,
+                                              updated=failed_step > 1, objective=self.config["objective"])
                         self._in_step = False
-                        self._append_event(log_file, "diverged", str(diagnosis))
-                        raise diagnosis from error
+                        self._append_event(log_file, "diverged", str(diagnosis), step=failed_step,
+                                           cause="exploding" if isinstance(error, ExplodingLossError) else "non-finite",
+                                           last_checkpoint=self._checkpointed_step())
+                        raise diagnosis from None
                     if stop.received is not None:
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
@@ -397,6 +455,10 @@ class Trainer:
         step = self.step_count
         if log_file is not None and (step % training["log_every"] == 0 or step == target):
             _append_record(log_file, {**record, "seconds": self.elapsed_seconds()})
+        self._explosion.observe(step, record["loss"])
+        if step == target and self._explosion.suspect:
+            # A run does not end (nor write its final checkpoint) while its loss is exploding.
+            raise self._explosion.error()
         if progress_bar is not None:
             progress_bar.update(1)
             if step % training["log_every"] == 0 or step == target:
@@ -406,17 +468,21 @@ class Trainer:
                 self.information_flow(self.schedule)
         for callback in self.callbacks:
             callback(self, record)
-        if training["checkpoint_every"] and step % training["checkpoint_every"] == 0:
-            self.save_checkpoint()
+        if self.run_dir is not None and training["checkpoint_every"] and (step % training["checkpoint_every"] == 0
+                                                                         or self._checkpoint_due):
+            # Postponed while the loss looks like exploding: the last checkpoint must stay a good one.
+            self._checkpoint_due = self._explosion.suspect
+            if not self._checkpoint_due:
+                self.save_checkpoint()
         if training["eval_every"] and step % training["eval_every"] == 0 and step != target:
             self._periodic_evaluation()
 
     def _checkpointed_step(self) -> int | None:
         return None if self._last_checkpoint is None else self._last_checkpoint[0]
 
-    def _append_event(self, log_file, event: str, message: str) -> None:
+    def _append_event(self, log_file, event: str, message: str, **fields: Any) -> None:
         if log_file is not None:
-            _append_record(log_file, {"step": self.step_count, "event": event, "message": message})
+            _append_record(log_file, {"step": self.step_count, "event": event, "message": message, **fields})
 
     @staticmethod
     def _postfix(record: Mapping[str, float]) -> dict[str, str]:
@@ -573,11 +639,22 @@ class Trainer:
         :param bool read_only: leave ``config.toml`` and the logs as they are (to evaluate or
             plot a run without continuing it); the overrides then apply only in memory.
         :rtype: Trainer
+        :raises FileNotFoundError: if ``run_dir`` is not a run directory (no ``config.toml`` or
+            no ``checkpoint.pt``).
+        :raises ConfigError: if an override changes a setting that defines the run, or sets
+            ``training.steps`` below the checkpoint's step (nothing is written then).
+        :raises ValueError: if the checkpoint cannot be read, or was written by another
+            configuration than ``config.toml``'s.
         """
         run_dir = Path(run_dir)
-        if not (run_dir / CHECKPOINT_FILE).is_file():
-            raise FileNotFoundError(f"expected a run directory with {CHECKPOINT_FILE} but {run_dir} has none; "
-                                    "train first with pyro-hfvae train --out DIR")
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"expected a run directory (written by pyro-hfvae train --out) but {run_dir} "
+                                    f"{'is a file' if run_dir.exists() else 'does not exist'}")
+        for name in (CONFIG_FILE, CHECKPOINT_FILE):
+            if not (run_dir / name).is_file():
+                raise FileNotFoundError(f"expected a run directory with {CONFIG_FILE} and {CHECKPOINT_FILE} but "
+                                        f"{run_dir} has no {name}, so it is not a run directory; pass the directory "
+                                        "given to pyro-hfvae train --out (or train first with --out DIR)")
         original = load_config(run_dir / CONFIG_FILE)
         config = resolve_config(original, overrides)
         changed = _changed_settings(original, config)
@@ -585,11 +662,29 @@ class Trainer:
         trainer = cls.__new__(cls)
         trainer._build(config, run_dir, progress, callbacks)
         state = load_checkpoint(run_dir / CHECKPOINT_FILE, map_location=trainer.device)
+        saved = state.get("config")
+        if isinstance(saved, Mapping):
+            # Settings both name (a newer library may add keys): those that define the run must agree.
+            edited = [f"{section}.{key}" for section, options in original.items()
+                      if isinstance(saved.get(section), Mapping) for key in options
+                      if key in saved[section] and saved[section][key] != options[key]]
+            fixed = _fixed_settings(edited)
+            if fixed:
+                raise ValueError(f"expected {run_dir / CONFIG_FILE} to describe the run of its {CHECKPOINT_FILE} but "
+                                 f"{', '.join(sorted(fixed))} differ; undo the edit of {CONFIG_FILE}, or start a new "
+                                 "run with --out") from None
+        step = int(state["step"])
+        if not read_only and config["training"]["steps"] < step:
+            raise ConfigError(f"expected [training] steps >= {step} (the run is at step {step}) but got "
+                              f"{config['training']['steps']}; pass --steps N with N >= {step} to train on, or use "
+                              f"pyro-hfvae evaluate {run_dir} to evaluate the run as it is")
         new_lr = config["optimizer"]["lr"] if "optimizer.lr" in changed else None
         trainer.load_state_dict(state, lr=new_lr)
         trainer._last_checkpoint = (trainer.step_count, run_dir / CHECKPOINT_FILE)
         if read_only:
             return trainer
+        # This process now owns the run directory: the temporaries of writes a killed process left are garbage.
+        remove_atomic_temporaries(run_dir)
         for name in (LOG_FILE, EVALUATIONS_FILE):
             _keep_records_through(run_dir / name, trainer.step_count)
         if changed:

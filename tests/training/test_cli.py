@@ -71,14 +71,100 @@ def test_interrupted_training_exits_130_with_a_checkpoint(tmp_path, capsys, monk
     (["train", "--out", "{tmp}/a", "--set", "model.style_dims=4"], "unknown key [model] style_dims"),
     (["train", "--steps", "3"], "expected --out RUN_DIR"),
     (["train", "--config", "nope", "--out", "{tmp}/a"], "expected a TOML file or a shipped configuration"),
-    (["evaluate", "{tmp}/missing"], "expected a run directory with checkpoint.pt"),
-    (["train", "--resume", "{tmp}/missing"], "expected a run directory with checkpoint.pt"),
+    (["evaluate", "{tmp}/missing"], "expected a run directory (written by pyro-hfvae train --out) but"),
+    (["train", "--resume", "{tmp}/missing"], "expected a run directory (written by pyro-hfvae train --out) but"),
+    # the whole configuration is checked before the run directory is created
+    (["train", "--out", "{tmp}/a", "--subset", "1", "--steps", "2"],
+     "expected [training] batch_size <= the number of training items (1) but got 16"),
+    (["train", "--out", "{tmp}/a", "--set", "optimizer.betas=[0.9]"],
+     "expected [optimizer] betas to be two numbers in [0, 1), like [0.9, 0.999], but got [0.9]"),
+    (["train", "--out", "{tmp}/a", "--steps", "0"], "expected [training] steps >= 1 but got 0"),
+    (["train", "--out", "{tmp}/a", "--checkpoint-every", "-1"], "expected [training] checkpoint_every >= 0"),
+    (["train", "--out", "{tmp}/a", "--set", "training.steps=abc"], "expected [training] steps to be an int"),
+    (["train", "--out", "{tmp}/a", "--device", "tpu"], "expected [training] device to be 'auto', 'cpu'"),
+    (["train", "--out", "{tmp}/a", "--lr", "nan"], "expected [optimizer] lr to be a finite number"),
+    (["train", "--out", "{tmp}/a", "--seed", "-1"], "expected [training] seed >= 0 but got -1"),
+    # an unusable --out
+    (["train", "--out", "{tmp}/file"], "is a file; choose another --out"),
+    (["train", "--out", "{tmp}/file/run"], "above {tmp}/file/run, is a file; choose another --out"),
+    # evaluate, plot and compare something that is not a run
+    (["evaluate", "{tmp}"], "has no config.toml, so it is not a run directory; pass the directory given to"),
+    (["plot", "{tmp}/file"], "is a file"),
+    (["compare", "{tmp}/missing", "{tmp}/file"], "expected a run directory but {tmp}/missing does not exist"),
+    (["compare", "{tmp}"], "expected {tmp}/metrics.json but there is none; evaluate the run first"),
 ])
 def test_errors_are_one_line_with_the_fix(argv, message, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    (tmp_path / ".checkpoint.pt").write_text("")  # not a run directory all the same
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if argv[0] == "train":  # the tested flags come last and win; a check that failed would train one step
+        argv = ["train", "--steps", "1", "--no-report", *TINY_FLAGS, *argv[1:]]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert message in err and err.startswith("pyro-hfvae ") and err.count("\n") == 1
+    assert message.replace("{tmp}", str(tmp_path)) in err and err.startswith("pyro-hfvae ") and err.count("\n") == 1
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.fixture
+def run_of_four_steps(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--steps", "4", "--no-report", *TINY_FLAGS]) == 0
+    return run
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "2"], "expected [training] steps >= 4 (the run is at step 4) but got 2; pass --steps N with N >= 4"),
+    (["--set", "model.hidden_dim=8"], "cannot change model.hidden_dim when resuming"),
+    (["--seed", "9"], "cannot change training.seed when resuming"),
+    (["--overwrite"], "expected --overwrite to be left out with --resume"),
+    (["--out", "{tmp}/other"], "expected --out to be left out with --resume"),
+])
+def test_resume_errors_leave_the_run_unchanged(argv, message, run_of_four_steps, tmp_path, capsys):
+    run = run_of_four_steps
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(["train", "--resume", str(run), "--no-progress", "--no-report", *argv]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_resume_of_a_finished_run_trains_nothing(run_of_four_steps, capsys):
+    config = (run_of_four_steps / "config.toml").read_bytes()
+    assert main(["train", "--resume", str(run_of_four_steps), "--no-progress", "--no-report"]) == 0
+    assert "at step 4 of 4" in capsys.readouterr().out
+    assert (run_of_four_steps / "config.toml").read_bytes() == config
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "1e6"], "training stopped at step 4: expected a loss within 1000 times the scale of its median"),
+    (["--lr", "1e20"], "training stopped at step 2: expected finite distribution arguments but those of the sites"),
+    (["--alpha", "1e308"], "so the learning rate is not at fault: the objective overflows"),
+])
+def test_a_diverged_run_exits_1_with_a_one_line_diagnosis(flags, message, tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path), "--steps", "10", "--no-report", *TINY_FLAGS, *flags]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert read_jsonl(tmp_path / "log.jsonl")[-1]["event"] == "diverged"
+
+
+@pytest.mark.parametrize("argv", [["train", "--steps", "abc"], ["train", "--config", "a", "--resume", "b"],
+                                  ["evaluate"], ["nope"]])
+def test_usage_errors_are_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.startswith("pyro-hfvae") and err.count("\n") == 1 and "--help" in err
+
+
+def test_an_unwritable_out_is_one_line_without_a_traceback(tmp_path):
+    (tmp_path / "file").write_text("")
+    result = subprocess.run([sys.executable, "-m", "pyro_hfvae.training.cli", "train", "--out",
+                             str(tmp_path / "file" / "run"), "--steps", "1"], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith("pyro-hfvae train: error: expected a directory for the run but ")
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_an_existing_run_is_not_overwritten(tmp_path, capsys):

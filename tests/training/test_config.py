@@ -65,6 +65,28 @@ def test_shipped_names():
      "Allowed keys for optimizer 'adam': betas, eps, lr, weight_decay"),
     ({"schedule": {"name": "progressive", "steps_per_level": 3}}, "expected [objective] name = 'hit'"),
     ({"schedule": {"name": "none", "pre_kl": 0.1}}, "unknown key [schedule] pre_kl"),
+    # ranges and lengths of every kind of setting, before any run directory exists
+    ({"training": {"steps": 0}}, "expected [training] steps >= 1 but got 0"),
+    ({"training": {"steps": -5}}, "expected [training] steps >= 1 but got -5"),
+    ({"training": {"log_every": 0}}, "expected [training] log_every >= 1 but got 0"),
+    ({"training": {"checkpoint_every": -1}}, "expected [training] checkpoint_every >= 0 but got -1"),
+    ({"training": {"num_threads": -2}}, "expected [training] num_threads >= 0 but got -2"),
+    ({"training": {"seed": -1}}, "expected [training] seed >= 0 but got -1"),
+    ({"training": {"seed": 2 ** 40}}, "expected [training] seed <= 4294967295 but got 1099511627776"),
+    ({"evaluation": {"seed": -3}}, "expected [evaluation] seed >= 0 but got -3"),
+    ({"evaluation": {"metrics": [1]}}, "expected [evaluation] metrics from "),
+    ({"data": {"name": "digits", "subset": -4}}, "expected [data] subset >= 0"),
+    ({"optimizer": {"betas": [0.9]}}, "expected [optimizer] betas to be two numbers in [0, 1), like [0.9, 0.999], "
+                                      "but got [0.9]"),
+    ({"optimizer": {"betas": [0.9, 1.5]}}, "expected [optimizer] betas to be two numbers in [0, 1)"),
+    ({"optimizer": {"betas": ["a", 0.9]}}, "expected [optimizer] betas[0] to be a number (like 0.9) but got 'a'"),
+    ({"optimizer": {"eps": -1e-8}}, "expected [optimizer] eps >= 0 but got -1e-08"),
+    ({"optimizer": {"weight_decay": -0.1}}, "expected [optimizer] weight_decay >= 0 but got -0.1"),
+    ({"optimizer": {"name": "clipped_adam", "clip_norm": 0.0}}, "expected [optimizer] clip_norm > 0 but got 0.0"),
+    ({"optimizer": {"name": "clipped_adam", "lrd": -1.0}}, "expected [optimizer] lrd > 0 but got -1.0"),
+    ({"optimizer": {"lr": float("nan")}}, "expected [optimizer] lr to be a finite number"),
+    ({"objective": {"alpha": float("inf")}}, "expected [objective] alpha to be a finite number (like 1.0) but got inf"),
+    ({"model": {"channels": [16.5, 32]}}, "expected [model] channels[0] to be an int (like 32) but got 16.5"),
 ])
 def test_invalid_configs_name_key_and_allowed_values(config, expected):
     with pytest.raises(ConfigError) as info:

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from pyro_hfvae.infer.terms_elbo import NonFiniteLossError
+from pyro_hfvae.training._divergence import _ExplosionMonitor
 from pyro_hfvae.training.checkpoint import load_checkpoint
 from pyro_hfvae.training.config import ConfigError
-from pyro_hfvae.training.trainer import CHECKPOINT_FILE, LOG_FILE, Trainer, read_jsonl
+from pyro_hfvae.training.trainer import CHECKPOINT_FILE, LOG_FILE, ExplodingLossError, Trainer, read_jsonl
 
 
 def _parameters(trainer):
@@ -230,3 +231,207 @@ def test_hierarchical_models_train_with_hit(model, tiny_config, tmp_path):
     trainer.train(steps=2)
     assert trainer.last_record["beta/z2"] == 2.0
     assert np.isfinite(trainer.last_record["rate/z1"])
+
+
+@pytest.mark.parametrize("losses, exploded_at", [
+    ([4300.0, 4290.0, 3e35, 2e35, 3e35], 5),  # a learning rate far too high: three steps in a row
+    ([4300.0, 4290.0, 3e35, 4200.0, 3e35, 4100.0, 3e35], None),  # isolated spikes are tolerated
+    ([4300.0, 4290.0, 4200.0 * 999, 4200.0 * 999, 4200.0], None),  # just below the factor: not suspect
+    ([-900.0, -950.0, -1000.0, -1100.0, -1200.0], None),  # negative losses (continuous likelihoods)
+    ([0.01, 0.02, 5e3, 5e3, 5e3], 5),  # a loss near zero: the scale is at least 1
+    ([10.0, 9.0] + [8.0 * 10 ** k for k in range(1, 12)], 9),  # tenfold a step: 8e5 is the first 1000x its median
+])
+def test_explosion_monitor(losses, exploded_at):
+    monitor = _ExplosionMonitor()
+    for step, loss in enumerate(losses, 1):
+        if step == exploded_at:
+            with pytest.raises(ExplodingLossError, match=r"the loss exploded from step \d+ .* over 3 steps"):
+                monitor.observe(step, loss)
+            return
+        monitor.observe(step, loss)
+    assert exploded_at is None
+
+
+@pytest.mark.parametrize("config_name, lr", [("tiny_config", 1e-3), ("tiny_config", 3e-2),
+                                             ("tiny_progressive_config", 1e-3)])
+def test_a_normal_run_does_not_trip_the_explosion_check(config_name, lr, request, tmp_path):
+    config = request.getfixturevalue(config_name)
+    config["training"].update(steps=40, checkpoint_every=10)
+    config["optimizer"] = {"lr": lr}
+    trainer = Trainer(config, tmp_path)
+    assert trainer.train() == "completed"
+    assert len(trainer._explosion.history) == 40 and not trainer._explosion.suspect
+    assert load_checkpoint(tmp_path / CHECKPOINT_FILE)["step"] == 40
+
+
+def test_an_exploding_loss_stops_as_a_divergence(tiny_config, tmp_path):
+    # lr 1e6: the loss jumps from ~4e3 to ~3e35 and stays finite; the checkpoint of step 2 is held back
+    tiny_config["optimizer"] = {"lr": 1e6}
+    trainer = Trainer(tiny_config, tmp_path)
+    with pytest.raises(ExplodingLossError) as info:
+        trainer.train()
+    text = str(info.value)
+    assert text.startswith("training stopped at step 4: expected a loss within 1000 times the scale of its median")
+    assert "the loss exploded from step 2" in text and "with finite parameters" in text
+    assert "no checkpoint was written yet; start again with a lower learning rate (--lr)" in text
+    assert not (tmp_path / CHECKPOINT_FILE).exists()
+    event = read_jsonl(tmp_path / LOG_FILE)[-1]
+    assert event == {"step": 4, "event": "diverged", "message": text, "cause": "exploding", "last_checkpoint": None}
+
+
+def test_an_explosion_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
+    tiny_config["training"].update(steps=12, checkpoint_every=3)
+    trainer = Trainer(tiny_config, tmp_path)
+    trainer.train(steps=4)
+    resumed = Trainer.from_run(tmp_path, {"optimizer.lr": 1e6})
+    with pytest.raises(ExplodingLossError, match="the last good checkpoint is .* \\(step 4\\); continue from it"):
+        resumed.train()
+    state = load_checkpoint(tmp_path / CHECKPOINT_FILE)
+    assert state["step"] == 4 and max(v.abs().max() for v in state["module"].values()) < 100
+
+
+def test_distribution_validation_errors_are_diagnosed(tiny_config, tmp_path):
+    # lr 1e20: finite parameters of 1e20 give NaN logits; Pyro's validation error becomes the diagnosis
+    tiny_config["optimizer"] = {"lr": 1e20}
+    with pytest.raises(NonFiniteLossError) as info:
+        Trainer(tiny_config, tmp_path).train()
+    text = str(info.value)
+    assert text.startswith("training stopped at step 2: expected finite distribution arguments but those of the "
+                           "sites ['y', 'z'] are not finite, from finite parameters (the largest, hfvae$$$")
+    assert "\n" not in text and "tensor(" not in text
+    assert "lower learning rate" in text
+    event = read_jsonl(tmp_path / LOG_FILE)[-1]
+    assert (event["event"], event["cause"], event["step"]) == ("diverged", "non-finite", 2)
+
+
+def test_an_overflowing_weight_is_not_blamed_on_the_learning_rate(tiny_config, tmp_path):
+    tiny_config["objective"]["alpha"] = 1e308
+    with pytest.raises(NonFiniteLossError) as info:
+        Trainer(tiny_config, tmp_path).train()
+    text = str(info.value)
+    assert text.startswith("training stopped at step 1: ")
+    assert ("so the learning rate is not at fault: the objective overflows; check its weights ([objective] "
+            "alpha = 1e+308, ") in text
+    assert "lower learning rate" not in text and "--lr" not in text
+    assert read_jsonl(tmp_path / LOG_FILE)[-1]["event"] == "diverged"
+
+
+def test_resume_cannot_shorten_a_run(tiny_config, tmp_path):
+    Trainer(tiny_config, tmp_path).train()
+    before = {name: (tmp_path / name).read_bytes() for name in ("config.toml", LOG_FILE, CHECKPOINT_FILE)}
+    with pytest.raises(ConfigError, match=r"expected \[training\] steps >= 6 \(the run is at step 6\) but got 3; "
+                                          "pass --steps N with N >= 6"):
+        Trainer.from_run(tmp_path, {"training.steps": 3})
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    trainer = Trainer.from_run(tmp_path)
+    with pytest.raises(ValueError, match=r"expected a number of steps >= 6 \(the steps already done\) but got 2"):
+        trainer.train(steps=2)
+    # a read-only load (evaluate, plot) is not a resumption
+    assert Trainer.from_run(tmp_path, {"training.steps": 3}, read_only=True).step_count == 6
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("no config", "has no config.toml, so it is not a run directory; pass the directory given to pyro-hfvae train"),
+    ("no checkpoint", "has no checkpoint.pt, so it is not a run directory"),
+    ("missing", "does not exist"),
+    ("corrupt checkpoint", "could not read .*checkpoint.pt as a pyro_hfvae checkpoint"),
+    ("edited config", "config.toml to describe the run of its checkpoint.pt but model.hidden_dim differ; undo"),
+])
+def test_from_run_rejects_what_is_not_its_run(damage, expected, tiny_config, tmp_path):
+    run = tmp_path / "run"
+    tiny_config["training"]["steps"] = 2
+    Trainer(tiny_config, run).train()
+    if damage == "no config":
+        (run / "config.toml").unlink()
+    elif damage == "no checkpoint":
+        (run / CHECKPOINT_FILE).unlink()
+    elif damage == "missing":
+        run = tmp_path / "elsewhere"
+    elif damage == "corrupt checkpoint":
+        data = (run / CHECKPOINT_FILE).read_bytes()
+        (run / CHECKPOINT_FILE).write_bytes(data[: len(data) // 2])
+    else:
+        text = (run / "config.toml").read_text()
+        (run / "config.toml").write_text(text.replace("hidden_dim = 16", "hidden_dim = 8"))
+    with pytest.raises((FileNotFoundError, ValueError), match=expected) as info:
+        Trainer.from_run(run)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "not writable"])
+def test_an_unusable_run_directory_is_refused_before_anything_is_written(where, tiny_config, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    run = {"a file": tmp_path / "file", "under a file": tmp_path / "file" / "run",
+           "not writable": tmp_path / "locked" / "run"}[where]
+    if where == "not writable":
+        (tmp_path / "locked").mkdir()
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: access(path, mode) and "locked" not in str(path))
+    expected = {"a file": "is a file; choose another --out", "under a file": "above .* is a file; choose another",
+                "not writable": "locked is not writable; choose another --out"}[where]
+    with pytest.raises(OSError, match=expected):
+        Trainer(tiny_config, run)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["file"] + (["locked"] if where == "not writable"
+                                                                             else []))
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"subset": 5000}, r"expected \[data\] subset <= 1797 \(the size of digits\) but got 5000"),
+    ({"subset": 0}, r"expected \[training\] batch_size <= the number of training items \(1797\) but got 4096"),
+    ({"subset": 1}, r"expected \[training\] batch_size <= the number of training items \(1\) but got 16"),
+])
+def test_data_set_sizes_are_checked_before_the_run_directory_exists(data, expected, tiny_config, tmp_path):
+    tiny_config["data"].update(data)
+    tiny_config["training"]["batch_size"] = 4096 if data["subset"] == 0 else 16
+    with pytest.raises(ConfigError, match=expected):
+        Trainer(tiny_config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+_KILLED_WRITE = """
+import os, signal, sys
+from pyro_hfvae.util import atomic_file
+with atomic_file(sys.argv[1]) as file:
+    file.write(b"half a checkpoint")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.fixture(scope="module")
+def killed_write(tmp_path_factory):
+    """The file that a kill -9 inside atomic_file (as during a checkpoint write) leaves: its name and content."""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("killed")
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WRITE, str(folder / CHECKPOINT_FILE)],
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = folder.iterdir()
+    assert left.name.startswith(".checkpoint.pt.") and not (folder / CHECKPOINT_FILE).exists()
+    return left.name, left.read_bytes()
+
+
+@pytest.mark.parametrize("start", ["new", "overwrite", "resume", "read only"])
+def test_temporaries_of_killed_writes_are_removed_on_start_and_resume(start, killed_write, tiny_config, tmp_path):
+    run = tmp_path / "run"
+    tiny_config["training"]["steps"] = 2
+    if start != "new":
+        Trainer(tiny_config, run).train()
+    run.mkdir(exist_ok=True)
+    (run / killed_write[0]).write_bytes(killed_write[1])
+    left = [killed_write[0]]
+    others = [".config.toml.ab_3x9q7.tmp", ".checkpoint.pt.tmp", "notes.tmp", ".log.jsonl.toolong99.tmp"]
+    for name in others:
+        (run / name).write_text("")
+    if start == "resume":
+        Trainer.from_run(run)
+    elif start == "read only":
+        Trainer.from_run(run, read_only=True)
+    else:
+        Trainer(tiny_config, run, overwrite=start == "overwrite")
+    remaining = sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp"))
+    if start == "read only":  # evaluate and plot may run beside a training process: they leave its files alone
+        assert remaining == sorted(left + others)
+    else:
+        assert remaining == sorted([".checkpoint.pt.tmp", "notes.tmp", ".log.jsonl.toolong99.tmp"])
