@@ -6,7 +6,8 @@ installed (pythae's BetaTCVAE), all on the same networks and the same data, side
 The objective is beta-TCVAE's (Chen et al. 2018) with exact minibatch-stratified weights:
 one Normal site of ``--latent`` variables, mutual information weight 1, total correlation
 weight 6, dimension-wise KL weight 1 (``HFVAELoss(alpha=1, beta=1, gamma=6)``: one group, so
-its within-group TC is beta-TCVAE's TC). Networks:
+its within-group TC is beta-TCVAE's TC). ``hit_loss`` is :class:`~pyro_hfvae.HITLoss` with the
+weight 6 on the one site (a beta-VAE, analytic KL), to time its per-step overhead. Networks:
 
   tiny  one linear layer each way (4096 -> 2D, D -> 4096): the step is the objective's own
         work and the library's per-step Python overhead, as a GPU step of small networks is
@@ -33,7 +34,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
-from pyro_hfvae import HFVAELoss
+from pyro_hfvae import HFVAELoss, HITLoss
 
 INPUT_DIM = 4096
 DATASET_SIZE = 737_280
@@ -169,6 +170,8 @@ def build_steps(args, batch: int, device: torch.device) -> dict:
             steps[method] = pyro_step(Trace_ELBO(), encoder, decoder, x, args.lr, method)
         elif method == "hfvae_loss":
             steps[method] = pyro_step(HFVAELoss(1.0, 1.0, TC_WEIGHT), encoder, decoder, x, args.lr, method)
+        elif method == "hit_loss":
+            steps[method] = pyro_step(HITLoss({"z": TC_WEIGHT}), encoder, decoder, x, args.lr, method)
         elif method == "naive_torch":
             steps[method] = torch_step(naive_btcvae_loss, encoder, decoder, x, args.lr)
         elif method == "pythae":
@@ -181,7 +184,7 @@ def build_steps(args, batch: int, device: torch.device) -> dict:
     return steps
 
 
-METHODS = ("trace_elbo", "hfvae_loss", "naive_torch", "pythae")
+METHODS = ("trace_elbo", "hfvae_loss", "hit_loss", "naive_torch", "pythae")
 
 
 def main(args):
@@ -202,6 +205,8 @@ def main(args):
     header = f"{'batch':>6} | " + " | ".join(f"{n:>11}" for n in names)
     if "hfvae_loss" in names:
         header += " | " + " | ".join(f"hfvae/{n}" for n in others)
+    if "hit_loss" in names and "trace_elbo" in names:
+        header += " | hit/trace_elbo"
     print(header)
     print("-" * len(header))
     for row in results:
@@ -209,6 +214,8 @@ def main(args):
         line = f"{row['batch']:>6} | " + " | ".join(f"{ms[n]:>11.1f}" for n in names)
         if "hfvae_loss" in ms:
             line += " | " + " | ".join(f"{ms['hfvae_loss'] / ms[n]:>{len('hfvae/' + n)}.2f}" for n in others)
+        if "hit_loss" in ms and "trace_elbo" in ms:
+            line += f" | {ms['hit_loss'] / ms['trace_elbo']:>{len('hit/trace_elbo')}.2f}"
         print(line)
     print("(ms per step, median of interleaved repeats)")
     if args.json:

@@ -1,8 +1,10 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
+import functools
 import logging
+import operator
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
 import torch
@@ -13,13 +15,12 @@ from torch.distributions import Distribution
 from pyro_hfvae.distributions.util import (
     CONCRETE_SCORINGS,
     is_batch_invariant,
-    latent_sites,
     variable_log_prob,
     variable_ndim,
 )
 from pyro_hfvae.infer.groups import GroupNode, build_group_tree, site_groups
 from pyro_hfvae.infer.plate_layout import PlateLayout
-from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight, guide_only_sites
+from pyro_hfvae.infer.terms_elbo import SiteRoles, TermsELBO, check_dataset_size, check_weight
 from pyro_hfvae.infer.weight_bound import tc_weight_bound
 from pyro_hfvae.ops.aggregate_posterior import tree_marginals
 from pyro_hfvae.ops.mixture import check_memory_budget
@@ -42,20 +43,63 @@ class _DataSite(NamedTuple):
     log_p: torch.Tensor
 
 
-@dataclass
-class _Scored:
-    """Every site scored once: ELBO pieces per data point ``(P, B)`` or in total."""
+@dataclass(frozen=True)
+class _Structure:
+    """What :class:`HFVAELoss` reads from the structure of a model/guide pair (see :meth:`TermsELBO._analyse`)."""
 
-    site_log_probs: dict = field(default_factory=dict)
-    data_sites: dict = field(default_factory=dict)
-    elbo_global: Any = 0.0  # scaled and masked, summed
-    elbo_datum: Any = 0.0  # (P, B), scaled and masked
-    log_likelihood: Any = 0.0  # (P, B), unscaled
-    auxiliary: Any = 0.0  # (P, B), unscaled: minus the guide's log density of guide-only sites
+    layout: PlateLayout | None
+    # (name, in the data plate) of the model-only, guide-only and latent sites
+    model_only: tuple[tuple[str, bool], ...]
+    guide_only: tuple[tuple[str, bool], ...]
+    latent: tuple[tuple[str, bool], ...]
+    batch_ndims: dict  # latent site in the data plate -> batch dims of its value
+    var_ndims: dict  # ... -> variable dims
+    num_vars: dict  # ... -> number of variables per data point
+    tree: GroupNode | None
+    tc_weights: dict  # node path -> weight
+    # (depth, weight, nodes) of the levels whose total correlations weigh other than 1
+    weighted_levels: tuple[tuple[int, float, tuple[GroupNode, ...]], ...]
+    weighted: bool  # whether the decomposition enters the loss (some weight is not 1)
+    scale: float  # the one scale of the latent sites in the data plate
+    per_step_scale_and_mask: bool  # tensor scales or masks there: read them at every step
 
 
-def _total(value: Any) -> Any:
-    return value.sum() if isinstance(value, torch.Tensor) else value
+class _Pieces(NamedTuple):
+    """Marginals of one evaluation: ``(P, B, V)`` per site, ``(P, B)`` per node or site."""
+
+    q_var: dict
+    q_node: dict
+    prior_var: dict
+    prior_site: dict
+
+
+def _sum(parts: Any) -> Any:
+    """``sum(parts)`` without the ``0 +`` (one tensor op and autograd node fewer; the same values)."""
+    return functools.reduce(operator.add, parts) if parts else 0
+
+
+def _detach(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, dict):
+        return {k: _detach(v) for k, v in value.items()}
+    if isinstance(value, _Pieces):
+        return _Pieces(*(_detach(v) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_detach(v) for v in value)
+    return value
+
+
+def _has_mask(site: dict) -> bool:
+    """Whether a site carries a ``poutine.mask`` or a ``Distribution.mask`` (structure only, no values read)."""
+    if site["mask"] is not None and site["mask"] is not True:
+        return True
+    fn = site["fn"]
+    while fn is not None:
+        if type(fn).__name__ == "MaskedDistribution" and fn._mask is not True:
+            return True
+        fn = getattr(fn, "base_dist", None)
+    return False
 
 
 class HFVAELoss(TermsELBO):
@@ -256,48 +300,18 @@ class HFVAELoss(TermsELBO):
     def _score(self, fn: Distribution, value: torch.Tensor, var_ndim: int, masked: bool = True) -> torch.Tensor:
         return variable_log_prob(fn, value, var_ndim, masked=masked, concrete=self.concrete_scoring)
 
-    def _score_sites(self, layout: PlateLayout | None, model_trace: Trace, guide_trace: Trace) -> _Scored:
-        out = _Scored()
+    def _config_key(self) -> tuple:
+        return (
+            self.alpha,
+            self.beta,
+            self.gamma,
+            self.level_weights,
+            self.dataset_size,
+            self.data_plate,
+            self.concrete_scoring,
+        )
 
-        def local(site: dict) -> bool:
-            return layout is not None and layout.in_data_plate(site)
-
-        guided = {name for name, _ in latent_sites(guide_trace)}
-        scored = [(n, s, 1.0) for n, s in model_trace.nodes.items() if s["type"] == "sample" and n not in guided]
-        scored += [(n, s, -1.0) for n, s in guide_only_sites(guide_trace)]
-        for name, site, sign in scored:
-            log_prob = self._score(site["fn"], site["value"], 0)
-            out.site_log_probs[name if sign > 0 else name + " (guide)"] = log_prob
-            scaled = sign * scale_and_mask(log_prob, site["scale"], site["mask"])
-            if not local(site):
-                out.elbo_global = out.elbo_global + scaled.sum()
-                continue
-            out.elbo_datum = out.elbo_datum + layout.per_datum(scaled)
-            unscaled = sign * layout.per_datum(scale_and_mask(log_prob, 1.0, site["mask"]))
-            if sign > 0:
-                out.log_likelihood = out.log_likelihood + unscaled
-            else:
-                out.auxiliary = out.auxiliary + unscaled
-
-        for name, guide_site in latent_sites(guide_trace):
-            model_site = model_trace.nodes[name]
-            value = guide_site["value"]
-            log_q = self._score(guide_site["fn"], value, 0)
-            log_p = self._score(model_site["fn"], value, 0)
-            out.site_log_probs[name] = log_q
-            out.site_log_probs[name + " (prior)"] = log_p
-            scaled = scale_and_mask(log_p, model_site["scale"], model_site["mask"]) - scale_and_mask(
-                log_q, guide_site["scale"], guide_site["mask"]
-            )
-            if not local(guide_site):
-                out.elbo_global = out.elbo_global + scaled.sum()
-                continue
-            out.elbo_datum = out.elbo_datum + layout.per_datum(scaled)
-            batch_ndim = value.dim() - guide_site["fn"].event_dim
-            out.data_sites[name] = _DataSite(guide_site, model_site, value, batch_ndim, log_q, log_p)
-        return out
-
-    def _particle_loss(self, model_trace: Trace, guide_trace: Trace):
+    def _analyse(self, model_trace: Trace, guide_trace: Trace, roles: SiteRoles) -> _Structure:
         layout = PlateLayout.from_trace(
             guide_trace,
             model_trace=model_trace,
@@ -305,21 +319,192 @@ class HFVAELoss(TermsELBO):
             dataset_size=self.dataset_size,
             loss_name=self.loss_name,
         )
-        scored = self._score_sites(layout, model_trace, guide_trace)
-        loss = -(_total(scored.elbo_datum) + _total(scored.elbo_global))
-        if not isinstance(loss, torch.Tensor):
-            loss = torch.zeros(())
-        if scored.data_sites:
+
+        def local(site: dict) -> bool:
+            return layout is not None and layout.in_data_plate(site)
+
+        latent = tuple((n, local(guide_trace.nodes[n])) for n in roles.latent)
+        data_sites = {}
+        for name, is_local in latent:
+            if is_local:
+                guide_site = guide_trace.nodes[name]
+                value = guide_site["value"]
+                batch_ndim = value.dim() - guide_site["fn"].event_dim
+                data_sites[name] = _DataSite(guide_site, model_trace.nodes[name], value, batch_ndim, None, None)
+        tree, tc_weights, levels, scale, per_step = None, {}, (), 1.0, False
+        var_ndims, num_vars = {}, {}
+        if data_sites:
             layout.require_marginals(self.loss_name)
-            scale, mask = self._datum_scale_and_mask(layout, scored.data_sites)
             groups = site_groups(guide_trace, model_trace)
-            decomposition = self._decompose(layout, scored.data_sites, groups)
-            extra = (self.alpha - 1.0) * decomposition["mutual_info"]
-            for depth, tc in decomposition["tc_levels"].items():
-                extra = extra + (decomposition["weights"][depth] - 1.0) * tc
-            loss = loss + scale * torch.where(mask, extra, 0.0).sum()
-        else:
-            mask, decomposition = None, None
+            tree = build_group_tree({name: groups[name] for name in data_sites})
+            var_ndims = {name: variable_ndim(s.guide_site["fn"]) for name, s in data_sites.items()}
+            num_vars = {name: self._num_variables(layout, s, var_ndims[name]) for name, s in data_sites.items()}
+            tc_weights = self.tc_weights(tree, num_vars)
+            nodes = tree.internal_nodes()
+            self._warn_unbounded({n: s.model_site["fn"] for n, s in data_sites.items()}, nodes, tc_weights, num_vars)
+            by_depth: dict[int, list] = {}
+            for node in nodes:
+                if node.path in tc_weights and tc_weights[node.path] != 1.0:
+                    by_depth.setdefault(node.depth, []).append(node)
+            levels = tuple((d, tc_weights[ns[0].path], tuple(ns)) for d, ns in sorted(by_depth.items()))
+            per_step = any(
+                _has_mask(site) or isinstance(site["scale"], torch.Tensor)
+                for s in data_sites.values()
+                for site in (s.guide_site, s.model_site)
+            )
+            if not per_step:
+                scale, _ = self._datum_scale_and_mask(layout, data_sites)
+        return _Structure(
+            layout=layout,
+            model_only=tuple((n, local(model_trace.nodes[n])) for n in roles.model_only),
+            guide_only=tuple((n, local(guide_trace.nodes[n])) for n in roles.guide_only),
+            latent=latent,
+            batch_ndims={name: s.batch_ndim for name, s in data_sites.items()},
+            var_ndims=var_ndims,
+            num_vars=num_vars,
+            tree=tree,
+            tc_weights=tc_weights,
+            weighted_levels=levels,
+            weighted=self.alpha != 1.0 or bool(levels),
+            scale=scale,
+            per_step_scale_and_mask=per_step,
+        )
+
+    def _particle_loss(self, model_trace: Trace, guide_trace: Trace, structure: _Structure):
+        layout = structure.layout
+        site_log_probs = {}
+        elbo = None  # as Pyro scales and masks it, in total
+        global_parts, scored = [], []
+        sides = ((1.0, model_trace, structure.model_only, ""), (-1.0, guide_trace, structure.guide_only, " (guide)"))
+        for sign, trace, names, suffix in sides:
+            for name, local in names:
+                site = trace.nodes[name]
+                log_prob = self._score(site["fn"], site["value"], 0)
+                site_log_probs[name + suffix] = log_prob
+                part = scale_and_mask(log_prob, site["scale"], site["mask"]).sum()
+                part = part if sign > 0 else -part
+                elbo = part if elbo is None else elbo + part
+                if local:
+                    scored.append((sign, log_prob, site["mask"]))
+                else:
+                    global_parts.append(part)
+        data = {}
+        for name, local in structure.latent:
+            guide_site, model_site = guide_trace.nodes[name], model_trace.nodes[name]
+            value = guide_site["value"]
+            log_q = self._score(guide_site["fn"], value, 0)
+            log_p = self._score(model_site["fn"], value, 0)
+            site_log_probs[name] = log_q
+            site_log_probs[name + " (prior)"] = log_p
+            part = (
+                scale_and_mask(log_p, model_site["scale"], model_site["mask"])
+                - scale_and_mask(log_q, guide_site["scale"], guide_site["mask"])
+            ).sum()
+            elbo = part if elbo is None else elbo + part
+            if local:
+                data[name] = _DataSite(guide_site, model_site, value, structure.batch_ndims[name], log_q, log_p)
+            else:
+                global_parts.append(part)
+        loss = torch.zeros(()) if elbo is None else -elbo
+
+        mask, pieces = None, None
+        if data:
+            if structure.per_step_scale_and_mask:
+                scale, mask = self._datum_scale_and_mask(layout, data)
+            else:
+                scale = structure.scale
+            pieces = self._marginals(layout, structure, data)
+            extra = self._weighted_extra(layout, structure, data, pieces)
+            if extra is not None:
+                loss = loss + scale * (extra if mask is None else torch.where(mask, extra, 0.0)).sum()
+        terms = functools.partial(
+            self._particle_terms,
+            layout,
+            structure,
+            _detach(scored),
+            _detach([(s.log_q, s.log_p) for s in data.values()]),
+            _detach(pieces),
+            mask,
+            _detach(global_parts),
+        )
+        return loss, terms, site_log_probs
+
+    def _marginals(self, layout: PlateLayout, structure: _Structure, data: dict) -> _Pieces:
+        """The aggregate-posterior and prior marginals of the latent sites in the data plate."""
+        var_ndims = structure.var_ndims
+        # Prior marginals of batch-invariant priors are exact; others come from the batch mixture.
+        prior_var, prior_site, mixture_sites = {}, {}, []
+        for name, s in data.items():
+            if is_batch_invariant(s.model_site["fn"], layout.data_dim):
+                lp = layout.front(self._score(s.model_site["fn"], s.value, var_ndims[name], False), s.batch_ndim)
+                prior_var[name] = lp.reshape(lp.shape[:2] + (-1,)).expand(layout.num_particles, layout.batch_size, -1)
+                prior_site[name] = layout.per_datum(s.log_p)
+            else:
+                mixture_sites.append(name)
+
+        # With all weights 1 the decomposition is only reported: keep it out of the autograd graph.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and structure.weighted):
+            # Masked-out data points stay components of the mixtures: score without the masks.
+            marginals = tree_marginals(
+                layout,
+                structure.tree,
+                {name: s.value for name, s in data.items()},
+                {name: s.guide_site["fn"] for name, s in data.items()},
+                lambda name, fn, value: self._score(fn, value, var_ndims[name], False),
+                structure.num_vars,
+                prior_fns={name: data[name].model_site["fn"] for name in mixture_sites},
+                pairwise_memory_mb=self.pairwise_memory_mb,
+            )
+        prior_var.update(marginals.prior_variables)
+        prior_site.update(marginals.prior_sites)
+        return _Pieces(marginals.variables, marginals.nodes, prior_var, prior_site)
+
+    @staticmethod
+    def _node_tc(node: GroupNode, pieces: _Pieces, log_p: torch.Tensor | None) -> torch.Tensor:
+        """The total correlation between the children of ``node``, relative to the prior's."""
+        q_var, q_node, prior_var, prior_site = pieces
+
+        def p_node(n: GroupNode) -> torch.Tensor:
+            return log_p if n.depth == 0 else _sum([prior_site[s] for s in n.all_sites()])
+
+        q_children = [q_var[s].sum(-1) for s in node.sites] + [q_node[c.path] for c in node.children]
+        p_children = [prior_var[s].sum(-1) for s in node.sites] + [p_node(c) for c in node.children]
+        return (q_node[node.path] - _sum(q_children)) - (p_node(node) - _sum(p_children))
+
+    def _weighted_extra(
+        self, layout: PlateLayout, structure: _Structure, data: dict, pieces: _Pieces
+    ) -> torch.Tensor | None:
+        """
+        Per data point ``(P, B)``, what the weights add to the ELBO's loss:
+        ``(alpha - 1) * mutual_info + sum_level (weight - 1) * tc_level``; ``None`` where every weight is 1.
+        """
+        extra = None
+        if self.alpha != 1.0:
+            log_q = _sum([layout.per_datum(s.log_q) for s in data.values()])
+            extra = (self.alpha - 1.0) * (log_q - pieces.q_node[""])
+        log_p = None
+        for depth, weight, nodes in structure.weighted_levels:
+            if depth == 0:
+                log_p = _sum([layout.per_datum(s.log_p) for s in data.values()])
+            tc = None
+            for node in nodes:
+                node_tc = self._node_tc(node, pieces, log_p)
+                tc = node_tc if tc is None else tc + node_tc
+            tc = (weight - 1.0) * tc
+            extra = tc if extra is None else extra + tc
+        return extra
+
+    def _particle_terms(
+        self,
+        layout: PlateLayout | None,
+        structure: _Structure,
+        scored: list,
+        data: list,
+        pieces: _Pieces | None,
+        mask: torch.Tensor | None,
+        global_parts: list,
+    ) -> dict[str, torch.Tensor]:
+        """The terms of one particle, from its detached tensors (see :attr:`terms`)."""
 
         def batch_mean(t: Any, row_mask: torch.Tensor | None = None) -> torch.Tensor:
             # Per data point, averaged over the batch (masked-out points count as 0), summed over particles.
@@ -327,18 +512,26 @@ class HFVAELoss(TermsELBO):
                 return torch.zeros(())
             return (t if row_mask is None else torch.where(row_mask, t, 0.0)).mean(-1).sum(0)
 
+        log_likelihood, auxiliary = 0.0, 0.0
+        for sign, log_prob, site_mask in scored:
+            unscaled = sign * layout.per_datum(scale_and_mask(log_prob, 1.0, site_mask))
+            if sign > 0:
+                log_likelihood = log_likelihood + unscaled
+            else:
+                auxiliary = auxiliary + unscaled
+        decomposition = None if pieces is None else self._decomposition(layout, structure, data, pieces)
         # The observed and auxiliary sites carry their own masks; the latent ones the data-point mask.
-        terms = {"log_likelihood": batch_mean(scored.log_likelihood)}
+        terms = {"log_likelihood": batch_mean(log_likelihood)}
         terms.update(self._decomposition_terms(decomposition, lambda t: batch_mean(t, mask)))
         terms["elbo"] = terms["log_likelihood"] - terms["kl"]
         terms["objective"] = terms["log_likelihood"] - terms.pop("weighted_kl")
-        if isinstance(scored.auxiliary, torch.Tensor):
-            terms["auxiliary"] = batch_mean(scored.auxiliary)
+        if isinstance(auxiliary, torch.Tensor):
+            terms["auxiliary"] = batch_mean(auxiliary)
             terms["elbo"] = terms["elbo"] + terms["auxiliary"]
             terms["objective"] = terms["objective"] + terms["auxiliary"]
-        if isinstance(scored.elbo_global, torch.Tensor):
-            terms["global_elbo"] = scored.elbo_global.detach()
-        return loss, terms, scored.site_log_probs
+        if global_parts:
+            terms["global_elbo"] = sum(global_parts)
+        return terms
 
     def _decomposition_terms(self, decomposition: dict | None, batch_mean) -> dict:
         """The decomposition's terms, and ``weighted_kl``: the weighted sum the objective subtracts."""
@@ -359,8 +552,11 @@ class HFVAELoss(TermsELBO):
             terms[key] = batch_mean(value)
         return terms
 
-    def _datum_scale_and_mask(self, layout: PlateLayout, data_sites: dict) -> tuple[float, torch.Tensor]:
-        """The one scale of the latent sites in the data plate and their ``(P, B)`` data-point mask."""
+    def _datum_scale_and_mask(self, layout: PlateLayout, data_sites: dict) -> tuple[float, torch.Tensor | None]:
+        """
+        The one scale of the latent sites in the data plate and their ``(P, B)`` data-point
+        mask (``None`` where no site has one).
+        """
         scales, masks = {}, {}
         for name, data_site in data_sites.items():
             for side, site in (("guide", data_site.guide_site), ("model", data_site.model_site)):
@@ -394,61 +590,21 @@ class HFVAELoss(TermsELBO):
                     f"but {key[0]} site {key[1]!r} differs; apply poutine.mask (or the same .mask()) around the "
                     "whole model and guide"
                 )
-        device = next(iter(data_sites.values())).value.device
-        if first is None:
-            first = torch.ones(layout.num_particles, layout.batch_size, dtype=torch.bool, device=device)
         return next(iter(scales.values())), first
 
-    def _decompose(self, layout: PlateLayout, data_sites: dict, groups: dict[str, str]) -> dict:
-        tree = build_group_tree({name: groups[name] for name in data_sites})
-        var_ndims = {name: variable_ndim(s.guide_site["fn"]) for name, s in data_sites.items()}
-        num_vars = {name: self._num_variables(layout, s, var_ndims[name]) for name, s in data_sites.items()}
-        tc_weights = self.tc_weights(tree, num_vars)
-        nodes = tree.internal_nodes()
-        self._warn_unbounded(data_sites, nodes, tc_weights, num_vars)
-        log_q = sum(layout.per_datum(s.log_q) for s in data_sites.values())
-        log_p = sum(layout.per_datum(s.log_p) for s in data_sites.values())
-
-        # Prior marginals of batch-invariant priors are exact; others come from the batch mixture.
-        prior_var, prior_site, mixture_sites = {}, {}, []
-        for name, s in data_sites.items():
-            if is_batch_invariant(s.model_site["fn"], layout.data_dim):
-                lp = layout.front(self._score(s.model_site["fn"], s.value, var_ndims[name], False), s.batch_ndim)
-                prior_var[name] = lp.reshape(lp.shape[:2] + (-1,)).expand(layout.num_particles, layout.batch_size, -1)
-                prior_site[name] = layout.per_datum(s.log_p)
-            else:
-                mixture_sites.append(name)
-
-        # With all weights 1 the decomposition is only reported: keep it out of the autograd graph.
-        need_grad = torch.is_grad_enabled() and (self.alpha != 1.0 or any(w != 1.0 for w in tc_weights.values()))
-        with torch.set_grad_enabled(need_grad):
-            # Masked-out data points stay components of the mixtures: score without the masks.
-            marginals = tree_marginals(
-                layout,
-                tree,
-                {name: s.value for name, s in data_sites.items()},
-                {name: s.guide_site["fn"] for name, s in data_sites.items()},
-                lambda name, fn, value: self._score(fn, value, var_ndims[name], False),
-                num_vars,
-                prior_fns={name: data_sites[name].model_site["fn"] for name in mixture_sites},
-                pairwise_memory_mb=self.pairwise_memory_mb,
-            )
-        q_var, q_node = marginals.variables, marginals.nodes
-        prior_var.update(marginals.prior_variables)
-        prior_site.update(marginals.prior_sites)
-
-        def p_node(node: GroupNode) -> torch.Tensor:
-            return log_p if node.depth == 0 else sum(prior_site[s] for s in node.all_sites())
-
+    def _decomposition(self, layout: PlateLayout, structure: _Structure, data: list, pieces: _Pieces) -> dict:
+        """Every piece of the decomposition, per data point ``(P, B)``, for the terms."""
+        tree, tc_weights = structure.tree, structure.tc_weights
+        log_q = sum(layout.per_datum(lq) for lq, _ in data)
+        log_p = sum(layout.per_datum(lp) for _, lp in data)
+        q_var, q_node, prior_var, _ = pieces
         tc_levels = {0: torch.zeros_like(log_q), 1: torch.zeros_like(log_q)}
         weights = {0: self.beta, 1: self.gamma}
         per_group = {}
-        for node in nodes:
+        for node in tree.internal_nodes():
             if node.path not in tc_weights:
                 continue
-            q_children = [q_var[s].sum(-1) for s in node.sites] + [q_node[c.path] for c in node.children]
-            p_children = [prior_var[s].sum(-1) for s in node.sites] + [p_node(c) for c in node.children]
-            tc = (q_node[node.path] - sum(q_children)) - (p_node(node) - sum(p_children))
+            tc = self._node_tc(node, pieces, log_p)
             tc_levels[node.depth] = tc_levels.get(node.depth, 0.0) + tc
             weights[node.depth] = tc_weights[node.path]
             if node.depth >= 1:
@@ -465,8 +621,12 @@ class HFVAELoss(TermsELBO):
             "per_group": per_group,
         }
 
-    def _warn_unbounded(self, data_sites: dict, nodes: list, tc_weights: dict, num_vars: dict) -> None:
-        """Warns (once per site) where a correlated prior makes the objective unbounded below."""
+    def _warn_unbounded(self, prior_fns: dict, nodes: list, tc_weights: dict, num_vars: dict) -> None:
+        """
+        Warns (once per site) where a correlated prior makes the objective unbounded below.
+        Part of the structure analysis: the bound is read from the priors of the first
+        evaluation of each structure.
+        """
         for node in nodes:
             weight = tc_weights.get(node.path, 1.0)
             if weight <= 1.0:
@@ -475,7 +635,7 @@ class HFVAELoss(TermsELBO):
                 # Cheap tests first: the bound needs an eigendecomposition (and a device sync).
                 if num_vars[name] < 2 or name in self._warned_unbounded:
                     continue
-                bound = tc_weight_bound(data_sites[name].model_site["fn"])
+                bound = tc_weight_bound(prior_fns[name])
                 if weight >= bound:
                     self._warned_unbounded.add(name)
                     warnings.warn(

@@ -4,8 +4,10 @@
 Per-site rate weights: the hierarchical information trading (HIT) objective.
 """
 
+import functools
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -14,10 +16,10 @@ from pyro.poutine import Trace
 from torch.distributions import Distribution
 from torch.distributions.kl import kl_divergence
 
-from pyro_hfvae.distributions.util import latent_sites, variable_log_prob
+from pyro_hfvae.distributions.util import variable_log_prob
 from pyro_hfvae.infer.groups import GROUP_SEPARATOR, site_groups
 from pyro_hfvae.infer.plate_layout import PlateLayout
-from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight, guide_only_sites
+from pyro_hfvae.infer.terms_elbo import SiteRoles, TermsELBO, check_dataset_size, check_weight
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,20 @@ def _kl_key(fn: Distribution) -> tuple:
     key = (type(fn), getattr(fn, "reinterpreted_batch_ndims", None))
     base = getattr(fn, "base_dist", None)
     return key if base is None else key + _kl_key(base)
+
+
+@dataclass(frozen=True)
+class _Structure:
+    """What :class:`HITLoss` reads from the structure of a model/guide pair (see :meth:`TermsELBO._analyse`)."""
+
+    layout: PlateLayout | None
+    # (name, in the data plate) of the model-only and guide-only sites
+    model_only: tuple[tuple[str, bool], ...]
+    guide_only: tuple[tuple[str, bool], ...]
+    latent: tuple[tuple[str, bool, bool], ...]  # (name, guide site in the data plate, model site in it)
+    beta_keys: dict  # latent site -> the name in betas that gives its weight (None: default_beta)
+    data_scale: float  # extra scale N/B of data-plate sites where dataset_size gives N
+    num_particles: int
 
 
 class HITLoss(TermsELBO):
@@ -233,19 +249,24 @@ class HITLoss(TermsELBO):
             {'a': 2.0, 'b': 0.5}
         """
         betas = self.read_betas() if betas is None else betas
+        keys = self._beta_keys(site_groups(guide_trace, model_trace), betas)
+        return {name: self.default_beta if key is None else betas[key] for name, key in keys.items()}
+
+    @staticmethod
+    def _beta_keys(groups: Mapping[str, str], betas: Mapping[str, float]) -> dict[str, str | None]:
+        """Site -> the name in ``betas`` that gives its weight (``None``: :attr:`default_beta`)."""
         out, known_groups = {}, set()
-        for name, path in site_groups(guide_trace, model_trace).items():
+        for name, path in groups.items():
             parts = path.split(GROUP_SEPARATOR)
             prefixes = [GROUP_SEPARATOR.join(parts[:i]) for i in range(len(parts), 0, -1)]
             known_groups.update(prefixes)
-            key = next((k for k in [name] + prefixes if k in betas), None)
-            out[name] = self.default_beta if key is None else betas[key]
+            out[name] = next((k for k in [name] + prefixes if k in betas), None)
         unknown = sorted(set(betas) - set(out) - known_groups)
         if unknown:
-            groups = f" and groups {sorted(known_groups - set(out))}" if known_groups - set(out) else ""
+            groups_text = f" and groups {sorted(known_groups - set(out))}" if known_groups - set(out) else ""
             raise ValueError(
                 f"HITLoss got weights for {unknown}, which are not latent sites of the guide; "
-                f"its latent sites are {list(out)}{groups}. Fix the names in betas"
+                f"its latent sites are {list(out)}{groups_text}. Fix the names in betas"
             )
         return out
 
@@ -264,14 +285,11 @@ class HITLoss(TermsELBO):
             self._no_kl.add(key)
             return None
 
-    def _data_scale(self, layout: PlateLayout | None) -> float:
-        """Extra scale ``N/B`` of data-plate sites where ``dataset_size`` gives the plate's N."""
-        if self.dataset_size is None or layout is None:
-            return 1.0
-        # A subsampled plate carries its own scale (from_trace checked that it agrees).
-        return 1.0 if layout.subsampled else self.dataset_size / layout.batch_size
+    def _config_key(self) -> tuple:
+        # The weights' values change with schedules; which names they have decides the lookup.
+        return (tuple(sorted(self._betas_now)), self.dataset_size, self.data_plate, self.vectorize_particles)
 
-    def _particle_loss(self, model_trace: Trace, guide_trace: Trace):
+    def _analyse(self, model_trace: Trace, guide_trace: Trace, roles: SiteRoles) -> _Structure:
         layout = PlateLayout.from_trace(
             guide_trace,
             model_trace=model_trace,
@@ -280,57 +298,115 @@ class HITLoss(TermsELBO):
             outermost=True,
             loss_name=self.loss_name,
         )
-        data_scale = self._data_scale(layout)
-        site_betas = self.site_betas(guide_trace, model_trace, self._betas_now)
 
         def local(site: dict) -> bool:
             return layout is not None and layout.in_data_plate(site)
-
-        def unscaled_term(tensor: torch.Tensor, site: dict) -> torch.Tensor:
-            # Per data point (averaged over the batch, summed over particles), or the total.
-            return layout.per_datum(tensor).mean(-1).sum(0) if local(site) else tensor.sum()
-
-        def weighted(log_prob: torch.Tensor, site: dict) -> torch.Tensor:
-            # As Pyro scales it, times N/B where dataset_size gives N.
-            return (data_scale if local(site) else 1.0) * scale_and_mask(log_prob, site["scale"], site["mask"]).sum()
-
-        site_log_probs = {}
-        loss = torch.zeros(())
-        terms = {"distortion": torch.zeros(())}
-        for name, site in model_trace.nodes.items():
-            if site["type"] != "sample" or name in site_betas:
-                continue
-            log_prob = variable_log_prob(site["fn"], site["value"], 0)
-            site_log_probs[name] = log_prob
-            loss = loss - weighted(log_prob, site)
-            terms["distortion"] = terms["distortion"] - unscaled_term(scale_and_mask(log_prob, 1.0, site["mask"]), site)
-        for name, site in guide_only_sites(guide_trace):
-            log_prob = variable_log_prob(site["fn"], site["value"], 0)
-            site_log_probs[name + " (guide)"] = log_prob
-            loss = loss + weighted(log_prob, site)
-            auxiliary = -unscaled_term(scale_and_mask(log_prob, 1.0, site["mask"]), site)
-            terms["auxiliary"] = terms.get("auxiliary", 0.0) + auxiliary
 
         if layout is not None:
             num_particles = layout.num_particles
         else:
             num_particles = self.num_particles if self.vectorize_particles else 1
+        # Where dataset_size gives the plate's N, data-plate sites are scaled by N/B (a subsampled
+        # plate carries its own scale: from_trace checked that it agrees).
+        data_scale = 1.0
+        if self.dataset_size is not None and layout is not None and not layout.subsampled:
+            data_scale = self.dataset_size / layout.batch_size
+        return _Structure(
+            layout=layout,
+            model_only=tuple((n, local(model_trace.nodes[n])) for n in roles.model_only),
+            guide_only=tuple((n, local(guide_trace.nodes[n])) for n in roles.guide_only),
+            latent=tuple((n, local(guide_trace.nodes[n]), local(model_trace.nodes[n])) for n in roles.latent),
+            beta_keys=self._beta_keys(site_groups(guide_trace, model_trace), self._betas_now),
+            data_scale=data_scale,
+            num_particles=num_particles,
+        )
+
+    def _particle_loss(self, model_trace: Trace, guide_trace: Trace, structure: _Structure):
+        betas = self._betas_now
+        data_scale = structure.data_scale
+
+        def weighted(log_prob: torch.Tensor, site: dict, local: bool) -> torch.Tensor:
+            # As Pyro scales it, times N/B where dataset_size gives N.
+            total = scale_and_mask(log_prob, site["scale"], site["mask"]).sum()
+            return data_scale * total if local and data_scale != 1.0 else total
+
+        site_log_probs = {}
+        loss = None
+        distortion, auxiliary, rates, site_betas = [], [], [], {}
+        for name, local in structure.model_only:
+            site = model_trace.nodes[name]
+            log_prob = variable_log_prob(site["fn"], site["value"], 0)
+            site_log_probs[name] = log_prob
+            part = weighted(log_prob, site, local)
+            loss = -part if loss is None else loss - part
+            distortion.append((log_prob, site["mask"], local))
+        for name, local in structure.guide_only:
+            site = guide_trace.nodes[name]
+            log_prob = variable_log_prob(site["fn"], site["value"], 0)
+            site_log_probs[name + " (guide)"] = log_prob
+            part = weighted(log_prob, site, local)
+            loss = part if loss is None else loss + part
+            auxiliary.append((log_prob, site["mask"], local))
+        for name, local, model_local in structure.latent:
+            key = structure.beta_keys[name]
+            beta = self.default_beta if key is None else betas[key]
+            site_betas[name] = beta
+            guide_site, model_site = guide_trace.nodes[name], model_trace.nodes[name]
+            rate, scaled = self._site_rate(name, guide_site, model_site, (local, model_local), site_log_probs, weighted)
+            part = beta * scaled
+            loss = part if loss is None else loss + part
+            rates.append((name, rate))
+        if loss is None:
+            loss = torch.zeros(())
+        terms = functools.partial(
+            self._particle_terms,
+            structure,
+            [(lp.detach(), mask, local) for lp, mask, local in distortion],
+            [(lp.detach(), mask, local) for lp, mask, local in auxiliary],
+            [(name, [(t.detach(), mask, local) for t, mask, local in rate]) for name, rate in rates],
+            site_betas,
+        )
+        return loss, terms, site_log_probs
+
+    def _particle_terms(
+        self, structure: _Structure, distortion: list, auxiliary: list, rates: list, site_betas: dict
+    ) -> dict[str, torch.Tensor]:
+        """The terms of one particle, from its detached tensors (see :attr:`terms`)."""
+        layout = structure.layout
+
+        def unscaled_term(tensor: torch.Tensor, site_mask: Any, local: bool) -> torch.Tensor:
+            # Unscaled, masked; per data point (averaged over the batch, summed over particles), or the total.
+            tensor = scale_and_mask(tensor, 1.0, site_mask)
+            return layout.per_datum(tensor).mean(-1).sum(0) if local else tensor.sum()
+
+        terms = {"distortion": torch.zeros(())}
+        for parts in distortion:
+            terms["distortion"] = terms["distortion"] - unscaled_term(*parts)
+        for parts in auxiliary:
+            terms["auxiliary"] = terms.get("auxiliary", 0.0) - unscaled_term(*parts)
         rate = torch.zeros(())
-        for name, guide_site in latent_sites(guide_trace):
-            model_site = model_trace.nodes[name]
-            site_rate, scaled = self._site_rate(name, guide_site, model_site, site_log_probs, unscaled_term, weighted)
-            loss = loss + site_betas[name] * scaled
+        for name, parts in rates:
+            # log q - log p (each with its own mask), or the analytic KL
+            site_rate = unscaled_term(*parts[0])
+            if len(parts) == 2:
+                site_rate = site_rate - unscaled_term(*parts[1])
             terms[f"rate/{name}"] = site_rate
-            terms[f"beta/{name}"] = torch.tensor(site_betas[name] * num_particles)
+            terms[f"beta/{name}"] = torch.tensor(site_betas[name] * structure.num_particles)
             rate = rate + site_rate
         terms["rate"] = rate
         terms["elbo"] = terms.get("auxiliary", 0.0) - (terms["distortion"] + terms["rate"])
-        return loss, terms, site_log_probs
+        return terms
 
     def _site_rate(
-        self, name: str, guide_site: dict, model_site: dict, site_log_probs: dict, unscaled_term, weighted
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rate of one site: unscaled per data point (or in total), and as the loss weighs it."""
+        self, name: str, guide_site: dict, model_site: dict, local: tuple, site_log_probs: dict, weighted
+    ) -> tuple[list, torch.Tensor]:
+        """
+        The rate of one site: the ``(tensor, mask, local)`` parts of its unscaled rate (the
+        KL, or ``log q`` then ``log p``; per data point where the guide site is in the data
+        plate), and the rate as the loss weighs it. ``local`` says whether the guide and the
+        model site are in the data plate.
+        """
+        local, model_local = local
         value = guide_site["value"]
         kl = self._analytic_kl(guide_site["fn"], model_site["fn"]) if self.analytic_kl else None
         if kl is not None:
@@ -338,12 +414,10 @@ class HITLoss(TermsELBO):
             kl = torch.as_tensor(kl, dtype=value.dtype, device=value.device)
             kl = kl.expand(torch.broadcast_shapes(kl.shape, batch_shape))
             site_log_probs[name + " (KL)"] = kl
-            return unscaled_term(scale_and_mask(kl, 1.0, guide_site["mask"]), guide_site), weighted(kl, guide_site)
+            return [(kl, guide_site["mask"], local)], weighted(kl, guide_site, local)
         log_q = variable_log_prob(guide_site["fn"], value, 0)
         log_p = variable_log_prob(model_site["fn"], value, 0)
         site_log_probs[name] = log_q
         site_log_probs[name + " (prior)"] = log_p
-        site_rate = unscaled_term(scale_and_mask(log_q, 1.0, guide_site["mask"]), guide_site) - unscaled_term(
-            scale_and_mask(log_p, 1.0, model_site["mask"]), guide_site
-        )
-        return site_rate, weighted(log_q, guide_site) - weighted(log_p, model_site)
+        parts = [(log_q, guide_site["mask"], local), (log_p, model_site["mask"], local)]
+        return parts, weighted(log_q, guide_site, local) - weighted(log_p, model_site, model_local)

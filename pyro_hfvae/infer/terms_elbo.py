@@ -6,6 +6,8 @@ Base class for ELBO variants that report a decomposition of the objective.
 
 import logging
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -16,20 +18,32 @@ from pyro.infer.util import is_validation_enabled
 from pyro.poutine import Trace
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match, check_site_shape
-from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCategorical, RelaxedOneHotCategorical
+from torch.distributions import (
+    Bernoulli,
+    Categorical,
+    Distribution,
+    Independent,
+    OneHotCategorical,
+    RelaxedOneHotCategorical,
+)
 
 from pyro_hfvae.distributions.util import _unwrap, latent_sites
-from pyro_hfvae.infer.groups import record_model_infer
+from pyro_hfvae.infer.groups import model_infer, record_model_infer
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "NonFiniteLossError",
+    "SiteRoles",
     "TermsELBO",
     "check_dataset_size",
     "check_weight",
     "guide_only_sites",
+    "trace_structure_key",
 ]
+
+#: How many trace structures a loss keeps analysed (e.g. the full and the last, smaller batch).
+_MAX_STRUCTURES = 8
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -63,12 +77,116 @@ def guide_only_sites(guide_trace: Trace) -> list[tuple[str, dict]]:
     return [(n, s) for n, s in guide_trace.nodes.items() if s["type"] == "sample" and n not in latent]
 
 
+def _fn_key(fn: Distribution) -> tuple:
+    # The wrapper chain (types, reinterpreted dims, a Concrete's temperature type) and the
+    # top-level shapes: what the structural checks and the variable layout read.
+    # (A plate's subsample site has a Pyro Distribution without shapes.)
+    key = [getattr(fn, "has_rsample", None), getattr(fn, "batch_shape", None), getattr(fn, "event_shape", None)]
+    while fn is not None:
+        key.append(type(fn))
+        if isinstance(fn, Independent):
+            key.append(fn.reinterpreted_batch_ndims)
+        elif isinstance(fn, RelaxedOneHotCategorical):
+            key.append(type(fn.temperature))
+        fn = getattr(fn, "base_dist", None)
+    return tuple(key)
+
+
+def _mask_key(mask: Any) -> Any:
+    return mask if mask is None or isinstance(mask, bool) else ("tensor", tuple(mask.shape))
+
+
+def _scale_key(scale: Any) -> Any:
+    return ("tensor", tuple(scale.shape)) if isinstance(scale, torch.Tensor) else scale
+
+
+def trace_structure_key(trace: Trace) -> tuple:
+    """
+    A cheap, hashable signature of a trace's structure: for every sample site, in execution
+    order, its name, whether it is observed, its distribution's wrapper chain, type and
+    shapes, the value's shape, dtype and device, its plates (name, dim, size, full size),
+    the ``infer`` entries the losses read (``group``, also the model's own, ``is_auxiliary``,
+    ``enumerate``), and the kind of its mask and scale (a float scale by value, a tensor
+    mask or scale by shape). Two traces with the same key are analysed alike by
+    :class:`TermsELBO`; nothing in it reads a tensor's values, so computing it never
+    synchronises with a device.
+
+    :param ~pyro.poutine.Trace trace: a model or guide trace.
+    :rtype: tuple
+
+    Example::
+
+        >>> import pyro, pyro.distributions as dist, torch
+        >>> def guide(n):
+        ...     with pyro.plate("data", n):
+        ...         pyro.sample("z", dist.Normal(torch.zeros(n), 1.0))
+        >>> key = lambda n: trace_structure_key(pyro.poutine.trace(guide).get_trace(n))
+        >>> key(3) == key(3), key(3) == key(4)
+        (True, False)
+    """
+    out = []
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        infer = site["infer"] or {}
+        value = site["value"]
+        out.append(
+            (
+                name,
+                site["is_observed"],
+                _fn_key(site["fn"]),
+                (value.shape, value.dtype, value.device) if isinstance(value, torch.Tensor) else type(value),
+                tuple((f.name, f.dim, f.size, f.full_size) for f in site["cond_indep_stack"]),
+                infer.get("group"),
+                infer.get("is_auxiliary"),
+                infer.get("enumerate"),
+                model_infer(site).get("group") if "model_infer" in site else None,
+                _mask_key(site["mask"]),
+                _scale_key(site["scale"]),
+            )
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class SiteRoles:
+    """
+    The roles of the sample sites of a model/guide pair (subsample sites left out), in
+    execution order.
+
+    :param tuple latent: the latent sites (:func:`~pyro_hfvae.distributions.latent_sites` of the guide).
+    :param tuple guide_only: the guide's auxiliary and observed sites (:func:`guide_only_sites`).
+    :param tuple model_only: the model's sample sites that are not latent sites of the
+        guide (normally the observed ones).
+    """
+
+    latent: tuple[str, ...]
+    guide_only: tuple[str, ...]
+    model_only: tuple[str, ...]
+
+
 class TermsELBO(ELBO):
     """
     An :class:`~pyro.infer.ELBO` whose subclasses compute a loss and a dictionary of
     named terms per particle; this class runs the particles (sequential or
-    vectorized), averages, checks that everything is finite and stores the terms as
-    floats in :attr:`terms` after every evaluation.
+    vectorized), averages, checks that the loss is finite and keeps the terms, as floats
+    in :attr:`terms`, after every evaluation.
+
+    **Structure cache.** What depends only on the structure of the traces (the sites'
+    roles, the plate layout, the group tree, resolved weights, and every check that reads
+    no values: reparameterisation, site shapes, model/guide agreement, group and name
+    clashes) is analysed once per structure, keyed by :func:`trace_structure_key` of
+    both traces and the loss's settings, and reused while the key is unchanged (the last
+    few structures are kept, e.g. a full and a smaller last batch). Subclasses implement
+    :meth:`_analyse`.
+
+    **Host syncs.** :meth:`differentiable_loss` does not synchronise with the device: it
+    neither checks finiteness nor converts the terms. :meth:`loss` and
+    :meth:`loss_and_grads` return floats as Pyro's do, and check that one float: a
+    non-finite loss raises :class:`NonFiniteLossError` naming the non-finite terms and
+    sites (after the backward pass, in :meth:`loss_and_grads`, so the parameters' ``.grad``
+    then hold non-finite values). :attr:`terms` is computed from the evaluation's
+    (detached) tensors when first read, in one conversion.
 
     Each particle is traced as :func:`pyro.infer.enum.get_importance_trace` traces it
     (guide, then the model replayed on it, Pyro's model/guide and shape checks, subsample
@@ -80,7 +198,7 @@ class TermsELBO(ELBO):
     their guide log density, as in :class:`~pyro.infer.Trace_ELBO`
     (:func:`guide_only_sites`). Latent sites must be reparameterised.
 
-    Subclasses implement :meth:`_particle_loss`.
+    Subclasses implement :meth:`_analyse` and :meth:`_particle_loss`.
 
     :param int num_particles: number of particles (samples) per evaluation.
     :param int max_plate_nesting: bound on nested plates (guessed when ``inf``).
@@ -105,10 +223,105 @@ class TermsELBO(ELBO):
             vectorize_particles=vectorize_particles,
             retain_graph=retain_graph,
         )
-        #: The last evaluation's decomposition: a dict of floats (see the subclass).
-        self.terms: dict[str, float] = {}
+        self._terms: dict[str, float] | None = {}
+        # The last evaluation's terms, one callable per particle, until :attr:`terms` converts them.
+        self._pending_terms: list[Callable[[], Mapping[str, torch.Tensor]]] = []
+        self._pending_like: torch.Tensor | None = None
+        self._site_log_probs: list[dict[str, torch.Tensor]] = []
+        self._structures: dict[tuple, Any] = {}
 
-    def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Trace, Trace]:
+    @property
+    def terms(self) -> dict[str, float]:
+        """
+        The last evaluation's decomposition: a dict name -> float (see the subclass),
+        averaged over the particles. Computed from the evaluation's tensors when first read.
+        """
+        if self._terms is None:
+            self._terms = self._materialise_terms()
+        return self._terms
+
+    @terms.setter
+    def terms(self, value: Mapping[str, float]) -> None:
+        self._terms = dict(value)
+        self._pending_terms = []
+
+    def _materialise_terms(self) -> dict[str, float]:
+        sums: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for particle_terms in self._pending_terms:
+                for name, value in particle_terms().items():
+                    sums[name] = sums.get(name, 0.0) + value
+            self._pending_terms = []
+            if not sums:
+                return {}
+            like = self._pending_like
+            names = list(sums)
+            values = torch.stack([torch.as_tensor(sums[n], dtype=like.dtype, device=like.device) for n in names])
+            # One host sync for all the terms.
+            floats = (values / self.num_particles).tolist()
+        bad = [n for n, v in zip(names, floats) if not math.isfinite(v)]
+        if bad:
+            logger.warning("%s: non-finite terms %s", self.loss_name, bad)
+        return dict(zip(names, floats))
+
+    def _config_key(self) -> tuple:
+        """The loss's settings that its structure analysis (:meth:`_analyse`) reads."""
+        return ()
+
+    def _structure(self, model_trace: Trace, guide_trace: Trace) -> Any:
+        """
+        The analysis of the traces' structure (:meth:`_analyse`, after the structural
+        checks), from the cache where the key is unchanged.
+        """
+        key = (
+            self._config_key(),
+            is_validation_enabled(),
+            self.max_plate_nesting,
+            trace_structure_key(model_trace),
+            trace_structure_key(guide_trace),
+        )
+        structure = self._structures.get(key)
+        if structure is None:
+            structure = self._analyse_traces(model_trace, guide_trace)
+            if len(self._structures) >= _MAX_STRUCTURES:
+                self._structures.pop(next(iter(self._structures)))
+            self._structures[key] = structure
+            logger.debug("%s: analysed a new trace structure (%d kept)", self.loss_name, len(self._structures))
+        return structure
+
+    def _analyse_traces(self, model_trace: Trace, guide_trace: Trace) -> Any:
+        if is_validation_enabled():
+            check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
+        guide_trace = prune_subsample_sites(guide_trace)
+        model_trace = prune_subsample_sites(model_trace)
+        for trace in (guide_trace, model_trace):
+            for name, site in trace.nodes.items():
+                if site["type"] == "sample":
+                    self._check_site(name, site)
+        self._check_sites_match(model_trace, guide_trace)
+        latent = tuple(name for name, _ in latent_sites(guide_trace))
+        roles = SiteRoles(
+            latent=latent,
+            guide_only=tuple(name for name, _ in guide_only_sites(guide_trace)),
+            model_only=tuple(
+                name for name, site in model_trace.nodes.items() if site["type"] == "sample" and name not in latent
+            ),
+        )
+        return self._analyse(model_trace, guide_trace, roles)
+
+    def _analyse(self, model_trace: Trace, guide_trace: Trace, roles: SiteRoles) -> Any:
+        """
+        Everything about a model/guide pair that depends only on its structure; computed
+        once per :func:`trace_structure_key` and passed to :meth:`_particle_loss`. Raise
+        here for structural errors.
+
+        :param ~pyro.poutine.Trace model_trace: the model trace (subsample sites pruned).
+        :param ~pyro.poutine.Trace guide_trace: the guide trace (subsample sites pruned).
+        :param SiteRoles roles: the roles of the sample sites.
+        """
+        return roles
+
+    def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Trace, Trace, Any]:
         try:
             guide_trace = poutine.trace(guide, graph_type="flat").get_trace(*args, **kwargs)
             replayed = poutine.replay(record_model_infer(model), trace=guide_trace)
@@ -119,16 +332,7 @@ class TermsELBO(ELBO):
                 f"{self.loss_name} expected a non-empty batch but tracing the model and guide divided by zero "
                 f"({error}), as a plate with an empty subsample does; pass at least one data point"
             ) from error
-        if is_validation_enabled():
-            check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
-        guide_trace = prune_subsample_sites(guide_trace)
-        model_trace = prune_subsample_sites(model_trace)
-        for trace in (guide_trace, model_trace):
-            for name, site in trace.nodes.items():
-                if site["type"] == "sample":
-                    self._check_site(name, site)
-        self._check_sites_match(model_trace, guide_trace)
-        return model_trace, guide_trace
+        return model_trace, guide_trace, self._structure(model_trace, guide_trace)
 
     def _check_site(self, name: str, site: dict) -> None:
         if site["infer"].get("enumerate"):
@@ -172,42 +376,51 @@ class TermsELBO(ELBO):
                 )
 
     def _particle_loss(
-        self, model_trace: Trace, guide_trace: Trace
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        self, model_trace: Trace, guide_trace: Trace, structure: Any
+    ) -> tuple[torch.Tensor, Callable[[], Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]:
         """
         Loss and terms of one traced particle (or of all, when vectorized).
 
+        :param structure: the traces' structure, as :meth:`_analyse` returned it.
         :returns: ``(loss, terms, site_log_probs)``: the loss summed over the particles in
-            the trace; each term summed over those particles; and every site's log density
-            tensor, used only to name the culprit when something is not finite.
+            the trace; a callable returning each term (a tensor) summed over those particles,
+            called without gradients only when :attr:`terms` is read, so it must close over
+            detached tensors that nothing updates in place (no parameters); and every site's
+            log density tensor, used only to name the culprit when the loss is not finite.
         """
         raise NotImplementedError
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
         """
-        :returns: a differentiable estimate of the loss, averaged over particles.
+        :returns: a differentiable estimate of the loss, averaged over particles. Not
+            checked for finiteness (that would synchronise with the device; see :meth:`loss`).
         :rtype: torch.Tensor
         """
-        loss = 0.0
-        terms: dict[str, torch.Tensor] = {}
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            particle_loss, particle_terms, site_log_probs = self._particle_loss(model_trace, guide_trace)
-            loss = loss + particle_loss
-            for name, value in particle_terms.items():
-                terms[name] = terms.get(name, 0.0) + value.detach()
-        loss = loss / self.num_particles
-        names = list(terms)
-        values = torch.stack([torch.as_tensor(terms[n], dtype=loss.dtype, device=loss.device) for n in names])
-        # One host sync for the loss check and all the terms.
-        values = torch.cat([loss.detach().reshape(1), values / self.num_particles]).tolist()
-        self.terms = dict(zip(names, values[1:]))
-        if not torch.isfinite(torch.tensor(values)).all():
-            self._raise_non_finite(values[0], site_log_probs)
+        loss = None
+        pending, site_log_probs = [], []
+        for model_trace, guide_trace, structure in self._get_traces(model, guide, args, kwargs):
+            particle_loss, particle_terms, particle_log_probs = self._particle_loss(model_trace, guide_trace, structure)
+            loss = particle_loss if loss is None else loss + particle_loss
+            pending.append(particle_terms)
+            site_log_probs.append(particle_log_probs)
+        if self.num_particles != 1:
+            loss = loss / self.num_particles
+        self._terms, self._pending_terms, self._pending_like = None, pending, loss
+        self._site_log_probs = site_log_probs
         return loss
 
-    def _raise_non_finite(self, loss: float, site_log_probs: dict[str, torch.Tensor]) -> None:
-        bad_terms = [n for n, v in self.terms.items() if not torch.isfinite(torch.tensor(v))]
-        bad_sites = [n for n, lp in site_log_probs.items() if not torch.isfinite(lp.detach()).all()]
+    def _check_finite(self, loss: float) -> float:
+        if not math.isfinite(loss):
+            self._raise_non_finite(loss)
+        return loss
+
+    def _raise_non_finite(self, loss: float) -> None:
+        bad_terms = [n for n, v in self.terms.items() if not math.isfinite(v)]
+        bad_sites = []
+        for site_log_probs in self._site_log_probs:
+            for name, log_prob in site_log_probs.items():
+                if name not in bad_sites and not torch.isfinite(log_prob.detach()).all():
+                    bad_sites.append(name)
         raise NonFiniteLossError(
             f"{self.loss_name} expected a finite loss but got {loss}; non-finite terms: {bad_terms or 'none'}; "
             f"sites with non-finite log densities: {bad_sites or 'none'}. Check the inputs and the "
@@ -219,9 +432,10 @@ class TermsELBO(ELBO):
         """
         :returns: an estimate of the loss (the negative objective).
         :rtype: float
+        :raises NonFiniteLossError: where it is not finite.
         """
         with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+            return self._check_finite(self.differentiable_loss(model, guide, *args, **kwargs).item())
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
         """
@@ -229,11 +443,13 @@ class TermsELBO(ELBO):
 
         :returns: an estimate of the loss.
         :rtype: float
+        :raises NonFiniteLossError: where it is not finite (after the backward pass).
         """
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         if loss.requires_grad:
             loss.backward(retain_graph=self.retain_graph)
-        return loss.item()
+        # The step's one host sync, after the backward pass has been queued.
+        return self._check_finite(loss.item())
 
 
 def check_weight(owner: str, name: str, value: Any) -> float:
