@@ -74,7 +74,7 @@ def test_rst_coverage_reads_directives(tmp_path):
            :members:
            :exclude-members: mig, sap
 
-        .. automodule:: pyro_hfvae.infer.groups
+        .. automodule:: pyro_hfvae.poutine.groups
            :members: GroupNode
 
         .. py:currentmodule:: pyro_hfvae.distributions.util
@@ -87,7 +87,7 @@ def test_rst_coverage_reads_directives(tmp_path):
     covered = api_coverage.rst_coverage(tmp_path)
     metrics = set(importlib.import_module("pyro_hfvae.metrics").__all__)
     assert covered["pyro_hfvae.metrics"] == metrics - {"mig", "sap"}
-    assert covered["pyro_hfvae.infer.groups"] == {"GroupNode"}
+    assert covered["pyro_hfvae.poutine.groups"] == {"GroupNode"}
     assert covered["pyro_hfvae.distributions.util"] == {"soft_value"}
     assert covered["pyro_hfvae.models.vlae"] == {"VLAE"}
 

@@ -44,7 +44,7 @@ from pyro_hfvae import HFVAELoss, group, tc_weight_bound
 from pyro_hfvae.datasets import DSprites
 from pyro_hfvae.distributions import variable_log_prob, variable_ndim
 from pyro_hfvae.distributions.util import latent_sites
-from pyro_hfvae.infer.groups import build_group_tree, site_group
+from pyro_hfvae.poutine.groups import build_group_tree, site_group
 
 SMOKE = os.environ.get("PYRO_HFVAE_SMOKE", "0") not in ("", "0")
 N = 512 if SMOKE else 8000
@@ -135,8 +135,8 @@ class SpriteHFVAE(nn.Module):
 # %%
 # The group tree
 # --------------
-# :func:`~pyro_hfvae.infer.groups.site_group` reads a traced site's group and
-# :func:`~pyro_hfvae.infer.groups.build_group_tree` builds the tree the loss uses. The total
+# :func:`~pyro_hfvae.poutine.groups.site_group` reads a traced site's group and
+# :func:`~pyro_hfvae.poutine.groups.build_group_tree` builds the tree the loss uses. The total
 # correlation at the root (between ``shape`` and ``layout``) is weighted by ``beta``, the
 # one at ``layout`` (between its sub-groups) by ``gamma``, and the one inside
 # ``layout/position`` (between its two coordinates) by ``level_weights[0]``. Groups with a

@@ -18,12 +18,12 @@ from pyro_hfvae.distributions.util import (
     variable_log_prob,
     variable_ndim,
 )
-from pyro_hfvae.infer.groups import GroupNode, build_group_tree, site_groups
-from pyro_hfvae.infer.plate_layout import PlateLayout
 from pyro_hfvae.infer.terms_elbo import SiteRoles, TermsELBO, check_dataset_size, check_weight
 from pyro_hfvae.infer.weight_bound import tc_weight_bound
 from pyro_hfvae.ops.aggregate_posterior import tree_marginals
 from pyro_hfvae.ops.mixture import check_memory_budget
+from pyro_hfvae.poutine.groups import GroupNode, build_group_tree, site_groups
+from pyro_hfvae.poutine.plate_layout import PlateLayout
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class HFVAELoss(TermsELBO):
         sites count by their variables) has no total correlation and is left out. The
         mutual information at the root has weight :attr:`alpha`.
 
-        :param GroupNode tree: the group tree (:func:`~pyro_hfvae.infer.groups.build_group_tree`).
+        :param GroupNode tree: the group tree (:func:`~pyro_hfvae.poutine.groups.build_group_tree`).
         :param dict num_variables: site -> its number of variables per data point.
         :returns: node path -> weight (``""`` is the root).
         :rtype: dict
@@ -278,7 +278,7 @@ class HFVAELoss(TermsELBO):
 
         Example::
 
-            >>> from pyro_hfvae.infer.groups import build_group_tree
+            >>> from pyro_hfvae.poutine.groups import build_group_tree
             >>> tree = build_group_tree({"y": "class", "z": "style"})
             >>> HFVAELoss(beta=4.0, gamma=3.0).tc_weights(tree, {"y": 1, "z": 2})
             {'': 4.0, 'style': 3.0}

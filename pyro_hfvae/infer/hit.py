@@ -17,9 +17,9 @@ from torch.distributions import Distribution
 from torch.distributions.kl import kl_divergence
 
 from pyro_hfvae.distributions.util import variable_log_prob
-from pyro_hfvae.infer.groups import GROUP_SEPARATOR, site_groups
-from pyro_hfvae.infer.plate_layout import PlateLayout
 from pyro_hfvae.infer.terms_elbo import SiteRoles, TermsELBO, check_dataset_size, check_weight
+from pyro_hfvae.poutine.groups import GROUP_SEPARATOR, site_groups
+from pyro_hfvae.poutine.plate_layout import PlateLayout
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class HITLoss(TermsELBO):
         """
         The weight of every latent site of a guide trace: that of its name in ``betas``, else
         that of its group (the deepest named level first; groups as
-        :func:`~pyro_hfvae.infer.groups.site_groups` reads them), else :attr:`default_beta`.
+        :func:`~pyro_hfvae.poutine.groups.site_groups` reads them), else :attr:`default_beta`.
 
         :param ~pyro.poutine.Trace guide_trace: a guide trace.
         :param ~pyro.poutine.Trace model_trace: the model replayed on it (for groups named on

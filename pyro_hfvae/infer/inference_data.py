@@ -24,7 +24,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import Distribution
 
 from pyro_hfvae.distributions.util import distribution_mean, latent_sites
-from pyro_hfvae.infer.groups import site_groups
+from pyro_hfvae.poutine.groups import site_groups
 from pyro_hfvae.util import forked_rng
 
 logger = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def latent_groups(guide: Callable, x: torch.Tensor, **kwargs) -> dict[str, str]:
     """
     The group path (``infer={"group": ...}``, nested with ``"/"``) of every latent site of the
     guide; a site in no group is its own group, named after it
-    (:func:`~pyro_hfvae.infer.groups.site_groups`).
+    (:func:`~pyro_hfvae.poutine.groups.site_groups`).
 
     :param callable guide: a Pyro guide taking a batch of observations first.
     :param torch.Tensor x: a batch of observations.

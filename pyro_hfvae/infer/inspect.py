@@ -20,9 +20,9 @@ from pyro import poutine
 from torch.distributions import Distribution, RelaxedOneHotCategorical
 
 from pyro_hfvae.distributions.util import _unwrap, distribution_mean, latent_sites, variable_ndim
-from pyro_hfvae.infer.groups import GROUP_SEPARATOR, GroupNode, build_group_tree, record_model_infer, site_groups
 from pyro_hfvae.infer.hfvae import HFVAELoss
 from pyro_hfvae.infer.hit import HITLoss
+from pyro_hfvae.poutine.groups import GROUP_SEPARATOR, GroupNode, build_group_tree, record_model_infer, site_groups
 
 logger = logging.getLogger(__name__)
 

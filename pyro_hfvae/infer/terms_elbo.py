@@ -28,7 +28,7 @@ from torch.distributions import (
 )
 
 from pyro_hfvae.distributions.util import _unwrap, latent_sites
-from pyro_hfvae.infer.groups import model_infer, record_model_infer
+from pyro_hfvae.poutine.groups import model_infer, record_model_infer
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import torch
 from torch.distributions import Distribution, Independent
 
 from pyro_hfvae.distributions.util import soft_value, variable_log_prob, variable_ndim
-from pyro_hfvae.infer.groups import GroupNode
-from pyro_hfvae.infer.plate_layout import PlateLayout
 from pyro_hfvae.ops import LogMarginals, mixture_log_marginals, pairwise_log_prob
+from pyro_hfvae.poutine.groups import GroupNode
+from pyro_hfvae.poutine.plate_layout import PlateLayout
 
 PosteriorOutput = Mapping[str, Distribution] | Distribution
 Posterior = Callable[[torch.Tensor], PosteriorOutput]

@@ -12,8 +12,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_hfvae.infer.groups import group
 from pyro_hfvae.models.layers import data_plate
+from pyro_hfvae.poutine.groups import group
 
 __all__ = [
     "ConvHFVAE",

@@ -34,10 +34,10 @@ import torch
 from torch.distributions import Distribution
 
 from pyro_hfvae.distributions.util import soft_value, variable_log_prob, variable_ndim
-from pyro_hfvae.infer.groups import GroupNode
-from pyro_hfvae.infer.plate_layout import PlateLayout
 from pyro_hfvae.ops.mixture import LogMarginals, groups_to_tree, mixture_log_marginals
 from pyro_hfvae.ops.pairwise import pairwise_log_prob
+from pyro_hfvae.poutine.groups import GroupNode
+from pyro_hfvae.poutine.plate_layout import PlateLayout
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def tree_marginals(
 
         >>> import pyro, pyro.distributions as dist, torch
         >>> from pyro_hfvae.distributions import variable_log_prob
-        >>> from pyro_hfvae.infer.groups import build_group_tree
+        >>> from pyro_hfvae.poutine.groups import build_group_tree
         >>> def guide():
         ...     with pyro.plate("data", 100, subsample_size=4):
         ...         pyro.sample("z", dist.Normal(torch.zeros(4, 3), 1.0).to_event(1))

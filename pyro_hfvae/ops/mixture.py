@@ -42,7 +42,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from pyro_hfvae.infer.groups import GroupNode, build_group_tree, site_group
+from pyro_hfvae.poutine.groups import GroupNode, build_group_tree, site_group
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +74,13 @@ def tc_term_name(depth: int) -> str:
 
 def groups_to_tree(sites: Sequence[str], groups: Mapping[str, Sequence[str]] | None = None) -> GroupNode:
     """
-    The group tree (:func:`~pyro_hfvae.infer.groups.build_group_tree`) of a mapping
+    The group tree (:func:`~pyro_hfvae.poutine.groups.build_group_tree`) of a mapping
     group path -> sites; a site in no group is a group of its own, as in
     :class:`~pyro_hfvae.HFVAELoss`. Paths nest with ``"/"``.
 
     :param list sites: every site, in order.
     :param dict groups: group path -> list of its sites (default: every site its own group).
-    :rtype: ~pyro_hfvae.infer.groups.GroupNode
+    :rtype: ~pyro_hfvae.poutine.groups.GroupNode
 
     Example::
 

@@ -23,7 +23,7 @@ import torch
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from torch.distributions import Distribution, Independent, constraints
 
-from pyro_hfvae.infer.plate_layout import PlateLayout
+from pyro_hfvae.poutine.plate_layout import PlateLayout
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import Adam
 from torch.distributions import kl_divergence
 
-from pyro_hfvae.infer.groups import group
 from pyro_hfvae.infer.hit import HITLoss
 from pyro_hfvae.infer.terms_elbo import NonFiniteLossError
+from pyro_hfvae.poutine.groups import group
 
 N, B, D = 50, 6, 3
 

@@ -13,8 +13,8 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from pyro_hfvae.infer.plate_layout import latent_sites
 from pyro_hfvae.models import VLAE, ConvHFVAE, HierarchicalVAE, LadderVAE
+from pyro_hfvae.poutine.plate_layout import latent_sites
 
 from ..fixed_noise import FixedNoise, gumbel
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from pyro import poutine
 
-from pyro_hfvae.infer.plate_layout import latent_sites
 from pyro_hfvae.models import VLAE, ConvHFVAE, HierarchicalVAE, LadderVAE, ModelProtocol
+from pyro_hfvae.poutine.plate_layout import latent_sites
 
 SHAPE = (1, 16, 16)
 
