@@ -2,10 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 import functools
 import logging
-import operator
-import warnings
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import torch
 from pyro.distributions.util import scale_and_mask
@@ -18,12 +15,22 @@ from pyro_hfvae.distributions.util import (
     variable_log_prob,
     variable_ndim,
 )
-from pyro_hfvae.infer.terms_elbo import SiteRoles, TermsELBO, check_dataset_size, check_weight
-from pyro_hfvae.infer.weight_bound import tc_weight_bound
+from pyro_hfvae.infer._decomposition import (
+    DataSite,
+    Pieces,
+    Structure,
+    datum_scale_and_mask,
+    decomposition,
+    decomposition_terms,
+    weighted_extra,
+)
+from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight
+from pyro_hfvae.infer.weight_bound import warn_unbounded
 from pyro_hfvae.ops.aggregate_posterior import tree_marginals
 from pyro_hfvae.ops.mixture import check_memory_budget
 from pyro_hfvae.poutine.groups import GroupNode, build_group_tree, site_groups
 from pyro_hfvae.poutine.plate_layout import PlateLayout
+from pyro_hfvae.poutine.trace_structure import SiteRoles
 
 logger = logging.getLogger(__name__)
 
@@ -32,59 +39,13 @@ __all__ = [
 ]
 
 
-class _DataSite(NamedTuple):
-    """A latent site inside the data plate: both sides, the value and its log densities."""
-
-    guide_site: dict
-    model_site: dict
-    value: torch.Tensor
-    batch_ndim: int
-    log_q: torch.Tensor  # masked as Pyro masks, unscaled
-    log_p: torch.Tensor
-
-
-@dataclass(frozen=True)
-class _Structure:
-    """What :class:`HFVAELoss` reads from the structure of a model/guide pair (see :meth:`TermsELBO._analyse`)."""
-
-    layout: PlateLayout | None
-    # (name, in the data plate) of the model-only, guide-only and latent sites
-    model_only: tuple[tuple[str, bool], ...]
-    guide_only: tuple[tuple[str, bool], ...]
-    latent: tuple[tuple[str, bool], ...]
-    batch_ndims: dict  # latent site in the data plate -> batch dims of its value
-    var_ndims: dict  # ... -> variable dims
-    num_vars: dict  # ... -> number of variables per data point
-    tree: GroupNode | None
-    tc_weights: dict  # node path -> weight
-    # (depth, weight, nodes) of the levels whose total correlations weigh other than 1
-    weighted_levels: tuple[tuple[int, float, tuple[GroupNode, ...]], ...]
-    weighted: bool  # whether the decomposition enters the loss (some weight is not 1)
-    scale: float  # the one scale of the latent sites in the data plate
-    per_step_scale_and_mask: bool  # tensor scales or masks there: read them at every step
-
-
-class _Pieces(NamedTuple):
-    """Marginals of one evaluation: ``(P, B, V)`` per site, ``(P, B)`` per node or site."""
-
-    q_var: dict
-    q_node: dict
-    prior_var: dict
-    prior_site: dict
-
-
-def _sum(parts: Any) -> Any:
-    """``sum(parts)`` without the ``0 +`` (one tensor op and autograd node fewer; the same values)."""
-    return functools.reduce(operator.add, parts) if parts else 0
-
-
 def _detach(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.detach()
     if isinstance(value, dict):
         return {k: _detach(v) for k, v in value.items()}
-    if isinstance(value, _Pieces):
-        return _Pieces(*(_detach(v) for v in value))
+    if isinstance(value, Pieces):
+        return Pieces(*(_detach(v) for v in value))
     if isinstance(value, (tuple, list)):
         return type(value)(_detach(v) for v in value)
     return value
@@ -311,7 +272,7 @@ class HFVAELoss(TermsELBO):
             self.concrete_scoring,
         )
 
-    def _analyse(self, model_trace: Trace, guide_trace: Trace, roles: SiteRoles) -> _Structure:
+    def _analyse(self, model_trace: Trace, guide_trace: Trace, roles: SiteRoles) -> Structure:
         layout = PlateLayout.from_trace(
             guide_trace,
             model_trace=model_trace,
@@ -330,7 +291,7 @@ class HFVAELoss(TermsELBO):
                 guide_site = guide_trace.nodes[name]
                 value = guide_site["value"]
                 batch_ndim = value.dim() - guide_site["fn"].event_dim
-                data_sites[name] = _DataSite(guide_site, model_trace.nodes[name], value, batch_ndim, None, None)
+                data_sites[name] = DataSite(guide_site, model_trace.nodes[name], value, batch_ndim, None, None)
         tree, tc_weights, levels, scale, per_step = None, {}, (), 1.0, False
         var_ndims, num_vars = {}, {}
         if data_sites:
@@ -341,7 +302,8 @@ class HFVAELoss(TermsELBO):
             num_vars = {name: self._num_variables(layout, s, var_ndims[name]) for name, s in data_sites.items()}
             tc_weights = self.tc_weights(tree, num_vars)
             nodes = tree.internal_nodes()
-            self._warn_unbounded({n: s.model_site["fn"] for n, s in data_sites.items()}, nodes, tc_weights, num_vars)
+            priors = {n: s.model_site["fn"] for n, s in data_sites.items()}
+            warn_unbounded(self.loss_name, self._warned_unbounded, priors, nodes, tc_weights, num_vars)
             by_depth: dict[int, list] = {}
             for node in nodes:
                 if node.path in tc_weights and tc_weights[node.path] != 1.0:
@@ -353,8 +315,8 @@ class HFVAELoss(TermsELBO):
                 for site in (s.guide_site, s.model_site)
             )
             if not per_step:
-                scale, _ = self._datum_scale_and_mask(layout, data_sites)
-        return _Structure(
+                scale, _ = datum_scale_and_mask(layout, data_sites)
+        return Structure(
             layout=layout,
             model_only=tuple((n, local(model_trace.nodes[n])) for n in roles.model_only),
             guide_only=tuple((n, local(guide_trace.nodes[n])) for n in roles.guide_only),
@@ -370,7 +332,7 @@ class HFVAELoss(TermsELBO):
             per_step_scale_and_mask=per_step,
         )
 
-    def _particle_loss(self, model_trace: Trace, guide_trace: Trace, structure: _Structure):
+    def _particle_loss(self, model_trace: Trace, guide_trace: Trace, structure: Structure):
         layout = structure.layout
         site_log_probs = {}
         elbo = None  # as Pyro scales and masks it, in total
@@ -402,7 +364,7 @@ class HFVAELoss(TermsELBO):
             ).sum()
             elbo = part if elbo is None else elbo + part
             if local:
-                data[name] = _DataSite(guide_site, model_site, value, structure.batch_ndims[name], log_q, log_p)
+                data[name] = DataSite(guide_site, model_site, value, structure.batch_ndims[name], log_q, log_p)
             else:
                 global_parts.append(part)
         loss = torch.zeros(()) if elbo is None else -elbo
@@ -410,11 +372,11 @@ class HFVAELoss(TermsELBO):
         mask, pieces = None, None
         if data:
             if structure.per_step_scale_and_mask:
-                scale, mask = self._datum_scale_and_mask(layout, data)
+                scale, mask = datum_scale_and_mask(layout, data)
             else:
                 scale = structure.scale
             pieces = self._marginals(layout, structure, data)
-            extra = self._weighted_extra(layout, structure, data, pieces)
+            extra = weighted_extra(self.alpha, layout, structure, data, pieces)
             if extra is not None:
                 loss = loss + scale * (extra if mask is None else torch.where(mask, extra, 0.0)).sum()
         terms = functools.partial(
@@ -429,7 +391,7 @@ class HFVAELoss(TermsELBO):
         )
         return loss, terms, site_log_probs
 
-    def _marginals(self, layout: PlateLayout, structure: _Structure, data: dict) -> _Pieces:
+    def _marginals(self, layout: PlateLayout, structure: Structure, data: dict) -> Pieces:
         """The aggregate-posterior and prior marginals of the latent sites in the data plate."""
         var_ndims = structure.var_ndims
         # Prior marginals of batch-invariant priors are exact; others come from the batch mixture.
@@ -457,50 +419,15 @@ class HFVAELoss(TermsELBO):
             )
         prior_var.update(marginals.prior_variables)
         prior_site.update(marginals.prior_sites)
-        return _Pieces(marginals.variables, marginals.nodes, prior_var, prior_site)
-
-    @staticmethod
-    def _node_tc(node: GroupNode, pieces: _Pieces, log_p: torch.Tensor | None) -> torch.Tensor:
-        """The total correlation between the children of ``node``, relative to the prior's."""
-        q_var, q_node, prior_var, prior_site = pieces
-
-        def p_node(n: GroupNode) -> torch.Tensor:
-            return log_p if n.depth == 0 else _sum([prior_site[s] for s in n.all_sites()])
-
-        q_children = [q_var[s].sum(-1) for s in node.sites] + [q_node[c.path] for c in node.children]
-        p_children = [prior_var[s].sum(-1) for s in node.sites] + [p_node(c) for c in node.children]
-        return (q_node[node.path] - _sum(q_children)) - (p_node(node) - _sum(p_children))
-
-    def _weighted_extra(
-        self, layout: PlateLayout, structure: _Structure, data: dict, pieces: _Pieces
-    ) -> torch.Tensor | None:
-        """
-        Per data point ``(P, B)``, what the weights add to the ELBO's loss:
-        ``(alpha - 1) * mutual_info + sum_level (weight - 1) * tc_level``; ``None`` where every weight is 1.
-        """
-        extra = None
-        if self.alpha != 1.0:
-            log_q = _sum([layout.per_datum(s.log_q) for s in data.values()])
-            extra = (self.alpha - 1.0) * (log_q - pieces.q_node[""])
-        log_p = None
-        for depth, weight, nodes in structure.weighted_levels:
-            if depth == 0:
-                log_p = _sum([layout.per_datum(s.log_p) for s in data.values()])
-            tc = None
-            for node in nodes:
-                node_tc = self._node_tc(node, pieces, log_p)
-                tc = node_tc if tc is None else tc + node_tc
-            tc = (weight - 1.0) * tc
-            extra = tc if extra is None else extra + tc
-        return extra
+        return Pieces(marginals.variables, marginals.nodes, prior_var, prior_site)
 
     def _particle_terms(
         self,
         layout: PlateLayout | None,
-        structure: _Structure,
+        structure: Structure,
         scored: list,
         data: list,
-        pieces: _Pieces | None,
+        pieces: Pieces | None,
         mask: torch.Tensor | None,
         global_parts: list,
     ) -> dict[str, torch.Tensor]:
@@ -519,10 +446,10 @@ class HFVAELoss(TermsELBO):
                 log_likelihood = log_likelihood + unscaled
             else:
                 auxiliary = auxiliary + unscaled
-        decomposition = None if pieces is None else self._decomposition(layout, structure, data, pieces)
+        parts = None if pieces is None else decomposition(self.beta, self.gamma, layout, structure, data, pieces)
         # The observed and auxiliary sites carry their own masks; the latent ones the data-point mask.
         terms = {"log_likelihood": batch_mean(log_likelihood)}
-        terms.update(self._decomposition_terms(decomposition, lambda t: batch_mean(t, mask)))
+        terms.update(decomposition_terms(self.alpha, parts, lambda t: batch_mean(t, mask)))
         terms["elbo"] = terms["log_likelihood"] - terms["kl"]
         terms["objective"] = terms["log_likelihood"] - terms.pop("weighted_kl")
         if isinstance(auxiliary, torch.Tensor):
@@ -533,121 +460,7 @@ class HFVAELoss(TermsELBO):
             terms["global_elbo"] = sum(global_parts)
         return terms
 
-    def _decomposition_terms(self, decomposition: dict | None, batch_mean) -> dict:
-        """The decomposition's terms, and ``weighted_kl``: the weighted sum the objective subtracts."""
-        if decomposition is None:
-            zero = torch.zeros(())
-            names = ["mutual_info", "tc_between", "tc_within", "dimwise_kl", "kl", "weighted_kl"]
-            return dict.fromkeys(names, zero)
-        terms = {"mutual_info": batch_mean(decomposition["mutual_info"])}
-        weighted = self.alpha * terms["mutual_info"]
-        for depth, tc in decomposition["tc_levels"].items():
-            name = {0: "tc_between", 1: "tc_within"}.get(depth, f"tc_within_{depth}")
-            terms[name] = batch_mean(tc)
-            weighted = weighted + decomposition["weights"][depth] * terms[name]
-        terms["dimwise_kl"] = batch_mean(decomposition["dimwise_kl"])
-        terms["kl"] = batch_mean(decomposition["log_q"] - decomposition["log_p"])
-        terms["weighted_kl"] = weighted + terms["dimwise_kl"]
-        for key, value in decomposition["per_group"].items():
-            terms[key] = batch_mean(value)
-        return terms
-
-    def _datum_scale_and_mask(self, layout: PlateLayout, data_sites: dict) -> tuple[float, torch.Tensor | None]:
-        """
-        The one scale of the latent sites in the data plate and their ``(P, B)`` data-point
-        mask (``None`` where no site has one).
-        """
-        scales, masks = {}, {}
-        for name, data_site in data_sites.items():
-            for side, site in (("guide", data_site.guide_site), ("model", data_site.model_site)):
-                scale = site["scale"]
-                if isinstance(scale, torch.Tensor):
-                    if scale.numel() != 1:
-                        raise ValueError(
-                            f"HFVAELoss expected a scalar scale on latent sites in the data plate but {side} site "
-                            f"{name!r} has a scale of shape {tuple(scale.shape)}; weight data points with "
-                            "poutine.mask or scale the whole model and guide"
-                        )
-                    scale = scale.item()
-                scales[(side, name)] = float(scale)
-                try:
-                    mask = layout.data_point_mask(site, data_site.value, data_site.batch_ndim)
-                except ValueError as error:
-                    raise ValueError(f"HFVAELoss: {side} site {name!r}: {error}") from None
-                if mask is not None:
-                    masks[(side, name)] = mask
-        if len(set(scales.values())) > 1:
-            raise ValueError(
-                f"HFVAELoss expected one scale for all latent sites in the data plate but got {scales}; "
-                "apply poutine.scale to the whole model and guide"
-            )
-        first = next(iter(masks.values()), None)
-        for key in scales:  # a site without a mask keeps every data point
-            mask = masks.get(key, True if first is None else torch.ones_like(first))
-            if first is not None and not torch.equal(mask, first):
-                raise ValueError(
-                    f"HFVAELoss expected the same mask on every latent site in the data plate (model and guide) "
-                    f"but {key[0]} site {key[1]!r} differs; apply poutine.mask (or the same .mask()) around the "
-                    "whole model and guide"
-                )
-        return next(iter(scales.values())), first
-
-    def _decomposition(self, layout: PlateLayout, structure: _Structure, data: list, pieces: _Pieces) -> dict:
-        """Every piece of the decomposition, per data point ``(P, B)``, for the terms."""
-        tree, tc_weights = structure.tree, structure.tc_weights
-        log_q = sum(layout.per_datum(lq) for lq, _ in data)
-        log_p = sum(layout.per_datum(lp) for _, lp in data)
-        q_var, q_node, prior_var, _ = pieces
-        tc_levels = {0: torch.zeros_like(log_q), 1: torch.zeros_like(log_q)}
-        weights = {0: self.beta, 1: self.gamma}
-        per_group = {}
-        for node in tree.internal_nodes():
-            if node.path not in tc_weights:
-                continue
-            tc = self._node_tc(node, pieces, log_p)
-            tc_levels[node.depth] = tc_levels.get(node.depth, 0.0) + tc
-            weights[node.depth] = tc_weights[node.path]
-            if node.depth >= 1:
-                per_group[f"tc_within/{node.path}"] = tc
-        for group in tree.children:
-            per_group[f"dimwise_kl/{group.path}"] = sum((q_var[s] - prior_var[s]).sum(-1) for s in group.all_sites())
-        return {
-            "log_q": log_q,
-            "log_p": log_p,
-            "mutual_info": log_q - q_node[""],
-            "tc_levels": tc_levels,
-            "weights": weights,
-            "dimwise_kl": sum(per_group[f"dimwise_kl/{g.path}"] for g in tree.children),
-            "per_group": per_group,
-        }
-
-    def _warn_unbounded(self, prior_fns: dict, nodes: list, tc_weights: dict, num_vars: dict) -> None:
-        """
-        Warns (once per site) where a correlated prior makes the objective unbounded below.
-        Part of the structure analysis: the bound is read from the priors of the first
-        evaluation of each structure.
-        """
-        for node in nodes:
-            weight = tc_weights.get(node.path, 1.0)
-            if weight <= 1.0:
-                continue
-            for name in node.sites:
-                # Cheap tests first: the bound needs an eigendecomposition (and a device sync).
-                if num_vars[name] < 2 or name in self._warned_unbounded:
-                    continue
-                bound = tc_weight_bound(prior_fns[name])
-                if weight >= bound:
-                    self._warned_unbounded.add(name)
-                    warnings.warn(
-                        f"HFVAELoss: the total-correlation weight {weight:g} on group {node.path!r} is at or above "
-                        f"{bound:.4g}, the bound set by the correlated prior of site {name!r}; the objective is "
-                        "unbounded below there (the code can stretch along the prior's correlated direction). "
-                        "Use a weight below the bound (see pyro_hfvae.infer.weight_bound)",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-
     @staticmethod
-    def _num_variables(layout: PlateLayout, data_site: _DataSite, var_ndim: int) -> int:
+    def _num_variables(layout: PlateLayout, data_site: DataSite, var_ndim: int) -> int:
         in_plates = data_site.value.shape[: data_site.batch_ndim].numel() // (layout.num_particles * layout.batch_size)
         return in_plates * data_site.guide_site["fn"].event_shape[:var_ndim].numel()

@@ -17,9 +17,10 @@ from torch.distributions import Distribution
 from torch.distributions.kl import kl_divergence
 
 from pyro_hfvae.distributions.util import variable_log_prob
-from pyro_hfvae.infer.terms_elbo import SiteRoles, TermsELBO, check_dataset_size, check_weight
+from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight
 from pyro_hfvae.poutine.groups import GROUP_SEPARATOR, site_groups
 from pyro_hfvae.poutine.plate_layout import PlateLayout
+from pyro_hfvae.poutine.trace_structure import SiteRoles
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
 import math
+import warnings
 
 import torch
 from torch.distributions import Distribution, LowRankMultivariateNormal, MultivariateNormal
@@ -9,6 +10,7 @@ from pyro_hfvae.distributions.util import _unwrap
 
 __all__ = [
     "tc_weight_bound",
+    "warn_unbounded",
 ]
 
 
@@ -68,3 +70,40 @@ def tc_weight_bound(prior: Distribution) -> float:
     if largest <= 1.0 + 1e-9:
         return math.inf
     return largest / (largest - 1.0)
+
+
+def warn_unbounded(
+    loss_name: str, warned: set, prior_fns: dict, nodes: list, tc_weights: dict, num_vars: dict
+) -> None:
+    """
+    Warns (once per site: the names already warned about are in ``warned``) where a
+    correlated prior makes the objective unbounded below: a node's total-correlation weight
+    at or above :func:`tc_weight_bound` of a site's prior. Part of a loss's structure
+    analysis: the bound is read from the priors of the first evaluation of each structure.
+
+    :param str loss_name: the loss, for the message.
+    :param set warned: sites already warned about; updated.
+    :param dict prior_fns: site -> prior distribution.
+    :param list nodes: the group tree's internal nodes.
+    :param dict tc_weights: node path -> total-correlation weight.
+    :param dict num_vars: site -> number of variables per data point.
+    """
+    for node in nodes:
+        weight = tc_weights.get(node.path, 1.0)
+        if weight <= 1.0:
+            continue
+        for name in node.sites:
+            # Cheap tests first: the bound needs an eigendecomposition (and a device sync).
+            if num_vars[name] < 2 or name in warned:
+                continue
+            bound = tc_weight_bound(prior_fns[name])
+            if weight >= bound:
+                warned.add(name)
+                warnings.warn(
+                    f"{loss_name}: the total-correlation weight {weight:g} on group {node.path!r} is at or above "
+                    f"{bound:.4g}, the bound set by the correlated prior of site {name!r}; the objective is "
+                    "unbounded below there (the code can stretch along the prior's correlated direction). "
+                    "Use a weight below the bound (see pyro_hfvae.infer.weight_bound)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )

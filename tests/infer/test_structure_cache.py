@@ -13,8 +13,9 @@ import torch
 from pyro import poutine
 
 from pyro_hfvae import HFVAELoss, HITLoss, group
-from pyro_hfvae.infer.terms_elbo import TermsELBO, trace_structure_key
+from pyro_hfvae.infer.terms_elbo import TermsELBO
 from pyro_hfvae.poutine.groups import record_model_infer
+from pyro_hfvae.poutine.trace_structure import trace_structure_key
 
 N, D = 50, 3
 
