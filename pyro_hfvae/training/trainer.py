@@ -477,9 +477,12 @@ class Trainer:
             self._session_started = None
             self._signals = None
             if self._parallel is not None:
-                communication = self._parallel.communication_seconds + self.optimizer.communication_seconds
-                logger.info("rank %d of %d: %.2f s of %.2f s training in collectives", self._parallel.rank,
-                            self._parallel.world_size, communication, self.train_seconds)
+                logger.info("rank %d of %d: %.2f s of %.2f s training in collectives (gradients %.2f s, status "
+                            "%.2f s; waiting for slower ranks included)", self._parallel.rank,
+                            self._parallel.world_size,
+                            self._parallel.communication_seconds + self.optimizer.communication_seconds,
+                            self.train_seconds, self.optimizer.communication_seconds,
+                            self._parallel.communication_seconds)
         if self.run_dir is not None and (status == "interrupted" or self.step_count != self._checkpointed_step()):
             self.save_checkpoint()
         if status == "interrupted":
