@@ -6,6 +6,8 @@ sections of its resolved configuration (:mod:`pyro_hfvae.training.config`); a co
 its options raises a :class:`~pyro_hfvae.training.config.ConfigError` naming the section (private:
 used by :class:`~pyro_hfvae.training.trainer.Trainer`).
 """
+import inspect
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,6 +15,8 @@ from typing import Any
 import torch
 
 from pyro_hfvae.training.config import ConfigError, component_factory
+
+logger = logging.getLogger(__name__)
 
 
 def _to_constructor(value: Any) -> Any:
@@ -55,12 +59,25 @@ def _build_schedule(schedule: Mapping[str, Any], levels: Sequence[str]):
     return _construct("schedule", schedule["name"], options, levels=list(levels))
 
 
-def _build_objective(objective: Mapping[str, Any], schedule):
-    """The ``[objective]`` objective, its per-site betas given by ``schedule`` where there is one."""
+def _build_objective(objective: Mapping[str, Any], schedule, distributed: bool = False):
+    """
+    The ``[objective]`` objective, its per-site betas given by ``schedule`` where there is one.
+    ``global_batch`` (HFVAE's aggregate-posterior marginals over the global batch) applies only
+    to a data-parallel run (``distributed``): a single process's batch is the global batch.
+    """
     options = dict(objective)
     name = options.pop("name")
+    global_batch = options.pop("global_batch", False) and distributed
     if schedule is not None:
         options["betas"] = schedule
+    if global_batch:
+        # TRANSITIONAL SHIM, remove at merge with the loss side: HFVAELoss(global_batch=...) is being added
+        # elsewhere. Until it exists the marginals are estimated per rank, over the local batch only.
+        if "global_batch" in inspect.signature(component_factory("objective", name).__init__).parameters:
+            options["global_batch"] = True
+        else:
+            logger.warning("[objective] global_batch: this %s has no global_batch option yet, so every rank "
+                           "estimates the aggregate-posterior marginals over its own shard of the batch", name)
     return _construct("objective", name, options)
 
 

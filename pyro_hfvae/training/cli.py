@@ -12,9 +12,14 @@ The ``pyro-hfvae`` command line: train, evaluate and plot runs.
     pyro-hfvae plot runs/dsprites
     pyro-hfvae compare runs/a runs/b --out comparison.png
     pyro-hfvae configs
+
+Under ``torchrun`` (data-parallel training, see :doc:`/scaling_out`)::
+
+    torchrun --standalone --nproc_per_node=2 -m pyro_hfvae.training train --out runs/ddp --batch-size 128
 """
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,8 +138,20 @@ def _report(trainer, preset: str | None = None) -> None:
     print(f"figures: {', '.join(sorted(figures))}\nsummary: {summary}")
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 in a single process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
 def _train(args: argparse.Namespace) -> int:
     from pyro_hfvae.training.trainer import Trainer
+
+    # Under torchrun every rank trains; only rank 0 prints, writes the run directory and reports.
+    say = print if _rank() == 0 else (lambda *a, **k: None)
 
     overrides = _overrides(args)
     if args.resume:
@@ -144,22 +161,23 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError("expected --overwrite to be left out with --resume (a resumed run keeps its checkpoint); "
                               "to start the run anew use --out RUN_DIR --overwrite")
         trainer = Trainer.from_run(args.resume, overrides, progress=not args.no_progress)
-        print(f"resuming {args.resume} at step {trainer.step_count} of {trainer.config['training']['steps']}")
+        say(f"resuming {args.resume} at step {trainer.step_count} of {trainer.config['training']['steps']}")
     else:
         if not args.out:
             raise ConfigError("expected --out RUN_DIR (where the run is written) or --resume RUN_DIR")
         config = load_config(args.config, overrides)
         trainer = Trainer(config, args.out, progress=not args.no_progress, overwrite=args.overwrite)
         model, objective = config["model"]["name"], config["objective"]["name"]
-        print(f"training {model} with the {objective} objective on {config['data']['name']} "
-              f"({trainer.dataset_size} items) on {trainer.device} for {config['training']['steps']} steps; "
-              f"run directory {trainer.run_dir}")
+        ranks = "" if trainer._parallel is None else f" x {trainer._parallel.world_size} processes"
+        say(f"training {model} with the {objective} objective on {config['data']['name']} "
+            f"({trainer.dataset_size} items) on {trainer.device}{ranks} for {config['training']['steps']} steps; "
+            f"run directory {trainer.run_dir}")
     status = trainer.train()
     if status == "interrupted":
-        print(f"interrupted at step {trainer.step_count}; checkpoint written. Continue with: "
-              f"pyro-hfvae train --resume {trainer.run_dir}")
+        say(f"interrupted at step {trainer.step_count}; checkpoint written. Continue with: "
+            f"pyro-hfvae train --resume {trainer.run_dir}")
         return 130
-    if not args.no_report:
+    if not args.no_report and _rank() == 0:
         _report(trainer)
     return 0
 
@@ -217,8 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     :param argv: the arguments, without the program name.
     :returns: the exit status: 0 on success, 1 on an error in the input, in the file system or
         a diverged run (printed as one line: configuration errors name the key and the allowed
-        values), 2 on a malformed command line, 130 when training was interrupted (after writing
-        a checkpoint).
+        values; under ``torchrun`` by every rank, ranks other than 0 naming themselves), 2 on a
+        malformed command line, 130 when training was interrupted (after writing a checkpoint).
     :rtype: int
     """
     from pyro_hfvae.infer.terms_elbo import NonFiniteLossError
@@ -231,8 +249,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, NonFiniteLossError, OSError) as error:
         # One line: the library's messages are; an OSError or a third-party message may hold several.
         message = " ".join(str(error).split()) or type(error).__name__
-        print(f"pyro-hfvae {args.command}: error: {message}", file=sys.stderr)
+        rank = _rank()
+        print(f"pyro-hfvae {args.command}{f' (rank {rank})' if rank else ''}: error: {message}", file=sys.stderr)
+        if isinstance(error, NonFiniteLossError) and _process_group():
+            # Every rank raised this same diagnosis (the ranks agree on divergence): let all of them print it
+            # before torchrun, seeing the first one exit, stops the others.
+            _process_group().barrier()
         return 1
+    finally:
+        if _process_group():
+            _process_group().destroy_process_group()
+
+
+def _process_group():
+    """:mod:`torch.distributed` if a process group is initialised, else ``None``."""
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
 
 
 if __name__ == "__main__":

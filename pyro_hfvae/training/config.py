@@ -203,6 +203,9 @@ COMMAND_LINE_KEYS: dict[str, str] = {
 
 # Data-set options that the trainer reads itself (not constructor arguments).
 _DATA_OPTIONS = {"subset": 0}
+# Objective options that the trainer reads itself. global_batch: in a data-parallel run (torchrun), estimate
+# HFVAE's aggregate-posterior marginals over the global batch (ignored in a single process, whose batch is global).
+_OBJECTIVE_OPTIONS = {"hfvae": {"global_batch": True}}
 
 
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:
@@ -255,6 +258,8 @@ def _signature_defaults(section: str, name: str) -> tuple[dict[str, Any], set[st
             defaults[parameter.name] = _to_toml_value(parameter.default)
     if section == "data":
         defaults.update(_DATA_OPTIONS)
+    if section == "objective":
+        defaults.update(_OBJECTIVE_OPTIONS.get(name, {}))
     return defaults, required
 
 

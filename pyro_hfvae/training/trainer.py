@@ -16,6 +16,7 @@ A run directory holds::
 import contextlib
 import inspect
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -66,6 +67,7 @@ from pyro_hfvae.training.checkpoint import (
     save_checkpoint,
 )
 from pyro_hfvae.training.config import ConfigError, dumps_config, load_config, resolve_config
+from pyro_hfvae.training.distributed import DistributedOptimizer, _data_parallel, _rank_seed
 from pyro_hfvae.util import atomic_file, forked_rng, remove_atomic_temporaries
 
 logger = logging.getLogger(__name__)
@@ -195,7 +197,7 @@ class Trainer:
                                       f"--resume {run_dir}) or choose another directory")
         # Everything is checked (configuration, data set, model) before the run directory is created.
         self._build(config, run_dir, progress, callbacks)
-        if self.run_dir is not None:
+        if self._writes:
             try:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as error:
@@ -216,7 +218,8 @@ class Trainer:
         training = self.config["training"]
         if training["num_threads"]:
             torch.set_num_threads(training["num_threads"])
-        self.device = _pick_device(training["device"])
+        #: The data-parallel context (``None`` in a single process; see :mod:`~pyro_hfvae.training.distributed`).
+        self._parallel, self.device = _data_parallel(_pick_device(training["device"]))
         pyro.clear_param_store()
         pyro.set_rng_seed(training["seed"])
 
@@ -237,6 +240,8 @@ class Trainer:
         self.dataset_size = subset if self.train_indices is not None else len(self.dataset)
         # First, since it checks the batch size against the data set's.
         self.sampler = _RandomBatches(self.dataset_size, training["batch_size"], training["seed"], self.device)
+        # This rank's rows of every global batch (all of them in a single process).
+        self._rows = slice(None) if self._parallel is None else self._parallel.rows(training["batch_size"])
 
         #: The model: an ``nn.Module`` with Pyro ``model`` and ``guide`` methods.
         self.model = _build_model(self.config["model"], self.dataset.observation_shape, self.device)
@@ -252,9 +257,14 @@ class Trainer:
         #: The progressive schedule, or ``None``.
         self.schedule = _build_schedule(self.config["schedule"], self.site_groups)
         #: The objective (a :class:`~pyro_hfvae.infer.TermsELBO`).
-        self.loss = _build_objective(self.config["objective"], self.schedule)
-        #: The Pyro optimiser.
+        self.loss = _build_objective(self.config["objective"], self.schedule, distributed=self._parallel is not None)
+        #: The Pyro optimiser (a :class:`~pyro_hfvae.training.distributed.DistributedOptimizer` in a data-parallel run).
         self.optimizer = _build_optimizer(self.config["optimizer"])
+        if self._parallel is not None:
+            self.optimizer = DistributedOptimizer(self.optimizer)
+            self._parallel.broadcast_module(self.model)
+            # Every rank draws its own latent samples: rank 0 from the seed, as a single process does.
+            pyro.set_rng_seed(_rank_seed(training["seed"], self._parallel.rank))
         #: Training steps done.
         self.step_count = 0
         #: The record (``step``, ``loss``, terms) of the last step.
@@ -273,6 +283,15 @@ class Trainer:
         self._last_checkpoint: tuple[int, Path] | None = None
         self._explosion = _ExplosionMonitor()
         self._checkpoint_due = False
+        # Stop requests of this rank (a signal, a callback's KeyboardInterrupt) and the ranks' agreement on them.
+        self._signals: _StopRequests | None = None
+        self._stop_requested = False
+        self._stop_agreed = False
+
+    @property
+    def _writes(self) -> bool:
+        """Whether this process writes the run directory: it has one and is rank 0 (or the only process)."""
+        return self.run_dir is not None and (self._parallel is None or self._parallel.rank == 0)
 
     # ------------------------------------------------------------------ run directory
 
@@ -344,11 +363,39 @@ class Trainer:
             and the objective's terms.
         :rtype: dict
         :raises NonFiniteLossError: if the loss, a term or a gradient is not finite (the
-            parameters are then left unchanged).
+            parameters are then left unchanged); in a data-parallel run, on every rank alike if
+            it is so on one of them.
         """
         self._in_step = True
-        positions = self.sampler.next()
+        positions = self.sampler.next()[self._rows]
         x = self.observations(positions)
+        if self._parallel is None:
+            loss, params = self._loss_and_grads(x, positions)
+            terms = self.loss.terms
+        else:
+            failure, loss, params = None, math.nan, set()
+            try:
+                loss, params = self._loss_and_grads(x, positions)
+            except Exception as error:  # every rank learns of it, so that none waits for the others in vain
+                failure = error
+            stop = self._stop_requested or (self._signals is not None and self._signals.received is not None)
+            try:
+                loss, terms, self._stop_agreed = self._parallel.agree(self.step_count + 1, failure, loss,
+                                                                      self.loss.terms, stop)
+            except BaseException:
+                zero_grads(params)
+                raise
+        self.optimizer(params)
+        zero_grads(params)
+        if self.schedule is not None:
+            self.schedule.step()
+        self.step_count += 1
+        self._in_step = False
+        self.last_record = {"step": self.step_count, "loss": loss, **terms}
+        return self.last_record
+
+    def _loss_and_grads(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[float, set[torch.Tensor]]:
+        """This process's loss on the batch ``x`` and the parameters that have gradients, checked to be finite."""
         with poutine.trace(param_only=True) as capture:
             try:
                 loss = self.loss.loss_and_grads(self.model.model, self.model.guide, x, positions, self.dataset_size,
@@ -364,14 +411,7 @@ class Trainer:
                 raise failure from None
         params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
         _check_gradients(capture.trace)
-        self.optimizer(params)
-        zero_grads(params)
-        if self.schedule is not None:
-            self.schedule.step()
-        self.step_count += 1
-        self._in_step = False
-        self.last_record = {"step": self.step_count, "loss": loss, **self.loss.terms}
-        return self.last_record
+        return loss, params
 
     def train(self, steps: int | None = None) -> str:
         """
@@ -394,11 +434,13 @@ class Trainer:
         progress_bar = None
         status = "completed"
         self._session_started = time.perf_counter()
+        self._stop_requested = self._stop_agreed = False
         try:
             with _StopRequests() as stop:
-                if self.run_dir is not None:
+                self._signals = stop
+                if self._writes:
                     log_file = open(self.run_dir / LOG_FILE, "a", encoding="utf-8")
-                if self.progress:
+                if self.progress and (self._parallel is None or self._parallel.rank == 0):
                     from tqdm.auto import tqdm
 
                     progress_bar = tqdm(total=target, initial=self.step_count, desc="training", unit="step",
@@ -415,7 +457,8 @@ class Trainer:
                                            cause="exploding" if isinstance(error, ExplodingLossError) else "non-finite",
                                            last_checkpoint=self._checkpointed_step())
                         raise diagnosis from None
-                    if stop.received is not None:
+                    # In a data-parallel run every rank stops at the step the ranks agreed on.
+                    if stop.received is not None if self._parallel is None else self._stop_agreed:
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
             if self._in_step:
@@ -432,6 +475,14 @@ class Trainer:
                 log_file.close()
             self.train_seconds = self.elapsed_seconds()
             self._session_started = None
+            self._signals = None
+            if self._parallel is not None:
+                logger.info("rank %d of %d: %.2f s of %.2f s training in collectives (gradients %.2f s, status "
+                            "%.2f s; waiting for slower ranks included)", self._parallel.rank,
+                            self._parallel.world_size,
+                            self._parallel.communication_seconds + self.optimizer.communication_seconds,
+                            self.train_seconds, self.optimizer.communication_seconds,
+                            self._parallel.communication_seconds)
         if self.run_dir is not None and (status == "interrupted" or self.step_count != self._checkpointed_step()):
             self.save_checkpoint()
         if status == "interrupted":
@@ -463,18 +514,29 @@ class Trainer:
             progress_bar.update(1)
             if step % training["log_every"] == 0 or step == target:
                 progress_bar.set_postfix(self._postfix(record), refresh=False)
-        if self.information_flow is not None and self.schedule.completed_stage is not None:
+        if (self.information_flow is not None and self.schedule.completed_stage is not None
+                and (self._parallel is None or self._parallel.rank == 0)):
             with self.evaluation_mode():
                 self.information_flow(self.schedule)
         for callback in self.callbacks:
-            callback(self, record)
+            try:
+                callback(self, record)
+            except KeyboardInterrupt:
+                if self._parallel is None:
+                    raise
+                # A stop request like a signal: the ranks agree on it in the next step and stop after it.
+                logger.warning("rank %d: a callback asked to stop after step %d; every rank stops after the next "
+                               "step", self._parallel.rank, step)
+                self._stop_requested = True
+                break
         if self.run_dir is not None and training["checkpoint_every"] and (step % training["checkpoint_every"] == 0
                                                                          or self._checkpoint_due):
             # Postponed while the loss looks like exploding: the last checkpoint must stay a good one.
             self._checkpoint_due = self._explosion.suspect
             if not self._checkpoint_due:
                 self.save_checkpoint()
-        if training["eval_every"] and step % training["eval_every"] == 0 and step != target:
+        if (training["eval_every"] and step % training["eval_every"] == 0 and step != target
+                and (self._parallel is None or self._parallel.rank == 0)):
             self._periodic_evaluation()
 
     def _checkpointed_step(self) -> int | None:
@@ -543,7 +605,7 @@ class Trainer:
             "metrics": metrics,
             "information": information,
         }
-        if write and self.run_dir is not None:
+        if write and self._writes:
             _write_json(self.run_dir / METRICS_FILE, result)
         return result
 
@@ -580,6 +642,9 @@ class Trainer:
         """
         Writes a checkpoint atomically (after checking that every parameter is finite).
 
+        In a data-parallel run every rank must call it at the same step: it gathers every rank's
+        random generator states (``rng_ranks``, with ``world_size``) and rank 0 writes them.
+
         :param path: where (default: ``checkpoint.pt`` in the run directory).
         :returns: the path written.
         :rtype: pathlib.Path
@@ -589,7 +654,14 @@ class Trainer:
                 raise ValueError("expected a path or a trainer with a run directory but got neither")
             path = self.run_dir / CHECKPOINT_FILE
         _check_checkpoint_parameters()
-        path = save_checkpoint(path, self.state_dict())
+        state = self.state_dict()
+        if self._parallel is not None:
+            state["world_size"] = self._parallel.world_size
+            state["rng_ranks"] = self._parallel.gather(state["rng"])
+            if self._parallel.rank != 0:
+                self._last_checkpoint = (self.step_count, Path(path))
+                return Path(path)
+        path = save_checkpoint(path, state)
         self._last_checkpoint = (self.step_count, Path(path))
         logger.debug("checkpoint at step %d written to %s", self.step_count, path)
         return Path(path)
@@ -615,7 +687,9 @@ class Trainer:
         if self.information_flow is not None and state.get("information_flow") is not None:
             self.information_flow.load_state_dict(state["information_flow"])
         self.sampler.load_state_dict(state["sampler"])
-        restore_rng_state(state["rng"])
+        rank_states = state.get("rng_ranks")
+        rank, world_size = (0, 1) if self._parallel is None else (self._parallel.rank, self._parallel.world_size)
+        restore_rng_state(rank_states[rank] if rank_states and len(rank_states) == world_size else state["rng"])
         self.step_count = int(state["step"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.last_record = dict(state.get("last_record", {}))
@@ -674,6 +748,13 @@ class Trainer:
                                  f"{', '.join(sorted(fixed))} differ; undo the edit of {CONFIG_FILE}, or start a new "
                                  "run with --out") from None
         step = int(state["step"])
+        saved_world = int(state.get("world_size", 1))
+        world_size = 1 if trainer._parallel is None else trainer._parallel.world_size
+        if not read_only and saved_world != world_size:
+            raise ValueError(f"expected to continue {run_dir} with {saved_world} process(es), as it was trained (each "
+                             f"has its own random streams), but got {world_size}; launch "
+                             + (f"torchrun --nproc_per_node={saved_world} -m pyro_hfvae.training train --resume "
+                                f"{run_dir}" if saved_world > 1 else f"pyro-hfvae train --resume {run_dir}"))
         if not read_only and config["training"]["steps"] < step:
             raise ConfigError(f"expected [training] steps >= {step} (the run is at step {step}) but got "
                               f"{config['training']['steps']}; pass --steps N with N >= {step} to train on, or use "
@@ -681,7 +762,7 @@ class Trainer:
         new_lr = config["optimizer"]["lr"] if "optimizer.lr" in changed else None
         trainer.load_state_dict(state, lr=new_lr)
         trainer._last_checkpoint = (trainer.step_count, run_dir / CHECKPOINT_FILE)
-        if read_only:
+        if read_only or not trainer._writes:
             return trainer
         # This process now owns the run directory: the temporaries of writes a killed process left are garbage.
         remove_atomic_temporaries(run_dir)
