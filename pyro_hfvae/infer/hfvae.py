@@ -1,5 +1,6 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
+import dataclasses
 import functools
 import logging
 from typing import Any, Sequence
@@ -22,6 +23,8 @@ from pyro_hfvae.infer._decomposition import (
     datum_scale_and_mask,
     decomposition,
     decomposition_terms,
+    label_log_prob,
+    merge_labelled,
     weighted_extra,
 )
 from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight
@@ -29,6 +32,7 @@ from pyro_hfvae.infer.weight_bound import warn_unbounded
 from pyro_hfvae.ops.aggregate_posterior import tree_marginals
 from pyro_hfvae.ops.mixture import check_memory_budget
 from pyro_hfvae.poutine.groups import GroupNode, build_group_tree, site_groups
+from pyro_hfvae.poutine.partial_observation import prune_group_tree, split_sites
 from pyro_hfvae.poutine.plate_layout import PlateLayout
 from pyro_hfvae.poutine.trace_structure import SiteRoles
 
@@ -198,6 +202,7 @@ class HFVAELoss(TermsELBO):
         dataset_size: int | None = None,
         data_plate: str | None = None,
         concrete_scoring: str = "relaxed",
+        supervised_weight: float = 0.0,
         pairwise_memory_mb: float = 1024.0,
         num_particles: int = 1,
         max_plate_nesting: float = float("inf"),
@@ -215,6 +220,7 @@ class HFVAELoss(TermsELBO):
         self.beta = check_weight(name, "beta", beta)
         self.gamma = check_weight(name, "gamma", gamma)
         self.level_weights = tuple(check_weight(name, f"level_weights[{i}]", w) for i, w in enumerate(level_weights))
+        self.supervised_weight = check_weight(name, "supervised_weight", supervised_weight)
         if concrete_scoring not in CONCRETE_SCORINGS:
             raise ValueError(f"expected concrete_scoring in {CONCRETE_SCORINGS} but got {concrete_scoring!r}")
         self.dataset_size = check_dataset_size(name, dataset_size)
@@ -293,7 +299,8 @@ class HFVAELoss(TermsELBO):
                 batch_ndim = value.dim() - guide_site["fn"].event_dim
                 data_sites[name] = DataSite(guide_site, model_trace.nodes[name], value, batch_ndim, None, None)
         tree, tc_weights, levels, scale, per_step = None, {}, (), 1.0, False
-        var_ndims, num_vars = {}, {}
+        var_ndims, num_vars, labelled_tree = {}, {}, None
+        partial = split_sites(model_trace, data_sites)
         if data_sites:
             layout.require_marginals(self.loss_name)
             groups = site_groups(guide_trace, model_trace)
@@ -301,6 +308,7 @@ class HFVAELoss(TermsELBO):
             var_ndims = {name: variable_ndim(s.guide_site["fn"]) for name, s in data_sites.items()}
             num_vars = {name: self._num_variables(layout, s, var_ndims[name]) for name, s in data_sites.items()}
             tc_weights = self.tc_weights(tree, num_vars)
+            labelled_tree = prune_group_tree(tree, partial) if partial else None
             nodes = tree.internal_nodes()
             priors = {n: s.model_site["fn"] for n, s in data_sites.items()}
             warn_unbounded(self.loss_name, self._warned_unbounded, priors, nodes, tc_weights, num_vars)
@@ -315,7 +323,7 @@ class HFVAELoss(TermsELBO):
                 for site in (s.guide_site, s.model_site)
             )
             if not per_step:
-                scale, _ = datum_scale_and_mask(layout, data_sites)
+                scale, _, _ = datum_scale_and_mask(layout, data_sites)
         return Structure(
             layout=layout,
             model_only=tuple((n, local(model_trace.nodes[n])) for n in roles.model_only),
@@ -330,18 +338,24 @@ class HFVAELoss(TermsELBO):
             weighted=self.alpha != 1.0 or bool(levels),
             scale=scale,
             per_step_scale_and_mask=per_step,
+            partial=partial,
+            labelled_tree=labelled_tree,
         )
 
     def _particle_loss(self, model_trace: Trace, guide_trace: Trace, structure: Structure):
         layout = structure.layout
         site_log_probs = {}
+        labels = set(structure.partial.values())
         elbo = None  # as Pyro scales and masks it, in total
         global_parts, scored = [], []
         sides = ((1.0, model_trace, structure.model_only, ""), (-1.0, guide_trace, structure.guide_only, " (guide)"))
         for sign, trace, names, suffix in sides:
             for name, local in names:
                 site = trace.nodes[name]
-                log_prob = self._score(site["fn"], site["value"], 0)
+                if sign > 0 and name in labels:
+                    log_prob = label_log_prob(site["fn"], site["value"])
+                else:
+                    log_prob = self._score(site["fn"], site["value"], 0)
                 site_log_probs[name + suffix] = log_prob
                 part = scale_and_mask(log_prob, site["scale"], site["mask"]).sum()
                 part = part if sign > 0 else -part
@@ -364,18 +378,27 @@ class HFVAELoss(TermsELBO):
             ).sum()
             elbo = part if elbo is None else elbo + part
             if local:
+                if name in structure.partial:  # its labelled data points take no part in the decomposition
+                    log_q, log_p = (scale_and_mask(lp, 1.0, model_site["mask"]) for lp in (log_q, log_p))
                 data[name] = DataSite(guide_site, model_site, value, structure.batch_ndims[name], log_q, log_p)
             else:
                 global_parts.append(part)
         loss = torch.zeros(()) if elbo is None else -elbo
 
-        mask, pieces = None, None
+        mask, pieces, supervised = None, None, None
         if data:
+            labelled = None
             if structure.per_step_scale_and_mask:
-                scale, mask = datum_scale_and_mask(layout, data)
+                observed = {name: model_trace.nodes[half] for name, half in structure.partial.items()}
+                scale, mask, labelled = datum_scale_and_mask(layout, data, observed)
             else:
                 scale = structure.scale
             pieces = self._marginals(layout, structure, data)
+            if structure.partial:
+                pieces, supervised = self._labelled(layout, structure, model_trace, data, pieces, labelled)
+                if self.supervised_weight:
+                    kept = supervised if mask is None else torch.where(mask, supervised, 0.0)
+                    loss = loss - (self.supervised_weight * scale) * kept.sum()
             extra = weighted_extra(self.alpha, layout, structure, data, pieces)
             if extra is not None:
                 loss = loss + scale * (extra if mask is None else torch.where(mask, extra, 0.0)).sum()
@@ -388,8 +411,34 @@ class HFVAELoss(TermsELBO):
             _detach(pieces),
             mask,
             _detach(global_parts),
+            _detach(supervised),
         )
         return loss, terms, site_log_probs
+
+    def _labelled(
+        self,
+        layout: PlateLayout,
+        structure: Structure,
+        model_trace: Trace,
+        data: dict,
+        pieces: Pieces,
+        labelled: torch.Tensor,
+    ) -> tuple[Pieces, torch.Tensor]:
+        r"""
+        The marginals of the latent sites of each data point (:func:`merge_labelled`) and the
+        ``(P, B)`` classifier term :math:`\log q(y = \text{label} \mid x)` of the labelled data points.
+        """
+        latent = {name: s for name, s in data.items() if name not in structure.partial}
+        restricted = None
+        if structure.labelled_tree is not None:
+            restricted = self._marginals(layout, dataclasses.replace(structure, tree=structure.labelled_tree), latent)
+        pieces = merge_labelled(pieces, restricted, labelled, tuple(structure.partial))
+        supervised = None
+        for name, half in structure.partial.items():
+            guide_fn, label = data[name].guide_site["fn"], model_trace.nodes[half]["value"]
+            log_q = layout.per_datum(label_log_prob(guide_fn, label, masked=False))
+            supervised = log_q if supervised is None else supervised + log_q
+        return pieces, torch.where(labelled, supervised, 0.0)
 
     def _marginals(self, layout: PlateLayout, structure: Structure, data: dict) -> Pieces:
         """The aggregate-posterior and prior marginals of the latent sites in the data plate."""
@@ -430,6 +479,7 @@ class HFVAELoss(TermsELBO):
         pieces: Pieces | None,
         mask: torch.Tensor | None,
         global_parts: list,
+        supervised: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The terms of one particle, from its detached tensors (see :attr:`terms`)."""
 
@@ -456,6 +506,9 @@ class HFVAELoss(TermsELBO):
             terms["auxiliary"] = batch_mean(auxiliary)
             terms["elbo"] = terms["elbo"] + terms["auxiliary"]
             terms["objective"] = terms["objective"] + terms["auxiliary"]
+        if supervised is not None:
+            terms["supervised"] = batch_mean(supervised, mask)
+            terms["objective"] = terms["objective"] + self.supervised_weight * terms["supervised"]
         if global_parts:
             terms["global_elbo"] = sum(global_parts)
         return terms
