@@ -126,6 +126,28 @@ class HFVAELoss(TermsELBO):
     :math:`\hat q` of the other points (its guide parameters must be finite), so that the
     marginals of the kept points do not depend on the mask.
 
+    **Partially observed groups (semi-supervised).** A latent site observed for some data
+    points (a label) is sampled in the model with ``obs=`` the labels and ``obs_mask=`` the
+    labelled points; Pyro splits it into an observed ``name_observed`` (masked by
+    ``obs_mask``), a latent ``name_unobserved`` (masked by ``~obs_mask``) and a deterministic
+    ``name``. The guide samples ``name_unobserved`` under the same mask,
+    ``poutine.mask(mask=~obs_mask)``, from the classifier :math:`q(y \mid x)`; it may
+    condition other groups on the label where there is one. A labelled data point then
+    enters through the likelihood, :math:`\log p(y = \text{label})` (a Concrete is scored
+    by the categorical probability of the label's class, its relaxed density being
+    degenerate at a one-hot value), and the decomposition of every data point is over the
+    sites latent for it: its marginals :math:`\hat q` of a labelled point leave the observed
+    site out, so the labelled point takes no mutual information, total correlation or
+    dimension-wise KL of the label group (the mixture components stay every point's
+    posterior, as for masks). ``supervised_weight`` adds the classifier term
+    :math:`w \log q(y = \text{label} \mid x)` of the labelled points (the reference's
+    ``alpha``, 0.1 on MNIST), reported as ``supervised``. With every weight 1 and
+    ``supervised_weight=0`` the loss is :class:`~pyro.infer.Trace_ELBO`'s (up to the scoring
+    of a Concrete label). Masks of the split halves are complementary by construction;
+    every other latent site keeps the rule above, and all sites sampled with ``obs_mask=``
+    must share one (the labelled points). A whole batch of labelled points is
+    ``obs_mask=`` all true (the same trace structure as a mixed batch).
+
     **Weights.** The dimension-wise KL always has weight 1, as in the paper, so
     ``HFVAELoss(beta, beta, beta)`` is *not* a beta-VAE (that is
     ``HITLoss(default_beta=beta)``). Because each total correlation is taken relative to
@@ -142,8 +164,9 @@ class HFVAELoss(TermsELBO):
     child) and, where global latent or observed sites exist, ``global_elbo`` (in nats,
     scaled as Pyro scales it), and where auxiliary or observed guide sites exist in the
     data plate, ``auxiliary`` (minus their guide log density; part of ``elbo`` and
-    ``objective``). For a subsampled data plate without other scales,
-    ``loss == -N * objective - global_elbo``.
+    ``objective``), and where partially observed sites exist, ``supervised`` (the classifier
+    term, 0 for unlabelled points; ``supervised_weight`` times it is part of ``objective``).
+    For a subsampled data plate without other scales, ``loss == -N * objective - global_elbo``.
 
     Weights are finite numbers ``>= 0`` (Python or NumPy numbers, or 0-d tensors).
 
@@ -157,6 +180,9 @@ class HFVAELoss(TermsELBO):
         density (as :class:`~pyro.infer.Trace_ELBO`), computed in log space so it stays finite
         at low temperature; ``"argmax"`` scores them by the categorical probability of the
         sample's argmax (probtorch's choice: biased, but low-variance).
+    :param float supervised_weight: weight (``>= 0``) of the classifier term
+        :math:`\log q(y = \text{label} \mid x)` of the labelled data points of partially
+        observed sites (default 0: the labels enter through the likelihood only).
     :param float pairwise_memory_mb: budget (finite, ``> 0``) for the ``B x B`` pairwise
         tables; larger batches are processed in chunks of rows, recomputed in the backward pass.
     :param int num_particles: number of particles.

@@ -81,7 +81,7 @@ class SemiSupervisedHFVAE(nn.Module):
 
     [1] Structured Disentangled Representations, Babak Esmaeili et al. (AISTATS 2019)
     [2] Learning Disentangled Representations with Semi-Supervised Deep Generative Models,
-        N. Siddharth, Brooks Paige, Jan-Willem van de Meent, et al. (NeurIPS 2017)
+    N. Siddharth, Brooks Paige, Jan-Willem van de Meent, et al. (NeurIPS 2017)
     """
 
     def __init__(
