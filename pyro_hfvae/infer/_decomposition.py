@@ -3,15 +3,18 @@
 """
 The HFVAE decomposition of one evaluation (private to :mod:`pyro_hfvae.infer.hfvae`): the
 total correlation of every group node relative to the prior's, what the weights add to the
-ELBO, the reported terms, and the one scale and mask of the latent sites in the data plate.
+ELBO, the reported terms, the one scale and mask of the latent sites in the data plate, and
+the decomposition of data points whose partially observed sites are observed (labelled).
 """
 import functools
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
+from torch.distributions import Distribution
 
+from pyro_hfvae.distributions.util import variable_log_prob
 from pyro_hfvae.ops.mixture import tc_term_name
 from pyro_hfvae.poutine.groups import GroupNode
 from pyro_hfvae.poutine.plate_layout import PlateLayout
@@ -47,6 +50,10 @@ class Structure:
     weighted: bool  # whether the decomposition enters the loss (some weight is not 1)
     scale: float  # the one scale of the latent sites in the data plate
     per_step_scale_and_mask: bool  # tensor scales or masks there: read them at every step
+    # the latent half of every site sampled with obs_mask= -> its observed half (poutine.partial_observation)
+    partial: dict = field(default_factory=dict)
+    # the group tree of a labelled data point: without the partially observed sites (None: no site left)
+    labelled_tree: GroupNode | None = None
 
 
 class Pieces(NamedTuple):
@@ -151,11 +158,21 @@ def decomposition_terms(alpha: float, decomposition: dict | None, batch_mean) ->
     return terms
 
 
-def datum_scale_and_mask(layout: PlateLayout, data_sites: dict) -> tuple[float, torch.Tensor | None]:
+def datum_scale_and_mask(
+    layout: PlateLayout, data_sites: dict, observed: dict | None = None
+) -> tuple[float, torch.Tensor | None, torch.Tensor | None]:
     """
-    The one scale of the latent sites in the data plate and their ``(P, B)`` data-point
-    mask (``None`` where no site has one).
+    The one scale of the latent sites in the data plate, their ``(P, B)`` data-point mask
+    (``None`` where no site has one) and the ``(P, B)`` mask of the labelled data points,
+    for which the partially observed sites are observed (``None`` where there are none).
+
+    Every latent site keeps the same data points, except the latent halves of the sites
+    sampled with ``obs_mask=`` (``observed``: latent half -> the model site of its observed
+    half): model and guide mask such a half alike, and its observed half keeps the data
+    points it drops, so that together they keep those of the other sites; every such site
+    is observed for the same data points.
     """
+    observed = observed or {}
     scales, masks = {}, {}
     for name, data_site in data_sites.items():
         for side, site in (("guide", data_site.guide_site), ("model", data_site.model_site)):
@@ -180,8 +197,9 @@ def datum_scale_and_mask(layout: PlateLayout, data_sites: dict) -> tuple[float, 
             f"HFVAELoss expected one scale for all latent sites in the data plate but got {scales}; "
             "apply poutine.scale to the whole model and guide"
         )
-    first = next(iter(masks.values()), None)
-    for key in scales:  # a site without a mask keeps every data point
+    whole = [key for key in scales if key[1] not in observed]
+    first = next((masks[key] for key in whole if key in masks), None)
+    for key in whole:  # a site without a mask keeps every data point
         mask = masks.get(key, True if first is None else torch.ones_like(first))
         if first is not None and not torch.equal(mask, first):
             raise ValueError(
@@ -189,4 +207,71 @@ def datum_scale_and_mask(layout: PlateLayout, data_sites: dict) -> tuple[float, 
                 f"but {key[0]} site {key[1]!r} differs; apply poutine.mask (or the same .mask()) around the "
                 "whole model and guide"
             )
-    return next(iter(scales.values())), first
+    labelled = None
+    for name, observed_site in observed.items():
+        latent = masks.get(("model", name))
+        if not _same_mask(masks.get(("guide", name)), latent):
+            raise ValueError(
+                f"HFVAELoss expected guide site {name!r}, the latent half of a site sampled with obs_mask=, to be "
+                "masked as the model masks it (~obs_mask) but it is not; sample it in the guide under "
+                "poutine.mask(mask=~obs_mask)"
+            )
+        data_site = data_sites[name]
+        site_observed = layout.data_point_mask(observed_site, data_site.value, data_site.batch_ndim)
+        kept = torch.ones(layout.num_particles, layout.batch_size, dtype=torch.bool, device=data_site.value.device)
+        kept = kept if first is None else first
+        site_observed = kept if site_observed is None else site_observed
+        site_latent = kept if latent is None else latent
+        if not torch.equal(site_observed | site_latent, kept):
+            raise ValueError(
+                f"HFVAELoss expected {name!r} and {observed_site['name']!r} (a site sampled with obs_mask=) to keep "
+                "together the data points that the other latent sites keep but they do not; apply poutine.mask "
+                "around the whole model and guide, not around one site"
+            )
+        if labelled is None:
+            labelled = site_observed
+        elif not torch.equal(site_observed, labelled):
+            first_name = next(iter(observed.values()))["name"]
+            raise ValueError(
+                f"HFVAELoss expected every site sampled with obs_mask= in the data plate to be observed for the "
+                f"same data points but {observed_site['name']!r} differs from {first_name!r}; "
+                "pass one obs_mask (the labelled data points) to all of them"
+            )
+    return next(iter(scales.values())), first, labelled
+
+
+def _same_mask(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None or bool((a if b is None else b).all())
+    return torch.equal(a, b)
+
+
+def label_log_prob(fn: Distribution, value: torch.Tensor, masked: bool = True) -> torch.Tensor:
+    """
+    The log density of an observed label ``value`` under ``fn`` (summed over the event):
+    a Concrete scores the categorical probability of the label's class (its argmax), whose
+    relaxed density at a vertex of the simplex is degenerate; other distributions their density.
+    """
+    return variable_log_prob(fn, value, 0, masked=masked, concrete="argmax")
+
+
+def merge_labelled(
+    pieces: Pieces, restricted: Pieces | None, labelled: torch.Tensor, split: tuple[str, ...]
+) -> Pieces:
+    """
+    The marginals of the latent sites of each data point: ``pieces`` (every site latent) for
+    the unlabelled points; for the labelled ones (``labelled``, ``(P, B)``) the node marginals
+    of ``restricted`` (the tree without the observed ``split`` sites; a node without a latent
+    site is 0) and 0 for the observed sites' own marginals, so that every term of the
+    decomposition is over the latent sites only.
+    """
+    q_var, prior_var, prior_site = dict(pieces.q_var), dict(pieces.prior_var), dict(pieces.prior_site)
+    for name in split:
+        q_var[name] = torch.where(labelled[..., None], 0.0, q_var[name])
+        prior_var[name] = torch.where(labelled[..., None], 0.0, prior_var[name])
+        prior_site[name] = torch.where(labelled, 0.0, prior_site[name])
+    q_node = {}
+    for path, value in pieces.q_node.items():
+        kept = 0.0 if restricted is None or path not in restricted.q_node else restricted.q_node[path]
+        q_node[path] = torch.where(labelled, kept, value)
+    return Pieces(q_var, q_node, prior_var, prior_site)

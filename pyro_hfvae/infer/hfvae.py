@@ -1,5 +1,6 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
+import dataclasses
 import functools
 import logging
 from typing import Any, Sequence
@@ -22,6 +23,8 @@ from pyro_hfvae.infer._decomposition import (
     datum_scale_and_mask,
     decomposition,
     decomposition_terms,
+    label_log_prob,
+    merge_labelled,
     weighted_extra,
 )
 from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight
@@ -29,6 +32,7 @@ from pyro_hfvae.infer.weight_bound import warn_unbounded
 from pyro_hfvae.ops.aggregate_posterior import tree_marginals
 from pyro_hfvae.ops.mixture import check_memory_budget
 from pyro_hfvae.poutine.groups import GroupNode, build_group_tree, site_groups
+from pyro_hfvae.poutine.partial_observation import prune_group_tree, split_sites
 from pyro_hfvae.poutine.plate_layout import PlateLayout
 from pyro_hfvae.poutine.trace_structure import SiteRoles
 
@@ -122,6 +126,28 @@ class HFVAELoss(TermsELBO):
     :math:`\hat q` of the other points (its guide parameters must be finite), so that the
     marginals of the kept points do not depend on the mask.
 
+    **Partially observed groups (semi-supervised).** A latent site observed for some data
+    points (a label) is sampled in the model with ``obs=`` the labels and ``obs_mask=`` the
+    labelled points; Pyro splits it into an observed ``name_observed`` (masked by
+    ``obs_mask``), a latent ``name_unobserved`` (masked by ``~obs_mask``) and a deterministic
+    ``name``. The guide samples ``name_unobserved`` under the same mask,
+    ``poutine.mask(mask=~obs_mask)``, from the classifier :math:`q(y \mid x)`; it may
+    condition other groups on the label where there is one. A labelled data point then
+    enters through the likelihood, :math:`\log p(y = \text{label})` (a Concrete is scored
+    by the categorical probability of the label's class, its relaxed density being
+    degenerate at a one-hot value), and the decomposition of every data point is over the
+    sites latent for it: its marginals :math:`\hat q` of a labelled point leave the observed
+    site out, so the labelled point takes no mutual information, total correlation or
+    dimension-wise KL of the label group (the mixture components stay every point's
+    posterior, as for masks). ``supervised_weight`` adds the classifier term
+    :math:`w \log q(y = \text{label} \mid x)` of the labelled points (the reference's
+    ``alpha``, 0.1 on MNIST), reported as ``supervised``. With every weight 1 and
+    ``supervised_weight=0`` the loss is :class:`~pyro.infer.Trace_ELBO`'s (up to the scoring
+    of a Concrete label). Masks of the split halves are complementary by construction;
+    every other latent site keeps the rule above, and all sites sampled with ``obs_mask=``
+    must share one (the labelled points). A whole batch of labelled points is
+    ``obs_mask=`` all true (the same trace structure as a mixed batch).
+
     **Weights.** The dimension-wise KL always has weight 1, as in the paper, so
     ``HFVAELoss(beta, beta, beta)`` is *not* a beta-VAE (that is
     ``HITLoss(default_beta=beta)``). Because each total correlation is taken relative to
@@ -138,8 +164,9 @@ class HFVAELoss(TermsELBO):
     child) and, where global latent or observed sites exist, ``global_elbo`` (in nats,
     scaled as Pyro scales it), and where auxiliary or observed guide sites exist in the
     data plate, ``auxiliary`` (minus their guide log density; part of ``elbo`` and
-    ``objective``). For a subsampled data plate without other scales,
-    ``loss == -N * objective - global_elbo``.
+    ``objective``), and where partially observed sites exist, ``supervised`` (the classifier
+    term, 0 for unlabelled points; ``supervised_weight`` times it is part of ``objective``).
+    For a subsampled data plate without other scales, ``loss == -N * objective - global_elbo``.
 
     Weights are finite numbers ``>= 0`` (Python or NumPy numbers, or 0-d tensors).
 
@@ -153,6 +180,9 @@ class HFVAELoss(TermsELBO):
         density (as :class:`~pyro.infer.Trace_ELBO`), computed in log space so it stays finite
         at low temperature; ``"argmax"`` scores them by the categorical probability of the
         sample's argmax (probtorch's choice: biased, but low-variance).
+    :param float supervised_weight: weight (``>= 0``) of the classifier term
+        :math:`\log q(y = \text{label} \mid x)` of the labelled data points of partially
+        observed sites (default 0: the labels enter through the likelihood only).
     :param float pairwise_memory_mb: budget (finite, ``> 0``) for the ``B x B`` pairwise
         tables; larger batches are processed in chunks of rows, recomputed in the backward pass.
     :param int num_particles: number of particles.
@@ -198,6 +228,7 @@ class HFVAELoss(TermsELBO):
         dataset_size: int | None = None,
         data_plate: str | None = None,
         concrete_scoring: str = "relaxed",
+        supervised_weight: float = 0.0,
         pairwise_memory_mb: float = 1024.0,
         num_particles: int = 1,
         max_plate_nesting: float = float("inf"),
@@ -215,6 +246,7 @@ class HFVAELoss(TermsELBO):
         self.beta = check_weight(name, "beta", beta)
         self.gamma = check_weight(name, "gamma", gamma)
         self.level_weights = tuple(check_weight(name, f"level_weights[{i}]", w) for i, w in enumerate(level_weights))
+        self.supervised_weight = check_weight(name, "supervised_weight", supervised_weight)
         if concrete_scoring not in CONCRETE_SCORINGS:
             raise ValueError(f"expected concrete_scoring in {CONCRETE_SCORINGS} but got {concrete_scoring!r}")
         self.dataset_size = check_dataset_size(name, dataset_size)
@@ -293,7 +325,8 @@ class HFVAELoss(TermsELBO):
                 batch_ndim = value.dim() - guide_site["fn"].event_dim
                 data_sites[name] = DataSite(guide_site, model_trace.nodes[name], value, batch_ndim, None, None)
         tree, tc_weights, levels, scale, per_step = None, {}, (), 1.0, False
-        var_ndims, num_vars = {}, {}
+        var_ndims, num_vars, labelled_tree = {}, {}, None
+        partial = split_sites(model_trace, data_sites)
         if data_sites:
             layout.require_marginals(self.loss_name)
             groups = site_groups(guide_trace, model_trace)
@@ -301,6 +334,7 @@ class HFVAELoss(TermsELBO):
             var_ndims = {name: variable_ndim(s.guide_site["fn"]) for name, s in data_sites.items()}
             num_vars = {name: self._num_variables(layout, s, var_ndims[name]) for name, s in data_sites.items()}
             tc_weights = self.tc_weights(tree, num_vars)
+            labelled_tree = prune_group_tree(tree, partial) if partial else None
             nodes = tree.internal_nodes()
             priors = {n: s.model_site["fn"] for n, s in data_sites.items()}
             warn_unbounded(self.loss_name, self._warned_unbounded, priors, nodes, tc_weights, num_vars)
@@ -315,7 +349,7 @@ class HFVAELoss(TermsELBO):
                 for site in (s.guide_site, s.model_site)
             )
             if not per_step:
-                scale, _ = datum_scale_and_mask(layout, data_sites)
+                scale, _, _ = datum_scale_and_mask(layout, data_sites)
         return Structure(
             layout=layout,
             model_only=tuple((n, local(model_trace.nodes[n])) for n in roles.model_only),
@@ -330,18 +364,24 @@ class HFVAELoss(TermsELBO):
             weighted=self.alpha != 1.0 or bool(levels),
             scale=scale,
             per_step_scale_and_mask=per_step,
+            partial=partial,
+            labelled_tree=labelled_tree,
         )
 
     def _particle_loss(self, model_trace: Trace, guide_trace: Trace, structure: Structure):
         layout = structure.layout
         site_log_probs = {}
+        labels = set(structure.partial.values())
         elbo = None  # as Pyro scales and masks it, in total
         global_parts, scored = [], []
         sides = ((1.0, model_trace, structure.model_only, ""), (-1.0, guide_trace, structure.guide_only, " (guide)"))
         for sign, trace, names, suffix in sides:
             for name, local in names:
                 site = trace.nodes[name]
-                log_prob = self._score(site["fn"], site["value"], 0)
+                if sign > 0 and name in labels:
+                    log_prob = label_log_prob(site["fn"], site["value"])
+                else:
+                    log_prob = self._score(site["fn"], site["value"], 0)
                 site_log_probs[name + suffix] = log_prob
                 part = scale_and_mask(log_prob, site["scale"], site["mask"]).sum()
                 part = part if sign > 0 else -part
@@ -364,18 +404,27 @@ class HFVAELoss(TermsELBO):
             ).sum()
             elbo = part if elbo is None else elbo + part
             if local:
+                if name in structure.partial:  # its labelled data points take no part in the decomposition
+                    log_q, log_p = (scale_and_mask(lp, 1.0, model_site["mask"]) for lp in (log_q, log_p))
                 data[name] = DataSite(guide_site, model_site, value, structure.batch_ndims[name], log_q, log_p)
             else:
                 global_parts.append(part)
         loss = torch.zeros(()) if elbo is None else -elbo
 
-        mask, pieces = None, None
+        mask, pieces, supervised = None, None, None
         if data:
+            labelled = None
             if structure.per_step_scale_and_mask:
-                scale, mask = datum_scale_and_mask(layout, data)
+                observed = {name: model_trace.nodes[half] for name, half in structure.partial.items()}
+                scale, mask, labelled = datum_scale_and_mask(layout, data, observed)
             else:
                 scale = structure.scale
             pieces = self._marginals(layout, structure, data)
+            if structure.partial:
+                pieces, supervised = self._labelled(layout, structure, model_trace, data, pieces, labelled)
+                if self.supervised_weight:
+                    kept = supervised if mask is None else torch.where(mask, supervised, 0.0)
+                    loss = loss - (self.supervised_weight * scale) * kept.sum()
             extra = weighted_extra(self.alpha, layout, structure, data, pieces)
             if extra is not None:
                 loss = loss + scale * (extra if mask is None else torch.where(mask, extra, 0.0)).sum()
@@ -388,8 +437,34 @@ class HFVAELoss(TermsELBO):
             _detach(pieces),
             mask,
             _detach(global_parts),
+            _detach(supervised),
         )
         return loss, terms, site_log_probs
+
+    def _labelled(
+        self,
+        layout: PlateLayout,
+        structure: Structure,
+        model_trace: Trace,
+        data: dict,
+        pieces: Pieces,
+        labelled: torch.Tensor,
+    ) -> tuple[Pieces, torch.Tensor]:
+        r"""
+        The marginals of the latent sites of each data point (:func:`merge_labelled`) and the
+        ``(P, B)`` classifier term :math:`\log q(y = \text{label} \mid x)` of the labelled data points.
+        """
+        latent = {name: s for name, s in data.items() if name not in structure.partial}
+        restricted = None
+        if structure.labelled_tree is not None:
+            restricted = self._marginals(layout, dataclasses.replace(structure, tree=structure.labelled_tree), latent)
+        pieces = merge_labelled(pieces, restricted, labelled, tuple(structure.partial))
+        supervised = None
+        for name, half in structure.partial.items():
+            guide_fn, label = data[name].guide_site["fn"], model_trace.nodes[half]["value"]
+            log_q = layout.per_datum(label_log_prob(guide_fn, label, masked=False))
+            supervised = log_q if supervised is None else supervised + log_q
+        return pieces, torch.where(labelled, supervised, 0.0)
 
     def _marginals(self, layout: PlateLayout, structure: Structure, data: dict) -> Pieces:
         """The aggregate-posterior and prior marginals of the latent sites in the data plate."""
@@ -430,6 +505,7 @@ class HFVAELoss(TermsELBO):
         pieces: Pieces | None,
         mask: torch.Tensor | None,
         global_parts: list,
+        supervised: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The terms of one particle, from its detached tensors (see :attr:`terms`)."""
 
@@ -456,6 +532,9 @@ class HFVAELoss(TermsELBO):
             terms["auxiliary"] = batch_mean(auxiliary)
             terms["elbo"] = terms["elbo"] + terms["auxiliary"]
             terms["objective"] = terms["objective"] + terms["auxiliary"]
+        if supervised is not None:
+            terms["supervised"] = batch_mean(supervised, mask)
+            terms["objective"] = terms["objective"] + self.supervised_weight * terms["supervised"]
         if global_parts:
             terms["global_elbo"] = sum(global_parts)
         return terms

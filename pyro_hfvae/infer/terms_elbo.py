@@ -27,6 +27,7 @@ from torch.distributions import (
 
 from pyro_hfvae.distributions.util import _unwrap, latent_sites
 from pyro_hfvae.poutine.groups import record_model_infer
+from pyro_hfvae.poutine.partial_observation import split_sites
 from pyro_hfvae.poutine.trace_structure import SiteRoles, guide_only_sites, trace_structure_key
 
 logger = logging.getLogger(__name__)
@@ -259,9 +260,15 @@ class TermsELBO(ELBO):
                 )
         for name, site in latent_sites(model_trace):
             if name not in guide_latent:
+                fix = "sample it in the guide (or observe it in the model)"
+                if name in split_sites(model_trace, [name]):
+                    fix = (
+                        f"it is the latent half of a site sampled with obs_mask=: sample {name!r} in the guide, "
+                        "under poutine.mask(mask=~obs_mask)"
+                    )
                 raise ValueError(
                     f"{self.loss_name} expected every latent site of the model in the guide but model site {name!r} "
-                    "is not sampled by the guide; sample it in the guide (or observe it in the model)"
+                    f"is not sampled by the guide; {fix}"
                 )
         for name, site in list(guide_latent.items()) + guide_only_sites(guide_trace):
             if not site["is_observed"] and not site["fn"].has_rsample:

@@ -9,6 +9,7 @@ from pyro_hfvae.models.conv_hfvae import ConvHFVAE
 from pyro_hfvae.models.hierarchical_vae import HierarchicalVAE
 from pyro_hfvae.models.ladder_vae import LadderVAE
 from pyro_hfvae.models.protocol import ModelProtocol
+from pyro_hfvae.models.semi_supervised import SemiSupervisedHFVAE
 from pyro_hfvae.models.vlae import VLAE
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "HierarchicalVAE",
     "LadderVAE",
     "ModelProtocol",
+    "SemiSupervisedHFVAE",
     "VLAE",
 ]

@@ -108,6 +108,7 @@ _COMPONENTS: dict[str, dict[str, tuple[Callable[[], Callable], frozenset]]] = {
         # ``name`` (the pyro.module name) would clash with the section's component name.
         "hierarchical_vae": (lambda: _model("hierarchical_vae", "HierarchicalVAE"), frozenset({"image_shape", "name"})),
         "ladder_vae": (lambda: _model("ladder_vae", "LadderVAE"), frozenset({"image_shape", "name"})),
+        "semi_supervised_hfvae": (lambda: _model("semi_supervised", "SemiSupervisedHFVAE"), frozenset({"image_shape"})),
         "vlae": (lambda: _model("vlae", "VLAE"), frozenset({"image_shape"})),
     },
     "objective": {

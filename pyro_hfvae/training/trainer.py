@@ -246,6 +246,12 @@ class Trainer:
         #: The model: an ``nn.Module`` with Pyro ``model`` and ``guide`` methods.
         self.model = _build_model(self.config["model"], self.dataset.observation_shape, self.device)
         self._takes_schedule = "schedule" in inspect.signature(self.model.model).parameters
+        self._labels = None
+        if "labels" in inspect.signature(self.model.model).parameters:
+            if not hasattr(self.dataset, "labels"):
+                raise ConfigError(f"[model] {self.config['model']['name']} learns from labels but [data] "
+                                  f"{data['name']} has none; use a labelled data set (digits, mnist, fashion_mnist)")
+            self._labels = torch.as_tensor(self.dataset.labels, device=self.device)
         probe = self.observations(torch.arange(2, device=self.device))
         try:
             #: Group path of every latent site of the guide (``None``: no group).
@@ -350,8 +356,15 @@ class Trainer:
         finally:
             self.model.train(was_training)
 
-    def _model_kwargs(self) -> dict[str, Any]:
-        return {"schedule": self.schedule} if self._takes_schedule and self.schedule is not None else {}
+    def _model_kwargs(self, positions: torch.Tensor | None = None) -> dict[str, Any]:
+        kwargs = {"schedule": self.schedule} if self._takes_schedule and self.schedule is not None else {}
+        if self._labels is not None and positions is not None:
+            # A semi-supervised model: the batch's labels, all known or none (the batch's place in the epoch decides).
+            labels = self._labels[positions if self.train_indices is None else self.train_indices[positions]]
+            labelled = self.model.labelled_batch(self.sampler.position // self.sampler.batch_size - 1,
+                                                 seed=self.config["training"]["seed"])
+            kwargs.update(labels=labels, label_mask=torch.full_like(labels, labelled, dtype=torch.bool))
+        return kwargs
 
     # ------------------------------------------------------------------ training
 
@@ -399,11 +412,11 @@ class Trainer:
         with poutine.trace(param_only=True) as capture:
             try:
                 loss = self.loss.loss_and_grads(self.model.model, self.model.guide, x, positions, self.dataset_size,
-                                                **self._model_kwargs())
+                                                **self._model_kwargs(positions))
             except (ValueError, RuntimeError) as error:
                 # Distribution validation rejects non-finite arguments before any loss exists (torch's samplers
                 # raise RuntimeError): name the parameters, observations or sites at fault.
-                args, kwargs = (x, positions, self.dataset_size), self._model_kwargs()
+                args, kwargs = (x, positions, self.dataset_size), self._model_kwargs(positions)
                 failure = _validation_failure(error, x, lambda: _non_finite_sites(self.model.guide, self.model.model,
                                                                                   args, kwargs))
                 if failure is None:

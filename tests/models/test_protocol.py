@@ -4,7 +4,7 @@ import pytest
 import torch
 from pyro import poutine
 
-from pyro_hfvae.models import VLAE, ConvHFVAE, HierarchicalVAE, LadderVAE, ModelProtocol
+from pyro_hfvae.models import VLAE, ConvHFVAE, HierarchicalVAE, LadderVAE, ModelProtocol, SemiSupervisedHFVAE
 from pyro_hfvae.poutine.plate_layout import latent_sites
 
 SHAPE = (1, 16, 16)
@@ -15,6 +15,8 @@ MODELS = {
     "HierarchicalVAE": lambda: HierarchicalVAE(SHAPE, (3, 2), channels=(2,), hidden_dim=8),
     "LadderVAE": lambda: LadderVAE(SHAPE, (3, 2), channels=(2,), hidden_dim=8, likelihood="gaussian"),
     "VLAE": lambda: VLAE(levels=2, latent_dim=2, image_shape=SHAPE, channels=2, hidden_dim=8),
+    "SemiSupervisedHFVAE": lambda: SemiSupervisedHFVAE(SHAPE, num_classes=3, style_dim=2, hidden_dim=8,
+                                                       style_hidden_dim=4),
 }
 
 

@@ -187,4 +187,4 @@ def test_console_script_lists_the_shipped_configs():
     result = subprocess.run([sys.executable, "-m", "pyro_hfvae.training.cli", "configs"], capture_output=True,
                             text=True, check=True)
     names = [line.split()[0] for line in result.stdout.splitlines()]
-    assert names == ["hfvae_dsprites", "hfvae_mnist", "hit_mnist", "provlae_dsprites"]
+    assert names == ["hfvae_dsprites", "hfvae_mnist", "hfvae_mnist_ss", "hit_mnist", "provlae_dsprites"]

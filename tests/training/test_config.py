@@ -35,7 +35,8 @@ def test_shipped_configs_resolve_and_round_trip(name, tmp_path):
 
 
 def test_shipped_names():
-    assert set(shipped_configs()) == {"hfvae_dsprites", "hfvae_mnist", "provlae_dsprites", "hit_mnist"}
+    assert set(shipped_configs()) == {"hfvae_dsprites", "hfvae_mnist", "hfvae_mnist_ss", "provlae_dsprites",
+                                      "hit_mnist"}
     paper = load_config("hfvae_dsprites")
     assert (paper["objective"]["beta"], paper["objective"]["gamma"]) == (4.0, 3.0)
     assert (paper["model"]["num_classes"], paper["model"]["style_dim"]) == (3, 10)
