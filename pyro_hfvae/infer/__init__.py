@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """
 Objectives and their machinery, as :mod:`pyro.infer` holds Pyro's: the HFVAE and HIT
-losses (both :class:`pyro.infer.ELBO` subclasses), their common base :class:`TermsELBO`,
+losses (both :class:`pyro.infer.ELBO` subclasses) and :class:`JitHFVAELoss`, the HFVAE loss
+with compiled kernels; their common base :class:`TermsELBO`,
 named groups of latent sites (:class:`group`), the plate layout of a trace, the progressive
 schedule, the bound on a correlated group's weight, and readers of a trained model's latent
 space (:mod:`pyro_hfvae.infer.inspect`, :mod:`pyro_hfvae.infer.inference_data`).
@@ -11,6 +12,7 @@ from pyro_hfvae.distributions.util import latent_sites
 from pyro_hfvae.infer.groups import GROUP_SEPARATOR, GroupNode, build_group_tree, group, site_group, site_groups
 from pyro_hfvae.infer.hfvae import HFVAELoss
 from pyro_hfvae.infer.hit import HITLoss
+from pyro_hfvae.infer.jit import JitHFVAELoss
 from pyro_hfvae.infer.plate_layout import PlateLayout
 from pyro_hfvae.infer.progressive import ProgressiveSchedule
 from pyro_hfvae.infer.terms_elbo import NonFiniteLossError, TermsELBO
@@ -21,6 +23,7 @@ __all__ = [
     "GroupNode",
     "HFVAELoss",
     "HITLoss",
+    "JitHFVAELoss",
     "NonFiniteLossError",
     "PlateLayout",
     "ProgressiveSchedule",

@@ -21,7 +21,8 @@ from pyro_hfvae.infer.groups import GroupNode, build_group_tree, site_groups
 from pyro_hfvae.infer.plate_layout import PlateLayout
 from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight, guide_only_sites
 from pyro_hfvae.infer.weight_bound import tc_weight_bound
-from pyro_hfvae.ops.aggregate_posterior import tree_marginals
+from pyro_hfvae.ops.aggregate_posterior import VariableScore, tree_marginals
+from pyro_hfvae.ops.fused_marginals import check_kernel
 from pyro_hfvae.ops.mixture import check_memory_budget
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,12 @@ class HFVAELoss(TermsELBO):
         sample's argmax (probtorch's choice: biased, but low-variance).
     :param float pairwise_memory_mb: budget (finite, ``> 0``) for the ``B x B`` pairwise
         tables; larger batches are processed in chunks of rows, recomputed in the backward pass.
+    :param str kernel: how the pairwise tables are built: ``"fused"`` (default) runs Normal
+        and (relaxed-scored) Concrete sites through fused kernels that keep only their inputs
+        for the backward pass (:mod:`pyro_hfvae.ops.fused_marginals`); ``"compiled"`` runs
+        those kernels through :func:`torch.compile` (see :class:`~pyro_hfvae.infer.jit.JitHFVAELoss`);
+        ``"generic"`` uses ``Distribution.log_prob`` everywhere. Other distributions always
+        take the generic path; values and gradients agree.
     :param int num_particles: number of particles.
     :param int max_plate_nesting: bound on nested plates.
     :param bool vectorize_particles: evaluate particles in one vectorized pass.
@@ -194,6 +201,7 @@ class HFVAELoss(TermsELBO):
         data_plate: str | None = None,
         concrete_scoring: str = "relaxed",
         pairwise_memory_mb: float = 1024.0,
+        kernel: str = "fused",
         num_particles: int = 1,
         max_plate_nesting: float = float("inf"),
         vectorize_particles: bool = False,
@@ -216,6 +224,7 @@ class HFVAELoss(TermsELBO):
         self.data_plate = data_plate
         self.concrete_scoring = concrete_scoring
         self.pairwise_memory_mb = check_memory_budget(pairwise_memory_mb)
+        self.kernel = check_kernel(kernel)
         self._warned_unbounded: set[str] = set()
 
     def tc_weights(self, tree: GroupNode, num_variables: dict[str, int]) -> dict[str, float]:
@@ -428,10 +437,11 @@ class HFVAELoss(TermsELBO):
                 tree,
                 {name: s.value for name, s in data_sites.items()},
                 {name: s.guide_site["fn"] for name, s in data_sites.items()},
-                lambda name, fn, value: self._score(fn, value, var_ndims[name], False),
+                VariableScore(var_ndims, masked=False, concrete=self.concrete_scoring),  # = self._score
                 num_vars,
                 prior_fns={name: data_sites[name].model_site["fn"] for name in mixture_sites},
                 pairwise_memory_mb=self.pairwise_memory_mb,
+                kernel=self.kernel,
             )
         q_var, q_node = marginals.variables, marginals.nodes
         prior_var.update(marginals.prior_variables)
