@@ -113,7 +113,8 @@ _COMPONENTS: dict[str, dict[str, tuple[Callable[[], Callable], frozenset]]] = {
     "objective": {
         "hfvae": (
             lambda: _objective("HFVAELoss"),
-            frozenset({"dataset_size", "max_plate_nesting", "strict_enumeration_warning", "retain_graph"}),
+            # ``kernel`` is set by the ``compile`` option (_OBJECTIVE_OPTIONS).
+            frozenset({"dataset_size", "max_plate_nesting", "strict_enumeration_warning", "retain_graph", "kernel"}),
         ),
         "hit": (
             lambda: _objective("HITLoss"),
@@ -204,6 +205,10 @@ COMMAND_LINE_KEYS: dict[str, str] = {
 # Data-set options that the trainer reads itself (not constructor arguments).
 _DATA_OPTIONS = {"subset": 0}
 
+# Objective options that the trainer reads itself: ``compile = true`` trains with
+# :class:`~pyro_hfvae.infer.jit.JitHFVAELoss`, the HFVAE loss with torch.compile'd kernels.
+_OBJECTIVE_OPTIONS = {"hfvae": {"compile": False}}
+
 
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
@@ -255,6 +260,8 @@ def _signature_defaults(section: str, name: str) -> tuple[dict[str, Any], set[st
             defaults[parameter.name] = _to_toml_value(parameter.default)
     if section == "data":
         defaults.update(_DATA_OPTIONS)
+    if section == "objective":
+        defaults.update(_OBJECTIVE_OPTIONS.get(name, {}))
     return defaults, required
 
 
