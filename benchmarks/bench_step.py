@@ -8,7 +8,7 @@ one Normal site of ``--latent`` variables, mutual information weight 1, total co
 weight 6, dimension-wise KL weight 1 (``HFVAELoss(alpha=1, beta=1, gamma=6)``: one group, so
 its within-group TC is beta-TCVAE's TC). HFVAELoss is timed with each way of building the
 pairwise tables: ``hfvae_loss`` the generic path (``kernel="generic"``, Distribution.log_prob
-under autograd), ``hfvae_fused`` the eager fused kernels (the default), ``hfvae_jit``
+under autograd, the default), ``hfvae_fused`` the eager fused kernels, ``hfvae_jit``
 JitHFVAELoss (torch.compile'd kernels; compiled during the warm-up steps). Networks:
 
   tiny  one linear layer each way (4096 -> 2D, D -> 4096): the step is the objective's own

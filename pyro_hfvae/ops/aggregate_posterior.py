@@ -15,8 +15,8 @@ the sample :math:`v_b` drawn for data point ``b`` by
 whose rows sum to one (``N == B`` gives uniform weights ``1/B``), with the engine of
 :mod:`pyro_hfvae.ops.mixture`: :func:`tree_marginals` for traced Pyro sites (what
 :class:`~pyro_hfvae.HFVAELoss` calls), :func:`aggregate_log_marginals` for plain tensors
-and torch distributions. Normal and Concrete sites go through the fused kernels of
-:mod:`pyro_hfvae.ops.fused_marginals` unless ``kernel="generic"``.
+and torch distributions. With ``kernel="fused"`` or ``"compiled"`` Normal and Concrete
+sites go through the fused kernels of :mod:`pyro_hfvae.ops.fused_marginals`.
 
 References
 
@@ -144,7 +144,7 @@ def tree_marginals(
     *,
     prior_fns: Mapping[str, Distribution] | None = None,
     pairwise_memory_mb: float = 1024.0,
-    kernel: str = "fused",
+    kernel: str = "generic",
 ) -> TreeMarginals:
     r"""
     Minibatch-stratified estimates of the aggregate posterior at every leaf variable and
@@ -164,12 +164,13 @@ def tree_marginals(
     :param dict prior_fns: site -> prior distribution, for the sites whose prior marginals
         are to be estimated by the uniform batch mixture.
     :param float pairwise_memory_mb: memory budget for the pairwise tables.
-    :param str kernel: ``"fused"`` (default) or ``"compiled"``: where ``score`` is a
-        :class:`VariableScore` and a site's distribution has a fused kernel
+    :param str kernel: ``"generic"`` (default): every site gets the generic table of
+        :func:`~pyro_hfvae.ops.pairwise_log_prob`; ``"fused"`` or ``"compiled"``: where
+        ``score`` is a :class:`VariableScore` and a site's distribution has a fused kernel
         (:func:`~pyro_hfvae.ops.fused_marginals.fused_table`: Normal, Concrete), use it,
-        eager or :func:`torch.compile`\ d; every other site, and every site with
-        ``"generic"``, gets the generic table of :func:`~pyro_hfvae.ops.pairwise_log_prob`.
-        The values and gradients are the same.
+        eager (keeps only its inputs for the backward pass; slower on a CPU) or
+        :func:`torch.compile`\ d (several times faster once compiled). The values and
+        gradients are the same.
     :rtype: TreeMarginals
 
     Example::
@@ -238,7 +239,7 @@ def aggregate_log_marginals(
     dataset_size: int | None = None,
     *,
     pairwise_memory_mb: float = 1024.0,
-    kernel: str = "fused",
+    kernel: str = "generic",
 ) -> LogMarginals:
     r"""
     Minibatch-stratified log marginals of the aggregate posterior at a batch of samples,
@@ -265,7 +266,7 @@ def aggregate_log_marginals(
     :param int dataset_size: ``N``, the size of the data set the batch was drawn from
         (``None``: uniform weights over the batch).
     :param float pairwise_memory_mb: memory budget for the ``B x B`` pairwise tables.
-    :param str kernel: ``"fused"`` (default), ``"compiled"`` or ``"generic"``, as in :func:`tree_marginals`.
+    :param str kernel: ``"generic"`` (default), ``"fused"`` or ``"compiled"``, as in :func:`tree_marginals`.
     :returns: ``variables`` (site -> ``(B, V)``), ``sites`` (site -> ``(B,)``), ``nodes``
         (group path -> ``(B,)``, the root ``""`` being ``joint``).
     :rtype: ~pyro_hfvae.ops.LogMarginals

@@ -82,7 +82,7 @@ __all__ = [
 ]
 
 #: How :func:`~pyro_hfvae.ops.tree_marginals` and :class:`~pyro_hfvae.HFVAELoss` build pairwise
-#: tables: ``"generic"`` (``Distribution.log_prob``, autograd), ``"fused"`` (the eager fused
+#: tables: ``"generic"`` (the default: ``Distribution.log_prob``, autograd), ``"fused"`` (the eager fused
 #: kernels of this module where one applies), ``"compiled"`` (the same, :func:`torch.compile`\ d).
 KERNELS = ("generic", "fused", "compiled")
 
@@ -96,8 +96,8 @@ def check_kernel(kernel: str) -> str:
     :raises ValueError: for anything else.
     """
     if kernel not in KERNELS:
-        raise ValueError(f"expected kernel in {KERNELS} but got {kernel!r}; 'fused' is exact and lean, "
-                         "'compiled' also fast after a one-off compilation")
+        raise ValueError(f"expected kernel in {KERNELS} but got {kernel!r}; 'generic' is the default, "
+                         "'fused' keeps less memory, 'compiled' is fast after a one-off compilation")
     return kernel
 
 
