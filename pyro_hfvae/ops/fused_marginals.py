@@ -204,9 +204,12 @@ def _run(name: str, compiled: bool, *args):
     eager = _EAGER[name]
     if not compiled or _compile_error:
         return eager(*args)
-    if name not in _COMPILED:
-        _COMPILED[name] = _compile(eager)
+    # Dynamo's first use turns off torch.distributions' argument validation process-wide
+    # (TorchPatcher.patch); keep the user's setting.
+    validate = Distribution._validate_args
     try:
+        if name not in _COMPILED:
+            _COMPILED[name] = _compile(eager)
         return _COMPILED[name](*args)
     except Exception as error:  # torch.compile raises many types (BackendCompilerFailed, InductorError, ...)
         out = eager(*args)  # an error of the inputs raises here, as without compilation
@@ -221,6 +224,8 @@ def _run(name: str, compiled: bool, *args):
         )
         logger.debug("torch.compile failure", exc_info=error)
         return out
+    finally:
+        Distribution.set_default_validate_args(validate)
 
 
 class _NormalPairwiseMarginals(torch.autograd.Function):

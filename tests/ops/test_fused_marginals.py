@@ -291,3 +291,27 @@ def test_dispatched_table_equals_generic_pairwise_table(kind):
     assert torch.allclose(site, table.sum(-1), rtol=0, atol=1e-10)
     constant = fused_table(fn, value, layout, var_ndim).marginals(rows, -1.5)[0]
     assert torch.allclose(constant, torch.logsumexp(table, 2) - 1.5, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_compilation_keeps_the_distribution_validation_setting(validate, monkeypatch):
+    # torch.compile's first use calls Distribution.set_default_validate_args(False); simulate it.
+    def compile_that_turns_validation_off(function):
+        def compiled(*args):
+            torch.distributions.Distribution.set_default_validate_args(False)
+            return function(*args)
+
+        return compiled
+
+    monkeypatch.setattr(fused_marginals, "_compile", compile_that_turns_validation_off)
+    monkeypatch.setattr(fused_marginals, "_COMPILED", {})
+    monkeypatch.setattr(fused_marginals, "_compile_error", [])
+    before = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(validate)
+    try:
+        value, loc, scale, log_weights = _inputs(1, 3, 3, 1, torch.float64, seed=7)
+        out = normal_pairwise_marginals(value, loc, scale, log_weights, compiled=True)
+        torch.autograd.grad(out[0].sum(), (value, loc, scale))
+        assert torch.distributions.Distribution._validate_args is validate
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(before)
