@@ -6,8 +6,12 @@ installed (pythae's BetaTCVAE), all on the same networks and the same data, side
 The objective is beta-TCVAE's (Chen et al. 2018) with exact minibatch-stratified weights:
 one Normal site of ``--latent`` variables, mutual information weight 1, total correlation
 weight 6, dimension-wise KL weight 1 (``HFVAELoss(alpha=1, beta=1, gamma=6)``: one group, so
-its within-group TC is beta-TCVAE's TC). ``hit_loss`` is :class:`~pyro_hfvae.HITLoss` with the
-weight 6 on the one site (a beta-VAE, analytic KL), to time its per-step overhead. Networks:
+its within-group TC is beta-TCVAE's TC). HFVAELoss is timed with each way of building the
+pairwise tables: ``hfvae_loss`` the generic path (``kernel="generic"``, Distribution.log_prob
+under autograd, the default), ``hfvae_fused`` the eager fused kernels, ``hfvae_jit``
+JitHFVAELoss (torch.compile'd kernels; compiled during the warm-up steps). ``hit_loss`` is
+:class:`~pyro_hfvae.HITLoss` with the weight 6 on the one site (a beta-VAE, analytic KL), to time
+its per-step overhead. Networks:
 
   tiny  one linear layer each way (4096 -> 2D, D -> 4096): the step is the objective's own
         work and the library's per-step Python overhead, as a GPU step of small networks is
@@ -17,6 +21,7 @@ Methods are run round-robin (interleaved) so that machine noise hits each alike;
 reports the median ms per step and ratios measured in the same run.
 
     python benchmarks/bench_step.py --net tiny --batch-sizes 64 256 1024 4096
+    python benchmarks/bench_step.py --net tiny --latent 20 --batch-sizes 16384 --methods hfvae_jit --repeats 1
     python benchmarks/bench_step.py --net mlp --batch-sizes 1024
     python benchmarks/bench_step.py --device cuda --batch-sizes 256 1024 4096 16384 --json out.json
 """
@@ -35,6 +40,7 @@ from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
 from pyro_hfvae import HFVAELoss, HITLoss
+from pyro_hfvae.infer import JitHFVAELoss
 
 INPUT_DIM = 4096
 DATASET_SIZE = 737_280
@@ -169,7 +175,13 @@ def build_steps(args, batch: int, device: torch.device) -> dict:
         if method == "trace_elbo":
             steps[method] = pyro_step(Trace_ELBO(), encoder, decoder, x, args.lr, method)
         elif method == "hfvae_loss":
-            steps[method] = pyro_step(HFVAELoss(1.0, 1.0, TC_WEIGHT), encoder, decoder, x, args.lr, method)
+            loss = HFVAELoss(1.0, 1.0, TC_WEIGHT, kernel="generic")
+            steps[method] = pyro_step(loss, encoder, decoder, x, args.lr, method)
+        elif method == "hfvae_fused":
+            steps[method] = pyro_step(HFVAELoss(1.0, 1.0, TC_WEIGHT, kernel="fused"), encoder, decoder, x, args.lr,
+                                      method)
+        elif method == "hfvae_jit":
+            steps[method] = pyro_step(JitHFVAELoss(1.0, 1.0, TC_WEIGHT), encoder, decoder, x, args.lr, method)
         elif method == "hit_loss":
             steps[method] = pyro_step(HITLoss({"z": TC_WEIGHT}), encoder, decoder, x, args.lr, method)
         elif method == "naive_torch":
@@ -184,7 +196,7 @@ def build_steps(args, batch: int, device: torch.device) -> dict:
     return steps
 
 
-METHODS = ("trace_elbo", "hfvae_loss", "hit_loss", "naive_torch", "pythae")
+METHODS = ("trace_elbo", "hfvae_loss", "hfvae_fused", "hfvae_jit", "hit_loss", "naive_torch", "pythae")
 
 
 def main(args):
@@ -201,21 +213,17 @@ def main(args):
           f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
           f"threads: {torch.get_num_threads()}, torch {torch.__version__}, pyro {pyro.__version__}")
     names = list(results[0]["ms"])
-    others = [n for n in names if n != "hfvae_loss"]
+    ours = [n for n in names if n.startswith("hfvae") or n == "hit_loss"]
+    others = [n for n in names if n not in ours]
+    ratios = [(a, b) for a in ours for b in others if a != "hit_loss" or b == "trace_elbo"]
     header = f"{'batch':>6} | " + " | ".join(f"{n:>11}" for n in names)
-    if "hfvae_loss" in names:
-        header += " | " + " | ".join(f"hfvae/{n}" for n in others)
-    if "hit_loss" in names and "trace_elbo" in names:
-        header += " | hit/trace_elbo"
+    header += "".join(f" | {a.removeprefix('hfvae_')}/{b}" for a, b in ratios)
     print(header)
     print("-" * len(header))
     for row in results:
         ms = row["ms"]
         line = f"{row['batch']:>6} | " + " | ".join(f"{ms[n]:>11.1f}" for n in names)
-        if "hfvae_loss" in ms:
-            line += " | " + " | ".join(f"{ms['hfvae_loss'] / ms[n]:>{len('hfvae/' + n)}.2f}" for n in others)
-        if "hit_loss" in ms and "trace_elbo" in ms:
-            line += f" | {ms['hit_loss'] / ms['trace_elbo']:>{len('hit/trace_elbo')}.2f}"
+        line += "".join(f" | {ms[a] / ms[b]:>{len(a.removeprefix('hfvae_') + b) + 1}.2f}" for a, b in ratios)
         print(line)
     print("(ms per step, median of interleaved repeats)")
     if args.json:

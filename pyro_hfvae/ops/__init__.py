@@ -3,11 +3,12 @@
 """
 Tensor operations behind the objectives and the metrics: the aggregate posterior's log
 marginals (minibatch-stratified or whole-data mixture) over a tree of groups, with the
-mixture weights an argument; fused kernels for Normal posteriors; and the collectives that
+mixture weights an argument; fused kernels for Normal and Concrete posteriors; and the collectives that
 estimate the marginals over the global batch of a data-parallel run.
 """
 from pyro_hfvae.ops.aggregate_posterior import (
     TreeMarginals,
+    VariableScore,
     aggregate_log_marginals,
     stratified_log_weights,
     tree_marginals,
@@ -21,7 +22,13 @@ from pyro_hfvae.ops.distributed import (
     rank_and_world_size,
     safe_logsumexp,
 )
-from pyro_hfvae.ops.fused_marginals import normal_pairwise_marginals
+from pyro_hfvae.ops.fused_marginals import (
+    KERNELS,
+    FusedTable,
+    concrete_pairwise_marginals,
+    fused_table,
+    normal_pairwise_marginals,
+)
 from pyro_hfvae.ops.mixture import (
     LogMarginals,
     check_memory_budget,
@@ -32,11 +39,15 @@ from pyro_hfvae.ops.mixture import (
 from pyro_hfvae.ops.pairwise import pairwise_log_prob
 
 __all__ = [
+    "KERNELS",
+    "FusedTable",
     "GlobalBatch",
     "LogMarginals",
     "TreeMarginals",
     "aggregate_log_marginals",
     "check_memory_budget",
+    "concrete_pairwise_marginals",
+    "fused_table",
     "gather_rows",
     "global_logsumexp",
     "global_marginals",
@@ -50,4 +61,5 @@ __all__ = [
     "stratified_log_weights",
     "tc_term_name",
     "tree_marginals",
+    "VariableScore",
 ]

@@ -15,7 +15,8 @@ the sample :math:`v_b` drawn for data point ``b`` by
 whose rows sum to one (``N == B`` gives uniform weights ``1/B``), with the engine of
 :mod:`pyro_hfvae.ops.mixture`: :func:`tree_marginals` for traced Pyro sites (what
 :class:`~pyro_hfvae.HFVAELoss` calls), :func:`aggregate_log_marginals` for plain tensors
-and torch distributions.
+and torch distributions. With ``kernel="fused"`` or ``"compiled"`` Normal and Concrete
+sites go through the fused kernels of :mod:`pyro_hfvae.ops.fused_marginals`.
 
 References
 
@@ -27,13 +28,14 @@ References
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import torch
 from torch.distributions import Distribution
 
 from pyro_hfvae.distributions.util import soft_value, variable_log_prob, variable_ndim
+from pyro_hfvae.ops.fused_marginals import FusedTable, check_kernel, fused_table
 from pyro_hfvae.ops.mixture import LogMarginals, groups_to_tree, mixture_log_marginals
 from pyro_hfvae.ops.pairwise import pairwise_log_prob
 from pyro_hfvae.poutine.groups import GroupNode
@@ -43,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "TreeMarginals",
+    "VariableScore",
     "aggregate_log_marginals",
     "stratified_log_weights",
     "tree_marginals",
@@ -96,6 +99,41 @@ class TreeMarginals:
     prior_sites: dict
 
 
+@dataclass
+class VariableScore:
+    """
+    The scoring ``score(name, fn, value)`` of :func:`tree_marginals` that it can hand to a
+    fused kernel: :func:`~pyro_hfvae.distributions.variable_log_prob` with ``var_ndims[name]``
+    variable dims and the given mask and Concrete options. Any other callable is scored
+    through the generic table.
+
+    :param dict var_ndims: site -> number of leading event dims that index variables.
+    :param bool masked: apply the distributions' masks.
+    :param str concrete: the Concrete scoring (``"relaxed"`` or ``"argmax"``).
+
+    Example::
+
+        >>> import pyro.distributions as dist, torch
+        >>> VariableScore({"z": 1})("z", dist.Normal(torch.zeros(2), 1.0).to_event(1), torch.zeros(2))
+        tensor([-0.9189, -0.9189])
+    """
+
+    var_ndims: dict = field(default_factory=dict)
+    masked: bool = True
+    concrete: str = "relaxed"
+
+    def __call__(self, name: str, fn: Distribution, value: torch.Tensor) -> torch.Tensor:
+        return variable_log_prob(fn, value, self.var_ndims[name], masked=self.masked, concrete=self.concrete)
+
+    def fused(self, name: str, fn: Distribution, value: torch.Tensor, layout: PlateLayout,
+              kernel: str) -> FusedTable | None:
+        """The fused kernel of site ``name`` under ``kernel``, or ``None`` (generic)."""
+        if kernel == "generic":
+            return None
+        return fused_table(fn, value, layout, self.var_ndims[name], masked=self.masked, concrete=self.concrete,
+                           compiled=kernel == "compiled")
+
+
 def tree_marginals(
     layout: PlateLayout,
     tree: GroupNode,
@@ -106,6 +144,7 @@ def tree_marginals(
     *,
     prior_fns: Mapping[str, Distribution] | None = None,
     pairwise_memory_mb: float = 1024.0,
+    kernel: str = "generic",
 ) -> TreeMarginals:
     r"""
     Minibatch-stratified estimates of the aggregate posterior at every leaf variable and
@@ -125,6 +164,13 @@ def tree_marginals(
     :param dict prior_fns: site -> prior distribution, for the sites whose prior marginals
         are to be estimated by the uniform batch mixture.
     :param float pairwise_memory_mb: memory budget for the pairwise tables.
+    :param str kernel: ``"generic"`` (default): every site gets the generic table of
+        :func:`~pyro_hfvae.ops.pairwise_log_prob`; ``"fused"`` or ``"compiled"``: where
+        ``score`` is a :class:`VariableScore` and a site's distribution has a fused kernel
+        (:func:`~pyro_hfvae.ops.fused_marginals.fused_table`: Normal, Concrete), use it,
+        eager (keeps only its inputs for the backward pass; slower on a CPU) or
+        :func:`torch.compile`\ d (several times faster once compiled). The values and
+        gradients are the same.
     :rtype: TreeMarginals
 
     Example::
@@ -139,13 +185,14 @@ def tree_marginals(
         >>> layout = PlateLayout.from_trace(trace)
         >>> site = trace.nodes["z"]
         >>> out = tree_marginals(layout, build_group_tree({"z": None}), {"z": site["value"]}, {"z": site["fn"]},
-        ...                      lambda name, fn, v: variable_log_prob(fn, v, 1), {"z": 3})
+        ...                      VariableScore({"z": 1}), {"z": 3})
         >>> out.variables["z"].shape, out.nodes[""].shape
         (torch.Size([1, 4, 3]), torch.Size([1, 4]))
         >>> # Identical posteriors: every marginal is the posterior itself.
         >>> torch.allclose(out.nodes[""], site["fn"].log_prob(site["value"])[None])
         True
     """
+    check_kernel(kernel)
     prior_fns = {} if prior_fns is None else prior_fns
     some_value = next(iter(values.values()))
     batch_size = layout.batch_size
@@ -158,7 +205,13 @@ def tree_marginals(
 
             return pairwise_log_prob(site_score, fns[name], values[name], layout, rows, anchor=values[name])
 
-        return {name: lambda rows, name=name: table(rows, name) for name in fns}
+        out = {}
+        for name in fns:
+            fused = score.fused(name, fns[name], values[name], layout, kernel) if isinstance(score, VariableScore) \
+                else None
+            out[name] = (lambda rows, name=name: table(rows, name)) if fused is None else fused
+        logger.debug("tree_marginals: fused kernels for %s", [n for n, t in out.items() if isinstance(t, FusedTable)])
+        return out
 
     def log_weights(rows: slice) -> torch.Tensor:
         return stratified_log_weights(
@@ -186,6 +239,7 @@ def aggregate_log_marginals(
     dataset_size: int | None = None,
     *,
     pairwise_memory_mb: float = 1024.0,
+    kernel: str = "generic",
 ) -> LogMarginals:
     r"""
     Minibatch-stratified log marginals of the aggregate posterior at a batch of samples,
@@ -212,6 +266,7 @@ def aggregate_log_marginals(
     :param int dataset_size: ``N``, the size of the data set the batch was drawn from
         (``None``: uniform weights over the batch).
     :param float pairwise_memory_mb: memory budget for the ``B x B`` pairwise tables.
+    :param str kernel: ``"generic"`` (default), ``"fused"`` or ``"compiled"``, as in :func:`tree_marginals`.
     :returns: ``variables`` (site -> ``(B, V)``), ``sites`` (site -> ``(B,)``), ``nodes``
         (group path -> ``(B,)``, the root ``""`` being ``joint``).
     :rtype: ~pyro_hfvae.ops.LogMarginals
@@ -229,6 +284,7 @@ def aggregate_log_marginals(
         >>> bool(out.tc_terms()["tc_within/z"].abs().max() < 1e-3)   # a 2 x 2 grid: independent coordinates
         True
     """
+    check_kernel(kernel)
     if not values or list(values) != list(posteriors):
         raise ValueError(
             f"expected values and posteriors for the same non-empty sites, in the same order, but got "
@@ -267,13 +323,19 @@ def aggregate_log_marginals(
         log_weights(slice(0, 0))  # checks B and N
 
     def table(rows: slice, name: str) -> torch.Tensor:
-        def score(fn, value):
+        def site_score(fn, value):
             return variable_log_prob(fn, value, var_ndims[name])
 
-        return pairwise_log_prob(score, posteriors[name], samples[name], layouts[name], rows, anchor=samples[name])
+        return pairwise_log_prob(site_score, posteriors[name], samples[name], layouts[name], rows,
+                                 anchor=samples[name])
 
+    score = VariableScore(var_ndims)
+    tables = {}
+    for name in posteriors:
+        fused = score.fused(name, posteriors[name], samples[name], layouts[name], kernel)
+        tables[name] = (lambda rows, name=name: table(rows, name)) if fused is None else fused
     out = mixture_log_marginals(
-        {name: lambda rows, name=name: table(rows, name) for name in posteriors},
+        tables,
         (1, batch_size, batch_size),
         num_variables,
         groups_to_tree(list(posteriors), groups),

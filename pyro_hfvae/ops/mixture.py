@@ -22,7 +22,9 @@ with the mixture weights ``W`` an argument: the *minibatch-stratified* weights o
 whose rows sum to one (``N == B`` gives uniform weights ``1/B``), or uniform weights over a
 whole data set (for the metrics). A node's density at :math:`(s, m)` is the product of its
 children's, so one pairwise table per site (:func:`~pyro_hfvae.ops.pairwise_log_prob`)
-serves every level of the tree. Tables are built in chunks of rows that fit
+serves every level of the tree; a site may instead come with a fused kernel
+(:class:`~pyro_hfvae.ops.fused_marginals.FusedTable`) that returns its per-variable marginals
+and its site table at once. Tables are built in chunks of rows that fit
 ``pairwise_memory_mb``; when gradients are on, each chunk is recomputed in the backward pass
 (:func:`torch.utils.checkpoint.checkpoint`) instead of being kept.
 
@@ -42,6 +44,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from pyro_hfvae.ops.fused_marginals import FusedTable
 from pyro_hfvae.poutine.groups import GroupNode, build_group_tree, site_group
 
 logger = logging.getLogger(__name__)
@@ -217,7 +220,7 @@ def _rows_per_chunk(num_rows: int, row_bytes: int, pairwise_memory_mb: float) ->
 
 
 def mixture_log_marginals(
-    tables: Mapping[str, Callable[[slice], torch.Tensor]],
+    tables: Mapping[str, Callable[[slice], torch.Tensor] | FusedTable],
     size: tuple[int, int, int],
     num_variables: Mapping[str, int],
     tree: GroupNode | None = None,
@@ -234,7 +237,9 @@ def mixture_log_marginals(
 
     :param dict tables: site -> ``rows -> (P, len(rows), M, V)`` pairwise log densities
         (``[p, s, m, v] = log q(v_s | x_m)``, e.g. from
-        :func:`~pyro_hfvae.ops.pairwise_log_prob`), in site order.
+        :func:`~pyro_hfvae.ops.pairwise_log_prob`), in site order, or a
+        :class:`~pyro_hfvae.ops.fused_marginals.FusedTable` that gives the site's
+        per-variable marginals and site table from a fused kernel.
     :param tuple size: ``(P, S, M)``: particles, samples (rows) and components.
     :param dict num_variables: site -> ``V``.
     :param GroupNode tree: the group tree over the sites (``None``: no node marginals).
@@ -283,10 +288,14 @@ def mixture_log_marginals(
         out = []
         site_tables = {}
         for name in names:
-            table = tables[name](rows)
-            out.append(reduce(table, None if log_w is None else log_w[..., None]))
-            if sites or nodes:
-                site_tables[name] = table.sum(-1)
+            if isinstance(tables[name], FusedTable):
+                variables, site_tables[name] = tables[name].marginals(rows, constant if log_w is None else log_w)
+                out.append(variables)
+            else:
+                table = tables[name](rows)
+                out.append(reduce(table, None if log_w is None else log_w[..., None]))
+                if sites or nodes:
+                    site_tables[name] = table.sum(-1)
             if sites:
                 out.append(reduce(site_tables[name], log_w))
         node_tables = {}

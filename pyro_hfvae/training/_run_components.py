@@ -24,9 +24,12 @@ def _to_constructor(value: Any) -> Any:
     return tuple(_to_constructor(v) for v in value) if isinstance(value, list) else value
 
 
-def _construct(section: str, name: str, options: Mapping[str, Any], **fixed) -> Any:
-    """The ``[section]`` component ``name`` built with ``options`` and the arguments ``fixed`` by the trainer."""
-    factory = component_factory(section, name)
+def _construct(section: str, name: str, options: Mapping[str, Any], *, factory: Any = None, **fixed) -> Any:
+    """
+    The ``[section]`` component ``name`` (or ``factory``, a variant of it) built with ``options``
+    and the arguments ``fixed`` by the trainer.
+    """
+    factory = component_factory(section, name) if factory is None else factory
     try:
         return factory(**{k: _to_constructor(v) for k, v in options.items()}, **fixed)
     except (ValueError, TypeError, RuntimeError, IndexError, OSError) as error:
@@ -70,6 +73,10 @@ def _build_objective(objective: Mapping[str, Any], schedule, distributed: bool =
     global_batch = options.pop("global_batch", False) and distributed
     if schedule is not None:
         options["betas"] = schedule
+    if options.pop("compile", False):  # [objective] compile = true: the compiled HFVAE loss
+        from pyro_hfvae.infer.jit import JitHFVAELoss
+
+        return _construct("objective", name, options, factory=JitHFVAELoss)
     if global_batch:
         # TRANSITIONAL SHIM, remove at merge with the loss side: HFVAELoss(global_batch=...) is being added
         # elsewhere. Until it exists the marginals are estimated per rank, over the local batch only.

@@ -114,7 +114,8 @@ _COMPONENTS: dict[str, dict[str, tuple[Callable[[], Callable], frozenset]]] = {
     "objective": {
         "hfvae": (
             lambda: _objective("HFVAELoss"),
-            frozenset({"dataset_size", "max_plate_nesting", "strict_enumeration_warning", "retain_graph"}),
+            # ``kernel`` is set by the ``compile`` option (_OBJECTIVE_OPTIONS).
+            frozenset({"dataset_size", "max_plate_nesting", "strict_enumeration_warning", "retain_graph", "kernel"}),
         ),
         "hit": (
             lambda: _objective("HITLoss"),
@@ -207,6 +208,10 @@ _DATA_OPTIONS = {"subset": 0}
 # Objective options that the trainer reads itself. global_batch: in a data-parallel run (torchrun), estimate
 # HFVAE's aggregate-posterior marginals over the global batch (ignored in a single process, whose batch is global).
 _OBJECTIVE_OPTIONS = {"hfvae": {"global_batch": True}}
+
+# Objective options that the trainer reads itself: ``compile = true`` trains with
+# :class:`~pyro_hfvae.infer.jit.JitHFVAELoss`, the HFVAE loss with torch.compile'd kernels.
+_OBJECTIVE_OPTIONS = {"hfvae": {"compile": False}}
 
 
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:

@@ -145,15 +145,16 @@ def log_likelihood(params, y, z):
 
 @pytest.mark.parametrize("correlated_prior", [False, True])
 @pytest.mark.parametrize("dataset_size", [N, B])
+@pytest.mark.parametrize("kernel", ["generic", "fused"])
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0), (1.0, 4.0, 3.0), (0.5, 0.0, 2.0)])
-def test_terms_match_brute_force(correlated_prior, dataset_size, weights):
+def test_terms_match_brute_force(correlated_prior, dataset_size, weights, kernel):
     params = make_params()
     model, guide = make_model_guide(params, correlated_prior=correlated_prior, plate_size=dataset_size)
     model, guide, trace = replayed(model, guide)
     y, z = trace.nodes["y"]["value"], trace.nodes["z"]["value"]
     alpha, beta, gamma = weights
     # A plate of size B with the whole batch carries no N: say it (see test_data_plate_errors).
-    loss_fn = HFVAELoss(alpha, beta, gamma, dataset_size=dataset_size if dataset_size == B else None)
+    loss_fn = HFVAELoss(alpha, beta, gamma, dataset_size=dataset_size if dataset_size == B else None, kernel=kernel)
     # The prior I + 0.4 has correlation rho = 0.4 / 1.4 between each of its D variables, so the largest
     # eigenvalue of its correlation matrix is 1 + (D - 1) rho: the within-group weight must stay below
     # that over itself minus 1 (tc_weight_bound), else the loss warns that it is unbounded.
@@ -195,15 +196,16 @@ def test_uniform_weights_when_dataset_is_batch():
 
 
 @pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("kernel", ["generic", "fused"])
 @pytest.mark.parametrize("correlated_prior", [False, True])
-def test_unit_weights_equal_trace_elbo(nested, correlated_prior):
+def test_unit_weights_equal_trace_elbo(nested, correlated_prior, kernel):
     params = make_params(seed=1)
     for key in ["logits", "loc", "scale", "weight"]:
         params[key].requires_grad_(True)
     model, guide = make_model_guide(params, nested=nested, correlated_prior=correlated_prior)
     model, guide, _ = replayed(model, guide)
     level_weights = [1.0] if nested else []
-    hfvae = HFVAELoss(1.0, 1.0, 1.0, level_weights=level_weights)
+    hfvae = HFVAELoss(1.0, 1.0, 1.0, level_weights=level_weights, kernel=kernel)
     leaves = [params[k] for k in ["logits", "loc", "scale", "weight"]]
     ours = hfvae.differentiable_loss(model, guide)
     ours_grads = torch.autograd.grad(ours, leaves, retain_graph=True)
@@ -276,8 +278,9 @@ class _FixedNoiseNormal(dist.Normal):
         return super().expand(batch_shape, _instance=new)
 
 
+@pytest.mark.parametrize("kernel", ["generic", "fused"])
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0), (2.0, 4.0, 3.0)])
-def test_sequential_and_vectorized_particles_agree(weights):
+def test_sequential_and_vectorized_particles_agree(weights, kernel):
     params = make_params(seed=4)
     num_particles = 4
     _FixedNoiseNormal.noise = torch.randn(num_particles, B, D, dtype=torch.float64)
@@ -292,17 +295,19 @@ def test_sequential_and_vectorized_particles_agree(weights):
             pyro.sample("z", _FixedNoiseNormal(params["loc"], params["scale"]).to_event(1))
 
     _FixedNoiseNormal.calls = 0
-    sequential = HFVAELoss(*weights, num_particles=num_particles)
+    sequential = HFVAELoss(*weights, num_particles=num_particles, kernel=kernel)
     seq_loss = sequential.loss(model, guide)
-    vectorized = HFVAELoss(*weights, num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
+    vectorized = HFVAELoss(*weights, num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1,
+                           kernel=kernel)
     vec_loss = vectorized.loss(model, guide)
     assert vec_loss == pytest.approx(seq_loss, rel=1e-10)
     for name, value in sequential.terms.items():
         assert vectorized.terms[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
 
 
+@pytest.mark.parametrize("kernel", ["generic", "fused"])
 @pytest.mark.parametrize("num_classes,temp", [(10, 0.3), (30, 0.1)])
-def test_low_temperature_concrete_has_finite_gradients(num_classes, temp):
+def test_low_temperature_concrete_has_finite_gradients(num_classes, temp, kernel):
     torch.manual_seed(0)
     logits = (10 * torch.randn(B, num_classes)).requires_grad_(True)
     temp = torch.tensor(temp)
@@ -320,7 +325,8 @@ def test_low_temperature_concrete_has_finite_gradients(num_classes, temp):
     for _ in range(20):
         trace = poutine.trace(guide).get_trace()
         underflowed |= bool((trace.nodes["y"]["value"] == 0).any())
-        loss = HFVAELoss(1.0, 4.0, 3.0).differentiable_loss(poutine.replay(model, trace), poutine.replay(guide, trace))
+        loss = HFVAELoss(1.0, 4.0, 3.0, kernel=kernel).differentiable_loss(poutine.replay(model, trace),
+                                                                          poutine.replay(guide, trace))
         (grad,) = torch.autograd.grad(loss, [logits])
         assert torch.isfinite(loss) and torch.isfinite(grad).all()
     assert underflowed, "the test should exercise samples that underflow to exactly 0"
@@ -407,15 +413,16 @@ def test_mask_and_scale_are_respected():
     assert masked.terms["objective"] != pytest.approx(unmasked.terms["objective"])
 
 
-def test_chunked_pairwise_tables_match():
+@pytest.mark.parametrize("kernel", ["generic", "fused"])
+def test_chunked_pairwise_tables_match(kernel):
     params = make_params(seed=8)
     for key in ["loc", "scale", "logits"]:
         params[key].requires_grad_(True)
     model, guide = make_model_guide(params)
     model, guide, _ = replayed(model, guide)
     leaves = [params["loc"], params["scale"], params["logits"]]
-    whole = HFVAELoss(1.5, 4.0, 3.0)
-    chunked = HFVAELoss(1.5, 4.0, 3.0, pairwise_memory_mb=1e-4)
+    whole = HFVAELoss(1.5, 4.0, 3.0, kernel="generic")
+    chunked = HFVAELoss(1.5, 4.0, 3.0, pairwise_memory_mb=1e-4, kernel=kernel)
     loss_whole = whole.differentiable_loss(model, guide)
     loss_chunked = chunked.differentiable_loss(model, guide)
     assert loss_chunked.item() == pytest.approx(loss_whole.item(), rel=1e-12)
@@ -424,7 +431,64 @@ def test_chunked_pairwise_tables_match():
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_batch_dependent_prior_uses_batch_mixture():
+@pytest.mark.parametrize("vectorized,memory", [(False, 1024.0), (True, 1024.0), (True, 1e-4)])
+@pytest.mark.parametrize("concrete_scoring", ["relaxed", "argmax"])
+def test_fused_kernels_equal_the_generic_path(vectorized, memory, concrete_scoring, monkeypatch):
+    """Values and gradients of every dispatch: Concrete and Normal guides with particles, a nested plate,
+    chunked rows and a batch-dependent Normal prior (the batch-mixture path), in float64."""
+    from pyro_hfvae.ops import fused_marginals
+
+    params = make_params(seed=10)
+    inner = 2
+    params["loc"] = torch.randn(B, inner, D, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    for key in ["logits", "loc", "scale", "weight"]:
+        params[key].requires_grad_(True)
+    temp = torch.tensor(TEMP, dtype=torch.float64)
+    particles = 3 if vectorized else 1
+
+    def model():
+        with pyro.plate("data", size=N, subsample=torch.arange(B), dim=-2):
+            y = pyro.sample("y", dist.RelaxedOneHotCategorical(temp, logits=torch.zeros(1, K, dtype=temp.dtype)))
+            with pyro.plate("inner", inner, dim=-1):
+                z = pyro.sample("z", dist.Normal(y[..., :1].expand(y.shape[:-2] + (inner, D)), 1.0).to_event(1))
+            x_logits = torch.cat([y[..., 0, :], z.sum(-2)], -1) @ params["weight"]
+            pyro.sample("x", dist.Bernoulli(logits=x_logits.unsqueeze(-2)).to_event(1), obs=params["x"][:, None])
+
+    def guide():
+        with pyro.plate("data", size=N, subsample=torch.arange(B), dim=-2):
+            pyro.sample("y", dist.RelaxedOneHotCategorical(temp, logits=params["logits"][:, None]))
+            with pyro.plate("inner", inner, dim=-1):
+                pyro.sample("z", dist.Normal(params["loc"], params["scale"][:, None]).to_event(1))
+
+    calls = {}
+    for name, function in list(fused_marginals._EAGER.items()):
+        def counted(*args, name=name, function=function):
+            calls[name] = calls.get(name, 0) + 1
+            return function(*args)
+
+        monkeypatch.setitem(fused_marginals._EAGER, name, counted)
+    kwargs = {"num_particles": particles, "vectorize_particles": vectorized, "max_plate_nesting": 2,
+              "pairwise_memory_mb": memory, "concrete_scoring": concrete_scoring}
+    leaves = [params[k] for k in ["logits", "loc", "scale", "weight"]]
+    results = []
+    for kernel in ["generic", "fused"]:
+        loss_fn = HFVAELoss(1.5, 4.0, 3.0, kernel=kernel, **kwargs)
+        pyro.set_rng_seed(0)  # the same samples for both
+        loss = loss_fn.differentiable_loss(model, guide)
+        results.append((loss, torch.autograd.grad(loss, leaves), loss_fn.terms))
+    (generic, generic_grads, generic_terms), (fused, fused_grads, fused_terms) = results
+    assert fused.item() == pytest.approx(generic.item(), rel=1e-12)
+    for a, b in zip(fused_grads, generic_grads):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10)
+    for name, value in generic_terms.items():
+        assert fused_terms[name] == pytest.approx(value, abs=1e-10), name
+    # Normal: the guide's z, and z's batch-dependent prior; Concrete only where scored relaxed.
+    assert calls["normal_forward"] >= 2 and calls["normal_backward"] >= 2
+    assert ("concrete_forward" in calls) == (concrete_scoring == "relaxed")
+
+
+@pytest.mark.parametrize("kernel", ["generic", "fused"])
+def test_batch_dependent_prior_uses_batch_mixture(kernel):
     params = make_params(seed=9)
 
     def model():
@@ -439,7 +503,7 @@ def test_batch_dependent_prior_uses_batch_mixture():
             pyro.sample("z1", dist.Normal(params["loc"], params["scale"]).to_event(1))
 
     model, guide, trace = replayed(model, guide)
-    loss_fn = HFVAELoss(1.0, 2.0, 2.0)
+    loss_fn = HFVAELoss(1.0, 2.0, 2.0, kernel=kernel)
     loss_fn.loss(model, guide)
     z1, z2 = trace.nodes["z1"]["value"], trace.nodes["z2"]["value"]
     w = torch.full((B, B), math.log((N - 1) / (N * (B - 1))), dtype=torch.float64)
@@ -583,6 +647,7 @@ def test_site_named_like_group_error():
         ({"beta": float("nan")}, "finite"),
         ({"concrete_scoring": "mode"}, "concrete_scoring"),
         ({"pairwise_memory_mb": 0}, "pairwise_memory_mb"),
+        ({"kernel": "triton"}, "expected kernel in"),
     ],
 )
 def test_constructor_errors(kwargs, match):

@@ -73,10 +73,11 @@ def brute_force(loc, scale, logits, values, dataset_size):
 
 @pytest.mark.parametrize("dataset_size", [None, B, N])
 @pytest.mark.parametrize("pairwise_memory_mb", [1e-5, 1024.0])
-def test_matches_brute_force_double_loop(dataset_size, pairwise_memory_mb):
+@pytest.mark.parametrize("kernel", ["generic", "fused"])
+def test_matches_brute_force_double_loop(dataset_size, pairwise_memory_mb, kernel):
     loc, scale, logits, posteriors, values = make_posteriors()
     out = aggregate_log_marginals(values, posteriors, {"style/pose": ["a"], "style/rest": ["b"]}, dataset_size,
-                                  pairwise_memory_mb=pairwise_memory_mb)
+                                  pairwise_memory_mb=pairwise_memory_mb, kernel=kernel)
     expected = {k: torch.tensor(v, dtype=torch.float64) for k, v in brute_force(loc, scale, logits, values,
                                                                                  dataset_size).items()}
     assert list(out.nodes) == ["", "style", "style/pose", "style/rest", "c"]

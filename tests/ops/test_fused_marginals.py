@@ -1,9 +1,15 @@
 import math
 
+import pyro.distributions as dist
 import pytest
 import torch
+from torch.distributions import RelaxedOneHotCategorical
 
-from pyro_hfvae.ops.fused_marginals import normal_pairwise_marginals
+from pyro_hfvae.distributions.util import concrete_log_prob, variable_log_prob
+from pyro_hfvae.ops import fused_marginals
+from pyro_hfvae.ops.fused_marginals import concrete_pairwise_marginals, fused_table, normal_pairwise_marginals
+from pyro_hfvae.ops.pairwise import pairwise_log_prob
+from pyro_hfvae.poutine.plate_layout import PlateLayout
 
 
 def _inputs(particles, rows, batch, num_variables, dtype, seed=0):
@@ -90,3 +96,222 @@ def test_shape_errors(shapes, match):
     tensors = [torch.ones(s) for s in shapes]
     with pytest.raises(ValueError, match=match):
         normal_pairwise_marginals(*tensors)
+
+
+# Concrete ---------------------------------------------------------------------------------------
+
+
+def _concrete_inputs(particles, rows, batch, num_variables, num_classes, dtype, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    value = torch.rand(particles, rows, num_variables, num_classes, generator=generator, dtype=dtype) + 0.05
+    value = (value / value.sum(-1, keepdim=True)).requires_grad_()
+    logits = torch.randn(particles, batch, num_variables, num_classes, generator=generator, dtype=dtype)
+    logits = logits.log_softmax(-1).detach().requires_grad_()
+    temperature = torch.tensor(0.4, dtype=dtype).requires_grad_()
+    log_weights = torch.randn(rows, batch, generator=generator, dtype=dtype).log_softmax(-1)
+    return value, logits, temperature, log_weights
+
+
+def _concrete_brute_force(value, logits, temperature, log_weights):
+    # Maddison et al. (2017), written out per (p, r, b, v) with probabilities, not log space.
+    P, R, V, K = value.shape
+    B = logits.shape[1]
+    variables = torch.empty(P, R, V, dtype=value.dtype)
+    site = torch.empty(P, R, B, dtype=value.dtype)
+
+    def density(p, r, b, v):
+        probs = logits[p, b, v].exp() / logits[p, b, v].exp().sum()
+        x, lam = value[p, r, v], temperature[p, b, v]
+        log_num = math.lgamma(K) + (K - 1) * lam.log() + sum(
+            probs[k].log() - (lam + 1) * x[k].log() for k in range(K))
+        return log_num - K * sum(probs[k] * x[k] ** (-lam) for k in range(K)).log()
+
+    for p in range(P):
+        for r in range(R):
+            table = [[density(p, r, b, v) for v in range(V)] for b in range(B)]
+            for b in range(B):
+                site[p, r, b] = sum(table[b])
+            for v in range(V):
+                variables[p, r, v] = torch.logsumexp(torch.stack([table[b][v] + log_weights[r, b]
+                                                                  for b in range(B)]), 0)
+    return variables, site
+
+
+@pytest.mark.parametrize("particles,rows,batch,num_variables,num_classes",
+                         [(1, 3, 3, 1, 3), (2, 2, 4, 2, 4), (1, 4, 4, 1, 2)])
+def test_concrete_values_and_gradients_match_brute_force(particles, rows, batch, num_variables, num_classes):
+    inputs = _concrete_inputs(particles, rows, batch, num_variables, num_classes, torch.float64)
+    value, logits, temperature, log_weights = inputs
+    grad_variables = torch.randn(particles, rows, num_variables, dtype=torch.float64)
+    grad_site = torch.randn(particles, rows, batch, dtype=torch.float64)
+    results = []
+    for function in (concrete_pairwise_marginals, _concrete_brute_force):
+        args = (value, logits, temperature.expand(particles, batch, num_variables), log_weights)
+        variables, site = function(*args)
+        objective = (variables * grad_variables).sum() + (site * grad_site).sum()
+        results.append((variables, site, torch.autograd.grad(objective, (value, logits, temperature))))
+    (variables, site, grads), (expected_variables, expected_site, expected_grads) = results
+    assert torch.allclose(variables, expected_variables, rtol=0, atol=1e-10)
+    assert torch.allclose(site, expected_site, rtol=0, atol=1e-10)
+    for grad, expected in zip(grads, expected_grads):
+        assert torch.allclose(grad, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_concrete_underflowed_values_are_clamped_as_concrete_log_prob(dtype):
+    # A low-temperature sample with components at exactly 0: the kernel clamps as concrete_log_prob does,
+    # so values and gradients equal autograd through it, and stay finite.
+    value, logits, temperature, log_weights = _concrete_inputs(1, 3, 3, 1, 4, dtype, seed=5)
+    value = value.detach().clone()
+    value[0, 0, 0] = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=dtype)
+    value[0, 1, 0] = torch.tensor([0.5, 0.5, 1e-30, 0.0], dtype=dtype)
+    value.requires_grad_()
+    fn = RelaxedOneHotCategorical(temperature, logits=logits[:, None])  # components (P, 1, B, V)
+    table = concrete_log_prob(fn, value[:, :, None])  # (P, R, B, V)
+    expected = torch.logsumexp(table + log_weights[..., None], 2), table.sum(-1)
+    out = concrete_pairwise_marginals(value, logits, temperature.expand(1, 3, 1), log_weights)
+    tolerance = {"rtol": 1e-12, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-4}
+    for a, b in zip(out, expected):
+        assert torch.allclose(a, b, **tolerance)
+    grads = [torch.autograd.grad(o[0].sum() + o[1].sum(), (value, logits, temperature)) for o in (out, expected)]
+    for a, b in zip(*grads):
+        assert torch.isfinite(a).all()
+        assert torch.allclose(a, b, **tolerance)
+    assert grads[0][0][0, 0, 0, 1:].eq(0).all()  # below the floor: no gradient, as clamp's
+
+
+def test_concrete_gradcheck():
+    value, logits, temperature, log_weights = _concrete_inputs(2, 3, 4, 2, 3, torch.float64, seed=1)
+    temperature = (0.3 + torch.rand(2, 4, 2, dtype=torch.float64)).requires_grad_()  # per component
+
+    def function(*args):
+        return concrete_pairwise_marginals(*args, log_weights)
+
+    assert torch.autograd.gradcheck(function, (value, logits, temperature))
+    assert torch.autograd.gradcheck(lambda *a: function(*a)[1], (value, logits, temperature))
+
+
+def test_concrete_compiled_kernels_match_eager_in_float32():
+    value, logits, temperature, log_weights = _concrete_inputs(1, 16, 16, 2, 3, torch.float32, seed=3)
+    temperature = temperature.expand(1, 16, 2)
+    eager = concrete_pairwise_marginals(value, logits, temperature, log_weights)
+    compiled = concrete_pairwise_marginals(value, logits, temperature, log_weights, compiled=True)
+    for a, b in zip(eager, compiled):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    grads = [torch.autograd.grad(out[0].sum() + out[1].logsumexp(-1).sum(), (value, logits))
+             for out in (eager, compiled)]
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_compilation_failure_warns_once_and_runs_eager(monkeypatch):
+    def failing_compile(function):
+        def compiled(*args):
+            raise RuntimeError("no C++ compiler found")
+
+        return compiled
+
+    monkeypatch.setattr(fused_marginals, "_compile", failing_compile)
+    monkeypatch.setattr(fused_marginals, "_COMPILED", {})
+    monkeypatch.setattr(fused_marginals, "_compile_error", [])
+    value, loc, scale, log_weights = _inputs(1, 4, 4, 2, torch.float64, seed=4)
+    eager = normal_pairwise_marginals(value, loc, scale, log_weights)
+    with pytest.warns(RuntimeWarning, match="no C.. compiler found.*eager fused kernels") as caught:
+        out = normal_pairwise_marginals(value, loc, scale, log_weights, compiled=True)
+        grads = torch.autograd.grad(out[0].sum() + out[1].sum(), (value, loc, scale))
+    assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
+    for a, b in zip(out, eager):
+        assert torch.equal(a, b)
+    for a, b in zip(grads, torch.autograd.grad(eager[0].sum() + eager[1].sum(), (value, loc, scale))):
+        assert torch.equal(a, b)
+
+
+def test_an_input_error_is_not_taken_for_a_compilation_failure(monkeypatch):
+    monkeypatch.setattr(fused_marginals, "_compile_error", [])
+    value, loc, scale, _ = _inputs(1, 4, 4, 2, torch.float64, seed=4)
+    with pytest.raises(ValueError, match="expected log_weights"):
+        normal_pairwise_marginals(value, loc, scale, torch.zeros(3, 3), compiled=True)
+    assert fused_marginals._compile_error == []
+
+
+# Dispatch ---------------------------------------------------------------------------------------
+
+_LAYOUT = PlateLayout("data", -1, 3, 10, None, 1)
+
+
+class _OwnNormal(dist.Normal):
+    def log_prob(self, value):
+        return super().log_prob(value) + 1.0
+
+
+@pytest.mark.parametrize("fn,var_ndim,options,kind", [
+    (dist.Normal(torch.zeros(3), 1.0), 0, {}, "normal"),
+    (dist.Normal(torch.zeros(3, 2), 1.0).to_event(1), 1, {}, "normal"),
+    (dist.Normal(torch.zeros(2), 1.0).expand([3, 2]).to_event(1), 1, {}, "normal"),
+    (dist.Normal(torch.zeros(3, 2), 1.0).mask(torch.tensor([True, False, True])[:, None]).to_event(1), 1,
+     {"masked": False}, "normal"),
+    (dist.Normal(torch.zeros(3, 2), 1.0).mask(torch.tensor([True, False, True])[:, None]).to_event(1), 1, {}, None),
+    (dist.Normal(torch.zeros(3, 2), 1.0).to_event(1), 0, {}, None),  # the site is one variable: not the kernel's
+    (_OwnNormal(torch.zeros(3), 1.0), 0, {}, None),
+    (dist.Laplace(torch.zeros(3), 1.0), 0, {}, None),
+    (dist.MultivariateNormal(torch.zeros(3, 2), torch.eye(2)), 0, {}, None),
+    (dist.RelaxedOneHotCategorical(torch.tensor(0.5), logits=torch.zeros(3, 4)), 0, {}, "concrete"),
+    (dist.RelaxedOneHotCategorical(torch.tensor(0.5), logits=torch.zeros(3, 2, 4)).to_event(1), 1, {}, "concrete"),
+    (dist.RelaxedOneHotCategorical(torch.tensor(0.5), logits=torch.zeros(3, 2, 4)).to_event(1), 0, {}, None),
+    (dist.RelaxedOneHotCategorical(torch.tensor(0.5), logits=torch.zeros(3, 4)), 0, {"concrete": "argmax"}, None),
+    (dist.RelaxedOneHotCategoricalStraightThrough(torch.tensor(0.5), logits=torch.zeros(3, 4)), 0, {}, "concrete"),
+])
+def test_dispatch(fn, var_ndim, options, kind):
+    table = fused_table(fn, fn.rsample() if fn.has_rsample else fn.sample(), _LAYOUT, var_ndim, **options)
+    assert (None if table is None else table.kind) == kind
+
+
+@pytest.mark.parametrize("kind", ["normal", "concrete"])
+def test_dispatched_table_equals_generic_pairwise_table(kind):
+    # Particles at dim -3, the data plate at -2 and a nested plate at -1: variables span the nested
+    # plate's elements and the event; value and parameters broadcast (one scale, one temperature).
+    particles, batch, inner = 2, 4, 3
+    layout = PlateLayout("data", -2, batch, 10, -3, particles)
+    generator = torch.Generator().manual_seed(6)
+    if kind == "normal":
+        loc = torch.randn(particles, batch, inner, 2, generator=generator, dtype=torch.float64)
+        fn = dist.Normal(loc, torch.tensor(0.7, dtype=torch.float64)).to_event(1)
+        var_ndim = 1
+    else:
+        logits = torch.randn(particles, batch, inner, 4, generator=generator, dtype=torch.float64)
+        fn = dist.RelaxedOneHotCategorical(torch.tensor(0.5, dtype=torch.float64), logits=logits)
+        var_ndim = 0
+    value = fn.rsample()
+    log_weights = torch.randn(3, batch, generator=generator, dtype=torch.float64).log_softmax(-1)
+    rows = slice(1, 4)
+    variables, site = fused_table(fn, value, layout, var_ndim).marginals(rows, log_weights)
+    table = pairwise_log_prob(lambda f, v: variable_log_prob(f, v, var_ndim), fn, value, layout, rows)
+    assert variables.shape == (particles, 3, table.shape[-1])
+    assert torch.allclose(variables, torch.logsumexp(table + log_weights[..., None], 2), rtol=0, atol=1e-10)
+    assert torch.allclose(site, table.sum(-1), rtol=0, atol=1e-10)
+    constant = fused_table(fn, value, layout, var_ndim).marginals(rows, -1.5)[0]
+    assert torch.allclose(constant, torch.logsumexp(table, 2) - 1.5, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_compilation_keeps_the_distribution_validation_setting(validate, monkeypatch):
+    # torch.compile's first use calls Distribution.set_default_validate_args(False); simulate it.
+    def compile_that_turns_validation_off(function):
+        def compiled(*args):
+            torch.distributions.Distribution.set_default_validate_args(False)
+            return function(*args)
+
+        return compiled
+
+    monkeypatch.setattr(fused_marginals, "_compile", compile_that_turns_validation_off)
+    monkeypatch.setattr(fused_marginals, "_COMPILED", {})
+    monkeypatch.setattr(fused_marginals, "_compile_error", [])
+    before = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(validate)
+    try:
+        value, loc, scale, log_weights = _inputs(1, 3, 3, 1, torch.float64, seed=7)
+        out = normal_pairwise_marginals(value, loc, scale, log_weights, compiled=True)
+        torch.autograd.grad(out[0].sum(), (value, loc, scale))
+        assert torch.distributions.Distribution._validate_args is validate
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(before)

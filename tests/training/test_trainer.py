@@ -435,3 +435,25 @@ def test_temporaries_of_killed_writes_are_removed_on_start_and_resume(start, kil
         assert remaining == sorted(left + others)
     else:
         assert remaining == sorted([".checkpoint.pt.tmp", "notes.tmp", ".log.jsonl.toolong99.tmp"])
+
+
+def test_compiled_objective_trains_and_starts_as_the_eager_one(tiny_config, tmp_path):
+    from pyro_hfvae.infer import HFVAELoss, JitHFVAELoss
+
+    tiny_config["training"].update(steps=2, checkpoint_every=2)
+    eager = Trainer(tiny_config, tmp_path / "eager")
+    assert eager.train() == "completed"
+    tiny_config["objective"]["compile"] = True
+    compiled = Trainer(tiny_config, tmp_path / "compiled")
+    assert compiled.train() == "completed"
+    assert type(eager.loss) is HFVAELoss and type(compiled.loss) is JitHFVAELoss
+    first = [read_jsonl(tmp_path / run / LOG_FILE)[0] for run in ("eager", "compiled")]
+    # Same seed, same first batch and parameters: the losses agree to float32 rounding of the kernels.
+    assert first[1]["loss"] == pytest.approx(first[0]["loss"], rel=1e-5)
+    assert all(math.isfinite(r["loss"]) for r in read_jsonl(tmp_path / "compiled" / LOG_FILE))
+
+
+def test_compile_is_an_hfvae_option(tiny_progressive_config):
+    tiny_progressive_config["objective"]["compile"] = True
+    with pytest.raises(ConfigError, match="unknown key \\[objective\\] compile"):
+        Trainer(tiny_progressive_config)
