@@ -133,7 +133,7 @@ _COMPONENTS: dict[str, dict[str, tuple[Callable[[], Callable], frozenset]]] = {
 
 # Keyword options of the pyro.optim wrappers (they take one dict of torch optimiser arguments).
 _OPTIMIZER_OPTIONS = {
-    "adam": {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
+    "adam": {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "fused": True},
     "clipped_adam": {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "clip_norm": 10.0,
                      "lrd": 1.0},
 }

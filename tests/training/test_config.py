@@ -63,7 +63,7 @@ def test_shipped_names():
     ({"data": {"name": "mnist"}}, "missing key [data] root"),
     ({"optimizer": {"lr": 0.0}}, "expected [optimizer] lr > 0"),
     ({"optimizer": {"name": "adam", "clip_norm": 1.0}},
-     "Allowed keys for optimizer 'adam': betas, eps, lr, weight_decay"),
+     "Allowed keys for optimizer 'adam': betas, eps, fused, lr, weight_decay"),
     ({"schedule": {"name": "progressive", "steps_per_level": 3}}, "expected [objective] name = 'hit'"),
     ({"schedule": {"name": "none", "pre_kl": 0.1}}, "unknown key [schedule] pre_kl"),
     # ranges and lengths of every kind of setting, before any run directory exists
