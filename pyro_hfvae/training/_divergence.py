@@ -16,7 +16,6 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer.util import zero_grads
 
 from pyro_hfvae.infer.terms_elbo import NonFiniteLossError
 
@@ -53,6 +52,12 @@ def _check_checkpoint_parameters() -> None:
                                  "finite; the checkpoint was not written")
 
 
+def _release_grads(params) -> None:
+    """As :func:`pyro.infer.util.zero_grads`, without allocating zeros: the next backward pass starts afresh."""
+    for p in params:
+        p.grad = None
+
+
 def _check_gradients(param_trace) -> None:
     """
     Raises a :class:`~pyro_hfvae.infer.NonFiniteLossError` naming the parameters of ``param_trace`` (a
@@ -71,7 +76,7 @@ def _check_gradients(param_trace) -> None:
     if all(finite):
         return
     bad = [name for (name, _), ok in zip(grads, finite) if not ok]
-    zero_grads({p for _, p in sites})
+    _release_grads(p for _, p in sites)
     raise NonFiniteLossError(f"expected finite gradients but the gradients of {len(bad)} parameters are not "
                              f"finite: {bad[:8]}{' ...' if len(bad) > 8 else ''} (the loss was finite)")
 

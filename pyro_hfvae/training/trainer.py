@@ -27,7 +27,6 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer.util import zero_grads
 
 from pyro_hfvae.infer.inference_data import latent_groups, latent_means, latent_posterior
 from pyro_hfvae.infer.terms_elbo import NonFiniteLossError
@@ -40,6 +39,7 @@ from pyro_hfvae.training._divergence import (
     _ExplosionMonitor,
     _first_line,
     _non_finite_sites,
+    _release_grads,
     _validation_failure,
 )
 from pyro_hfvae.training._random_batches import _RandomBatches
@@ -136,6 +136,7 @@ def _check_run_dir_writable(run_dir: Path) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(f"expected a writable directory for the run but {existing} is not writable; choose "
                               "another --out or change its permissions")
+
 
 
 class Trainer:
@@ -396,10 +397,10 @@ class Trainer:
                 loss, terms, self._stop_agreed = self._parallel.agree(self.step_count + 1, failure, loss,
                                                                       self.loss.terms, stop)
             except BaseException:
-                zero_grads(params)
+                _release_grads(params)
                 raise
         self.optimizer(params)
-        zero_grads(params)
+        _release_grads(params)
         if self.schedule is not None:
             self.schedule.step()
         self.step_count += 1
