@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "component_factory",
     "dumps_config",
+    "earlier_defaults",
     "load_config",
     "parse_override",
     "resolve_config",
@@ -522,6 +523,24 @@ def shipped_configs() -> dict[str, Path]:
         True
     """
     return {path.stem: path for path in sorted(_SHIPPED_DIR.glob("*.toml"))}
+
+
+def earlier_defaults(path: str | os.PathLike) -> dict[str, Any]:
+    """
+    The settings a run directory's ``config.toml`` leaves out whose default has changed since
+    it was written, at the value the run was trained with, so that resuming it continues the
+    same computation: an ``[optimizer] adam`` written before ``fused`` existed used the
+    unfused Adam.
+
+    :param path: a run directory's ``config.toml``.
+    :returns: overrides for :func:`load_config` (empty where nothing changed).
+    :rtype: dict
+    """
+    with open(path, "rb") as file:
+        optimizer = tomllib.load(file).get("optimizer", {})
+    if isinstance(optimizer, Mapping) and optimizer.get("name", "adam") == "adam" and "fused" not in optimizer:
+        return {"optimizer.fused": False}
+    return {}
 
 
 def load_config(source: str | os.PathLike | None = None,

@@ -66,7 +66,7 @@ from pyro_hfvae.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from pyro_hfvae.training.config import ConfigError, dumps_config, load_config, resolve_config
+from pyro_hfvae.training.config import ConfigError, dumps_config, earlier_defaults, load_config, resolve_config
 from pyro_hfvae.training.distributed import DistributedOptimizer, _data_parallel, _rank_seed
 from pyro_hfvae.util import atomic_file, forked_rng, remove_atomic_temporaries
 
@@ -743,7 +743,7 @@ class Trainer:
                 raise FileNotFoundError(f"expected a run directory with {CONFIG_FILE} and {CHECKPOINT_FILE} but "
                                         f"{run_dir} has no {name}, so it is not a run directory; pass the directory "
                                         "given to pyro-hfvae train --out (or train first with --out DIR)")
-        original = load_config(run_dir / CONFIG_FILE)
+        original = load_config(run_dir / CONFIG_FILE, earlier_defaults(run_dir / CONFIG_FILE))
         config = resolve_config(original, overrides)
         changed = _changed_settings(original, config)
         _check_resumable(changed, run_dir)

@@ -9,7 +9,7 @@ import torch
 
 from pyro_hfvae.infer.terms_elbo import NonFiniteLossError
 from pyro_hfvae.training._divergence import _ExplosionMonitor
-from pyro_hfvae.training.checkpoint import load_checkpoint
+from pyro_hfvae.training.checkpoint import load_checkpoint, save_checkpoint
 from pyro_hfvae.training.config import ConfigError
 from pyro_hfvae.training.trainer import CHECKPOINT_FILE, LOG_FILE, ExplodingLossError, Trainer, read_jsonl
 
@@ -457,3 +457,20 @@ def test_compile_is_an_hfvae_option(tiny_progressive_config):
     tiny_progressive_config["objective"]["compile"] = True
     with pytest.raises(ConfigError, match="unknown key \\[objective\\] compile"):
         Trainer(tiny_progressive_config)
+
+
+def test_a_run_written_before_fused_adam_resumes_with_the_unfused_adam(tiny_config, tmp_path):
+    Trainer(tiny_config, tmp_path).train()
+    path = tmp_path / "config.toml"
+    assert "fused = true" in path.read_text()
+    # as written before the key existed: neither config.toml nor the checkpoint names it
+    path.write_text(path.read_text().replace("fused = true\n", ""))
+    state = load_checkpoint(tmp_path / CHECKPOINT_FILE)
+    del state["config"]["optimizer"]["fused"]
+    save_checkpoint(tmp_path / CHECKPOINT_FILE, {k: v for k, v in state.items() if k != "format"})
+    resumed = Trainer.from_run(tmp_path, {"training.steps": 8})
+    assert resumed.config["optimizer"]["fused"] is False
+    resumed.train()
+    assert "fused = false" in path.read_text()
+    # a run that names the setting keeps it
+    assert Trainer.from_run(tmp_path).config["optimizer"]["fused"] is False
