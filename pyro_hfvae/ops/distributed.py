@@ -81,8 +81,6 @@ from typing import Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from pyro_hfvae.ops.aggregate_posterior import stratified_log_weights
-
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -379,6 +377,9 @@ def global_stratified_log_weights(
         tensor([[0.1818, 0.1818, 0.1818],
                 [0.1818, 0.0909, 0.1818]])
     """
+    # Imported here: the engine (aggregate_posterior) imports this module.
+    from pyro_hfvae.ops.aggregate_posterior import stratified_log_weights
+
     device = rows.device if device is None and isinstance(rows, torch.Tensor) else device
     rows = torch.as_tensor(rows, dtype=torch.long, device=device)
     components = torch.as_tensor(components, dtype=torch.long, device=device)
