@@ -33,7 +33,7 @@ from pyro_hfvae.infer._decomposition import (
 from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight
 from pyro_hfvae.infer.weight_bound import warn_unbounded
 from pyro_hfvae.ops.aggregate_posterior import VariableScore, tree_marginals
-from pyro_hfvae.ops.distributed import gather_rows, rank_and_world_size
+from pyro_hfvae.ops.distributed import PeerRankError, gather_rows, rank_and_world_size
 from pyro_hfvae.ops.fused_marginals import check_kernel
 from pyro_hfvae.ops.mixture import check_memory_budget
 from pyro_hfvae.poutine.groups import GroupNode, build_group_tree, site_groups
@@ -438,7 +438,7 @@ class HFVAELoss(TermsELBO):
         if error is not None:
             raise error
         if any(failed):
-            raise RuntimeError(
+            raise PeerRankError(
                 f"{self.loss_name} with global_batch=True: rank(s) {[r for r, f in enumerate(failed) if f]} of "
                 f"{world_size} failed before the global-batch marginals (see their error); this rank ({rank}) stops "
                 "too instead of waiting for them"

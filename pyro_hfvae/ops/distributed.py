@@ -85,6 +85,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "GlobalBatch",
+    "PeerRankError",
     "gather_rows",
     "global_logsumexp",
     "global_marginals",
@@ -99,6 +100,14 @@ _DTYPES = (
     torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.complex128, torch.complex64,
     torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool,
 )
+
+
+class PeerRankError(RuntimeError):
+    """
+    Raised on the ranks that stop because *another* rank failed before a collective that all of
+    them had to reach (e.g. :class:`~pyro_hfvae.HFVAELoss` with ``global_batch=True``): the
+    failed rank raises its own error, the others this one, naming it.
+    """
 
 
 def rank_and_world_size(group: "dist.ProcessGroup | None" = None, *, global_batch: bool = True) -> tuple[int, int]:

@@ -285,7 +285,7 @@ def test_an_error_on_one_rank_raises_on_every_rank(ranks):
         assert kind == "ValueError" and own in message, message
         for result in results[1:]:
             kind, message = result[name]["error"]
-            assert kind == "RuntimeError" and "rank(s) [0] of" in message and "failed before" in message
+            assert kind == "PeerRankError" and "rank(s) [0] of" in message and "failed before" in message
         assert all(r[name]["after"] == len(results) for r in results)
 
 
