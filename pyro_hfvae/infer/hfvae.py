@@ -153,6 +153,23 @@ class HFVAELoss(TermsELBO):
     must share one (the labelled points). A whole batch of labelled points is
     ``obs_mask=`` all true (the same trace structure as a mixed batch).
 
+    **Data-parallel training (global batch).** With ``global_batch=True`` each rank holds a
+    shard of the batch and every aggregate-posterior marginal (each variable, each group node,
+    the joint, and the batch-mixture prior marginals) is estimated over the *global* batch: the
+    samples of the data-plate latent sites are gathered from all ranks, scored under this rank's
+    posteriors, and the partial log-sum-exps are combined across ranks
+    (:func:`~pyro_hfvae.ops.tree_marginals`, :mod:`pyro_hfvae.ops.distributed`); each rank keeps
+    its own rows, and its loss keeps Pyro's scale ``N / B_r``. The mean of the ranks' losses and
+    of their gradients (as DDP averages them) equal the single-process loss and gradients of
+    the concatenated batch (for equal shards; with uneven ones the single-process loss is
+    :math:`\sum_r (B_r / B) \mathcal L_r`), and :attr:`terms` are those of the rank's rows.
+    *Every rank must call the loss alike*: the same structure (latent sites of the data plate,
+    their shapes but the batch size, groups, weights, particles) and the same method, and call
+    ``backward`` where it needs gradients, because the collectives run in the forward and the
+    backward passes. One small status exchange per particle, before the collectives, makes every
+    rank raise (never wait) when one failed before them (it raises its own error, the others
+    :class:`~pyro_hfvae.ops.distributed.PeerRankError`) or the structures differ (``ValueError``).
+
     **Weights.** The dimension-wise KL always has weight 1, as in the paper, so
     ``HFVAELoss(beta, beta, beta)`` is *not* a beta-VAE (that is
     ``HITLoss(default_beta=beta)``). Because each total correlation is taken relative to
@@ -197,6 +214,9 @@ class HFVAELoss(TermsELBO):
         ``"compiled"`` runs those kernels through :func:`torch.compile`, several times faster
         at large batches (:class:`~pyro_hfvae.infer.jit.JitHFVAELoss`). Other distributions
         always take the generic path; values and gradients agree.
+    :param bool global_batch: in a data-parallel run (an initialised :mod:`torch.distributed`
+        process group, e.g. under ``torchrun``), estimate every marginal over the global batch
+        of all ranks (see below); without a process group it raises a ``RuntimeError``.
     :param int num_particles: number of particles.
     :param int max_plate_nesting: bound on nested plates.
     :param bool vectorize_particles: evaluate particles in one vectorized pass.
