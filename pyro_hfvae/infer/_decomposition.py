@@ -54,6 +54,8 @@ class Structure:
     partial: dict = field(default_factory=dict)
     # the group tree of a labelled data point: without the partially observed sites (None: no site left)
     labelled_tree: GroupNode | None = None
+    # with global_batch: what the ranks must share for the collectives to match (see HFVAELoss._agree)
+    summary: str = ""
 
 
 class Pieces(NamedTuple):

@@ -2,10 +2,13 @@
 # SPDX-License-Identifier: Apache-2.0
 import dataclasses
 import functools
+import hashlib
 import logging
+import operator
 from typing import Any, Sequence
 
 import torch
+import torch.distributed as dist
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine import Trace
 from torch.distributions import Distribution
@@ -30,6 +33,7 @@ from pyro_hfvae.infer._decomposition import (
 from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight
 from pyro_hfvae.infer.weight_bound import warn_unbounded
 from pyro_hfvae.ops.aggregate_posterior import VariableScore, tree_marginals
+from pyro_hfvae.ops.distributed import PeerRankError, gather_rows, rank_and_world_size
 from pyro_hfvae.ops.fused_marginals import check_kernel
 from pyro_hfvae.ops.mixture import check_memory_budget
 from pyro_hfvae.poutine.groups import GroupNode, build_group_tree, site_groups
@@ -149,6 +153,23 @@ class HFVAELoss(TermsELBO):
     must share one (the labelled points). A whole batch of labelled points is
     ``obs_mask=`` all true (the same trace structure as a mixed batch).
 
+    **Data-parallel training (global batch).** With ``global_batch=True`` each rank holds a
+    shard of the batch and every aggregate-posterior marginal (each variable, each group node,
+    the joint, and the batch-mixture prior marginals) is estimated over the *global* batch: the
+    samples of the data-plate latent sites are gathered from all ranks, scored under this rank's
+    posteriors, and the partial log-sum-exps are combined across ranks
+    (:func:`~pyro_hfvae.ops.tree_marginals`, :mod:`pyro_hfvae.ops.distributed`); each rank keeps
+    its own rows, and its loss keeps Pyro's scale ``N / B_r``. The mean of the ranks' losses and
+    of their gradients (as DDP averages them) equal the single-process loss and gradients of
+    the concatenated batch (for equal shards; with uneven ones the single-process loss is
+    :math:`\sum_r (B_r / B) \mathcal L_r`), and :attr:`terms` are those of the rank's rows.
+    *Every rank must call the loss alike*: the same structure (latent sites of the data plate,
+    their shapes but the batch size, groups, weights, particles) and the same method, and call
+    ``backward`` where it needs gradients, because the collectives run in the forward and the
+    backward passes. One small status exchange per particle, before the collectives, makes every
+    rank raise (never wait) when one failed before them (it raises its own error, the others
+    :class:`~pyro_hfvae.ops.distributed.PeerRankError`) or the structures differ (``ValueError``).
+
     **Weights.** The dimension-wise KL always has weight 1, as in the paper, so
     ``HFVAELoss(beta, beta, beta)`` is *not* a beta-VAE (that is
     ``HITLoss(default_beta=beta)``). Because each total correlation is taken relative to
@@ -193,6 +214,9 @@ class HFVAELoss(TermsELBO):
         ``"compiled"`` runs those kernels through :func:`torch.compile`, several times faster
         at large batches (:class:`~pyro_hfvae.infer.jit.JitHFVAELoss`). Other distributions
         always take the generic path; values and gradients agree.
+    :param bool global_batch: in a data-parallel run (an initialised :mod:`torch.distributed`
+        process group, e.g. under ``torchrun``), estimate every marginal over the global batch
+        of all ranks (see below); without a process group it raises a ``RuntimeError``.
     :param int num_particles: number of particles.
     :param int max_plate_nesting: bound on nested plates.
     :param bool vectorize_particles: evaluate particles in one vectorized pass.
@@ -239,6 +263,7 @@ class HFVAELoss(TermsELBO):
         supervised_weight: float = 0.0,
         pairwise_memory_mb: float = 1024.0,
         kernel: str = "generic",
+        global_batch: bool = False,
         num_particles: int = 1,
         max_plate_nesting: float = float("inf"),
         vectorize_particles: bool = False,
@@ -263,6 +288,9 @@ class HFVAELoss(TermsELBO):
         self.concrete_scoring = concrete_scoring
         self.pairwise_memory_mb = check_memory_budget(pairwise_memory_mb)
         self.kernel = check_kernel(kernel)
+        if not isinstance(global_batch, bool):
+            raise TypeError(f"{name} expected global_batch to be a bool but got {global_batch!r}")
+        self.global_batch = global_batch
         self._warned_unbounded: set[str] = set()
 
     def tc_weights(self, tree: GroupNode, num_variables: dict[str, int]) -> dict[str, float]:
@@ -312,6 +340,7 @@ class HFVAELoss(TermsELBO):
             self.dataset_size,
             self.data_plate,
             self.concrete_scoring,
+            self.global_batch,
         )
 
     def _analyse(self, model_trace: Trace, guide_trace: Trace, roles: SiteRoles) -> Structure:
@@ -338,7 +367,10 @@ class HFVAELoss(TermsELBO):
         var_ndims, num_vars, labelled_tree = {}, {}, None
         partial = split_sites(model_trace, data_sites)
         if data_sites:
-            layout.require_marginals(self.loss_name)
+            if not self.global_batch:
+                layout.require_marginals(self.loss_name)
+            elif layout.dataset_size is None:  # B and N >= B are checked on the global batch (_agree)
+                layout.require_marginals(self.loss_name)
             groups = site_groups(guide_trace, model_trace)
             tree = build_group_tree({name: groups[name] for name in data_sites})
             var_ndims = {name: variable_ndim(s.guide_site["fn"]) for name, s in data_sites.items()}
@@ -360,6 +392,20 @@ class HFVAELoss(TermsELBO):
             )
             if not per_step:
                 scale, _, _ = datum_scale_and_mask(layout, data_sites)
+        summary = ""
+        if self.global_batch:
+            if len(data_sites) > 62:  # _agree exchanges one bit per site in an int64
+                raise ValueError(f"{self.loss_name} with global_batch=True expected at most 62 latent sites in the "
+                                 f"data plate but got {len(data_sites)}; put several variables in one site")
+            summary = repr((
+                None if layout is None else dataclasses.replace(layout, batch_size=0, subsampled=False),
+                [(name, _shape_but_data_axis(layout, s), str(s.value.dtype), var_ndims[name], num_vars[name])
+                 for name, s in data_sites.items()],
+                None if tree is None else [(n.path, n.sites) for n in tree.internal_nodes()],
+                None if labelled_tree is None else [(n.path, n.sites) for n in labelled_tree.internal_nodes()],
+                sorted(partial), self.alpha != 1.0 or bool(levels), self._config_key(), self.num_particles,
+                self.vectorize_particles,
+            ))
         return Structure(
             layout=layout,
             model_only=tuple((n, local(model_trace.nodes[n])) for n in roles.model_only),
@@ -376,9 +422,81 @@ class HFVAELoss(TermsELBO):
             per_step_scale_and_mask=per_step,
             partial=partial,
             labelled_tree=labelled_tree,
+            summary=summary,
         )
 
+    def _get_trace(self, model, guide, args, kwargs):
+        if not self.global_batch:
+            return super()._get_trace(model, guide, args, kwargs)
+        rank_and_world_size()  # raises without a process group
+        try:
+            return super()._get_trace(model, guide, args, kwargs)
+        except Exception as error:
+            # The other ranks wait in _particle_loss's exchange: tell them, then raise this rank's error.
+            self._agree(None, 0, 0, error)
+            raise
+
+    def _agree(self, summary: str | None, batch_size: int, mixture: int,
+               error: BaseException | None) -> tuple[tuple[int, ...], int]:
+        """
+        With ``global_batch``: the one exchange of every particle before the collectives of the
+        marginals, which every rank reaches on every path (its errors deferred to it). Raises
+        on every rank alike if a rank failed before it or the ranks' structures differ; else
+        returns every rank's local batch size and the union of the ranks' ``mixture`` bit masks
+        (the data sites whose prior depends on the data point: a rank with one data point
+        cannot tell).
+        """
+        rank, world_size = rank_and_world_size()
+        digest = -1
+        if summary is not None:
+            digest = int.from_bytes(hashlib.blake2b(summary.encode(), digest_size=7).digest(), "little")
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        status = torch.tensor([[int(error is not None), digest, batch_size, mixture]], dtype=torch.int64,
+                              device=device)
+        with torch.no_grad():
+            failed, digests, sizes, mixtures = (tuple(column) for column in gather_rows(status)[0].T.tolist())
+        if error is not None:
+            raise error
+        if any(failed):
+            raise PeerRankError(
+                f"{self.loss_name} with global_batch=True: rank(s) {[r for r, f in enumerate(failed) if f]} of "
+                f"{world_size} failed before the global-batch marginals (see their error); this rank ({rank}) stops "
+                "too instead of waiting for them"
+            )
+        if len(set(digests)) > 1:
+            raise ValueError(
+                f"{self.loss_name} with global_batch=True expected every rank to call it with the same structure "
+                f"(data-plate latent sites and their shapes but the batch size, groups, weights, particles, "
+                f"gradient mode) but got structure digests {list(digests)} by rank; rank "
+                f"{rank} has {summary}. Call the loss alike on every rank (the same model, guide and method)"
+            )
+        return sizes, functools.reduce(operator.or_, mixtures)
+
     def _particle_loss(self, model_trace: Trace, guide_trace: Trace, structure: Structure):
+        error = None
+        try:
+            local = self._local_loss(model_trace, guide_trace, structure)
+        except Exception as caught:  # with global_batch, the other ranks learn of it before it is raised
+            if not self.global_batch:
+                raise
+            local, error = None, caught
+        if self.global_batch:
+            layout = structure.layout
+            summary, batch_size, mixture = None, 0, 0
+            if local is not None:
+                summary = f"{structure.summary}, grad {torch.is_grad_enabled()}"
+                batch_size = 0 if layout is None else layout.batch_size
+                mixture = sum(1 << i for i, name in enumerate(local[2]) if name in local[-1])
+            sizes, mixture = self._agree(summary, batch_size, mixture, error)
+            if structure.tree is not None:  # the same on every rank: checked on the global batch
+                dataclasses.replace(layout, batch_size=sum(sizes)).require_marginals(
+                    f"{self.loss_name} (global batch of {len(sizes)} ranks, {list(sizes)} data points by rank)"
+                )
+            local = local[:-1] + (tuple(name for i, name in enumerate(local[2]) if mixture >> i & 1),)
+        return self._decomposed_loss(model_trace, structure, *local)
+
+    def _local_loss(self, model_trace: Trace, guide_trace: Trace, structure: Structure) -> tuple:
+        """Everything of a particle's loss before the marginals: all that can raise, and no collective."""
         layout = structure.layout
         site_log_probs = {}
         labels = set(structure.partial.values())
@@ -421,17 +539,29 @@ class HFVAELoss(TermsELBO):
                 global_parts.append(part)
         loss = torch.zeros(()) if elbo is None else -elbo
 
-        mask, pieces, supervised = None, None, None
+        scale, mask, labelled, mixture_sites = structure.scale, None, None, ()
         if data:
-            labelled = None
             if structure.per_step_scale_and_mask:
                 observed = {name: model_trace.nodes[half] for name, half in structure.partial.items()}
                 scale, mask, labelled = datum_scale_and_mask(layout, data, observed)
-            else:
-                scale = structure.scale
-            pieces = self._marginals(layout, structure, data)
+            # Prior marginals of batch-invariant priors are exact; others come from the batch mixture.
+            mixture_sites = tuple(name for name, s in data.items()
+                                  if not is_batch_invariant(s.model_site["fn"], layout.data_dim))
+        return loss, site_log_probs, data, global_parts, scored, scale, mask, labelled, mixture_sites
+
+    def _decomposed_loss(
+        self, model_trace: Trace, structure: Structure, loss: torch.Tensor, site_log_probs: dict, data: dict,
+        global_parts: list, scored: list, scale: float, mask: torch.Tensor | None, labelled: torch.Tensor | None,
+        mixture_sites: tuple,
+    ):
+        """A particle's loss and terms from :meth:`_local_loss`'s parts: the marginals and what depends on them."""
+        layout = structure.layout
+        pieces, supervised = None, None
+        if data:
+            pieces = self._marginals(layout, structure, data, mixture_sites)
             if structure.partial:
-                pieces, supervised = self._labelled(layout, structure, model_trace, data, pieces, labelled)
+                pieces, supervised = self._labelled(layout, structure, model_trace, data, pieces, labelled,
+                                                    mixture_sites)
                 if self.supervised_weight:
                     kept = supervised if mask is None else torch.where(mask, supervised, 0.0)
                     loss = loss - (self.supervised_weight * scale) * kept.sum()
@@ -459,6 +589,7 @@ class HFVAELoss(TermsELBO):
         data: dict,
         pieces: Pieces,
         labelled: torch.Tensor,
+        mixture_sites: tuple,
     ) -> tuple[Pieces, torch.Tensor]:
         r"""
         The marginals of the latent sites of each data point (:func:`merge_labelled`) and the
@@ -467,7 +598,8 @@ class HFVAELoss(TermsELBO):
         latent = {name: s for name, s in data.items() if name not in structure.partial}
         restricted = None
         if structure.labelled_tree is not None:
-            restricted = self._marginals(layout, dataclasses.replace(structure, tree=structure.labelled_tree), latent)
+            restricted = self._marginals(layout, dataclasses.replace(structure, tree=structure.labelled_tree), latent,
+                                         mixture_sites)
         pieces = merge_labelled(pieces, restricted, labelled, tuple(structure.partial))
         supervised = None
         for name, half in structure.partial.items():
@@ -476,18 +608,19 @@ class HFVAELoss(TermsELBO):
             supervised = log_q if supervised is None else supervised + log_q
         return pieces, torch.where(labelled, supervised, 0.0)
 
-    def _marginals(self, layout: PlateLayout, structure: Structure, data: dict) -> Pieces:
-        """The aggregate-posterior and prior marginals of the latent sites in the data plate."""
+    def _marginals(self, layout: PlateLayout, structure: Structure, data: dict, mixture_sites: tuple) -> Pieces:
+        """
+        The aggregate-posterior and prior marginals of the latent sites in the data plate;
+        those of ``mixture_sites`` (batch-dependent priors) by the batch mixture.
+        """
         var_ndims = structure.var_ndims
-        # Prior marginals of batch-invariant priors are exact; others come from the batch mixture.
-        prior_var, prior_site, mixture_sites = {}, {}, []
+        prior_var, prior_site = {}, {}
+        mixture_sites = [name for name in data if name in mixture_sites]
         for name, s in data.items():
-            if is_batch_invariant(s.model_site["fn"], layout.data_dim):
+            if name not in mixture_sites:
                 lp = layout.front(self._score(s.model_site["fn"], s.value, var_ndims[name], False), s.batch_ndim)
                 prior_var[name] = lp.reshape(lp.shape[:2] + (-1,)).expand(layout.num_particles, layout.batch_size, -1)
                 prior_site[name] = layout.per_datum(s.log_p)
-            else:
-                mixture_sites.append(name)
 
         # With all weights 1 the decomposition is only reported: keep it out of the autograd graph.
         with torch.set_grad_enabled(torch.is_grad_enabled() and structure.weighted):
@@ -502,6 +635,7 @@ class HFVAELoss(TermsELBO):
                 prior_fns={name: data[name].model_site["fn"] for name in mixture_sites},
                 pairwise_memory_mb=self.pairwise_memory_mb,
                 kernel=self.kernel,
+                global_batch=self.global_batch,
             )
         prior_var.update(marginals.prior_variables)
         prior_site.update(marginals.prior_sites)
@@ -554,3 +688,10 @@ class HFVAELoss(TermsELBO):
     def _num_variables(layout: PlateLayout, data_site: DataSite, var_ndim: int) -> int:
         in_plates = data_site.value.shape[: data_site.batch_ndim].numel() // (layout.num_particles * layout.batch_size)
         return in_plates * data_site.guide_site["fn"].event_shape[:var_ndim].numel()
+
+
+def _shape_but_data_axis(layout: PlateLayout, data_site: DataSite) -> tuple:
+    """The shape of a data site's value with its data axis as ``-1`` (the local batch size may differ by rank)."""
+    shape = list(data_site.value.shape)
+    shape[data_site.batch_ndim + layout.data_dim] = -1
+    return tuple(shape)

@@ -15,6 +15,7 @@ from pyro_hfvae.ops.aggregate_posterior import (
 )
 from pyro_hfvae.ops.distributed import (
     GlobalBatch,
+    PeerRankError,
     gather_rows,
     global_logsumexp,
     global_marginals,
@@ -43,6 +44,7 @@ __all__ = [
     "FusedTable",
     "GlobalBatch",
     "LogMarginals",
+    "PeerRankError",
     "TreeMarginals",
     "aggregate_log_marginals",
     "check_memory_budget",

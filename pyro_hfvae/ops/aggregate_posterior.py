@@ -26,15 +26,24 @@ References
     Ricky T. Q. Chen, Xuechen Li, Roger Grosse, David Duvenaud (NeurIPS 2018)
 """
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import torch
+import torch.distributed as dist
 from torch.distributions import Distribution
 
 from pyro_hfvae.distributions.util import soft_value, variable_log_prob, variable_ndim
+from pyro_hfvae.ops.distributed import (
+    GlobalBatch,
+    gather_rows,
+    global_logsumexp,
+    global_stratified_log_weights,
+    safe_logsumexp,
+)
 from pyro_hfvae.ops.fused_marginals import FusedTable, check_kernel, fused_table
 from pyro_hfvae.ops.mixture import LogMarginals, groups_to_tree, mixture_log_marginals
 from pyro_hfvae.ops.pairwise import pairwise_log_prob
@@ -126,12 +135,13 @@ class VariableScore:
         return variable_log_prob(fn, value, self.var_ndims[name], masked=self.masked, concrete=self.concrete)
 
     def fused(self, name: str, fn: Distribution, value: torch.Tensor, layout: PlateLayout,
-              kernel: str) -> FusedTable | None:
-        """The fused kernel of site ``name`` under ``kernel``, or ``None`` (generic)."""
+              kernel: str, rows: torch.Tensor | None = None) -> FusedTable | None:
+        """The fused kernel of site ``name`` under ``kernel`` (rows scored: ``rows``, default ``value``),
+        or ``None`` (generic)."""
         if kernel == "generic":
             return None
         return fused_table(fn, value, layout, self.var_ndims[name], masked=self.masked, concrete=self.concrete,
-                           compiled=kernel == "compiled")
+                           compiled=kernel == "compiled", rows=rows)
 
 
 def tree_marginals(
@@ -145,6 +155,8 @@ def tree_marginals(
     prior_fns: Mapping[str, Distribution] | None = None,
     pairwise_memory_mb: float = 1024.0,
     kernel: str = "generic",
+    global_batch: bool = False,
+    group: "dist.ProcessGroup | None" = None,
 ) -> TreeMarginals:
     r"""
     Minibatch-stratified estimates of the aggregate posterior at every leaf variable and
@@ -171,7 +183,38 @@ def tree_marginals(
         eager (keeps only its inputs for the backward pass; slower on a CPU) or
         :func:`torch.compile`\ d (several times faster once compiled). The values and
         gradients are the same.
+    :param bool global_batch: estimate every marginal over the *global* batch of a
+        data-parallel run (see below); needs an initialised :mod:`torch.distributed` process group.
+    :param group: the process group of the data-parallel ranks (default: the world).
     :rtype: TreeMarginals
+    :raises RuntimeError: for ``global_batch=True`` without an initialised process group.
+
+    **Global batch.** With ``global_batch=True`` rank ``r`` holds ``B_r`` of the ``B``
+    data points (``layout.batch_size == B_r``, ranks in order) and every marginal is the
+    estimate over all ``B`` (the pattern of :mod:`pyro_hfvae.ops.distributed`):
+
+    1. one :func:`~pyro_hfvae.ops.distributed.gather_rows` gathers the samples of every site
+       (all sites in one ``all_gather``, autograd-aware; uneven ``B_r`` allowed);
+    2. the tables score the ``B`` gathered rows under this rank's ``B_r`` posteriors (its
+       components), with :func:`~pyro_hfvae.ops.distributed.global_stratified_log_weights`
+       (global ``B``, global indices; the prior mixtures weigh ``1/B``), and reduce them over
+       the local components to partial log-sum-exps
+       (:func:`~pyro_hfvae.ops.distributed.safe_logsumexp`; the fused kernels take the
+       ``(R, B_r)`` weights of gathered rows as they are). The chunks of rows under
+       ``pairwise_memory_mb`` and their recomputation in the backward pass hold no
+       collective: only the local partials are recomputed;
+    3. one :func:`~pyro_hfvae.ops.distributed.global_logsumexp` combines the stacked
+       ``(P, B, S)`` partials of all variables, nodes and prior mixtures;
+    4. this rank keeps its own rows: the results are ``(P, B_r, ...)`` as without ``global_batch``.
+
+    ``layout.dataset_size`` is ``N`` as before (at least ``B``). Every rank must call this
+    with the same sites (in the same order, the same shapes but along the data axis), tree,
+    ``prior_fns`` sites and gradient mode: the collectives must match (a different number of
+    sites or variables is not detected and gives wrong marginals or waits until the process
+    group's timeout; :class:`~pyro_hfvae.HFVAELoss` checks it before calling this). Each
+    rank's backward pass reaches the collectives too: each rank obtains the gradient of the
+    sum over ranks of what depends on the outputs, with respect to its own inputs, so the sum
+    of the ranks' gradients is the single-process gradient of the concatenated batch.
 
     Example::
 
@@ -196,40 +239,99 @@ def tree_marginals(
     prior_fns = {} if prior_fns is None else prior_fns
     some_value = next(iter(values.values()))
     batch_size = layout.batch_size
-    size = (layout.num_particles, batch_size, batch_size)
+    batch = None
+    row_values, row_layout = values, layout
+    if global_batch:
+        row_values, batch = _gather_values(layout, values, guide_fns, group)
+        row_layout = dataclasses.replace(layout, batch_size=batch.size)
+    num_rows = row_layout.batch_size
+    size = (layout.num_particles, num_rows, batch_size)
+    options = {"dtype": some_value.dtype, "pairwise_memory_mb": pairwise_memory_mb}
+    if global_batch:
+        options["logsumexp"] = safe_logsumexp
 
     def tables(fns: Mapping[str, Distribution]) -> dict:
         def table(rows: slice, name: str) -> torch.Tensor:
             def site_score(fn, value):
                 return score(name, fn, value)
 
-            return pairwise_log_prob(site_score, fns[name], values[name], layout, rows, anchor=values[name])
+            return pairwise_log_prob(site_score, fns[name], row_values[name], row_layout, rows,
+                                     num_components=batch_size, anchor=values[name])
 
         out = {}
         for name in fns:
-            fused = score.fused(name, fns[name], values[name], layout, kernel) if isinstance(score, VariableScore) \
-                else None
+            fused = None
+            if isinstance(score, VariableScore):
+                fused = score.fused(name, fns[name], values[name], layout, kernel,
+                                    rows=row_values[name] if global_batch else None)
             out[name] = (lambda rows, name=name: table(rows, name)) if fused is None else fused
         logger.debug("tree_marginals: fused kernels for %s", [n for n, t in out.items() if isinstance(t, FusedTable)])
         return out
 
     def log_weights(rows: slice) -> torch.Tensor:
-        return stratified_log_weights(
-            rows, batch_size, layout.dataset_size, dtype=some_value.dtype, device=some_value.device
+        if batch is None:
+            return stratified_log_weights(
+                rows, batch_size, layout.dataset_size, dtype=some_value.dtype, device=some_value.device
+            )
+        return global_stratified_log_weights(
+            torch.arange(num_rows, device=some_value.device)[rows], batch.index(some_value.device), num_rows,
+            layout.dataset_size, dtype=some_value.dtype,
         )
 
     guide = mixture_log_marginals(
-        tables({name: guide_fns[name] for name in values}), size, num_variables, tree,
-        log_weights=log_weights, dtype=some_value.dtype, pairwise_memory_mb=pairwise_memory_mb,
+        tables({name: guide_fns[name] for name in values}), size, num_variables, tree, log_weights=log_weights,
+        **options,
     )
-    result = TreeMarginals(guide.variables, guide.nodes, {}, {})
+    prior = LogMarginals({})
     if prior_fns:
         prior = mixture_log_marginals(
-            tables(prior_fns), size, num_variables, log_weights=-math.log(batch_size), sites=True,
-            dtype=some_value.dtype, pairwise_memory_mb=pairwise_memory_mb,
+            tables(prior_fns), size, num_variables, log_weights=-math.log(num_rows), sites=True, **options,
         )
-        result.prior_variables, result.prior_sites = prior.variables, prior.sites
-    return result
+    parts = [guide.variables, guide.nodes, prior.variables, prior.sites]
+    if batch is not None:
+        parts = _combine_partials(parts, batch, group)
+    return TreeMarginals(*parts)
+
+
+def _gather_values(
+    layout: PlateLayout, values: Mapping[str, torch.Tensor], fns: Mapping[str, Distribution], group
+) -> tuple[dict, GlobalBatch]:
+    """Every site's samples of the global batch (all sites in one :func:`gather_rows`) and the :class:`GlobalBatch`."""
+    flat, shapes = [], {}
+    for name, value in values.items():
+        value = soft_value(value)  # the relaxed value of a straight-through Concrete: reshaping drops it
+        fn = fns[name]
+        value = value.expand(torch.broadcast_shapes(value.shape, fn.batch_shape + fn.event_shape))
+        axis = value.dim() - len(fn.event_shape) + layout.data_dim
+        rows = value.movedim(axis, 0)
+        shapes[name] = (axis, rows.shape[1:], value.dtype)
+        flat.append(rows.reshape(rows.size(0), -1))
+    gathered, batch = gather_rows(torch.cat(flat, 1), 0, group=group)
+    out, start = {}, 0
+    for name, (axis, shape, dtype) in shapes.items():
+        width = shape.numel()
+        rows = gathered[:, start : start + width].to(dtype).reshape((batch.size,) + shape)
+        out[name] = rows.movedim(0, axis)
+        start += width
+    logger.debug("tree_marginals: gathered %d rows (%s by rank) of %d elements", batch.size, batch.sizes, start)
+    return out, batch
+
+
+def _combine_partials(parts: list[dict], batch: GlobalBatch, group) -> list[dict]:
+    """``parts``' partial log-sum-exps (``(P, B, ...)`` tensors) combined over the ranks, at this rank's rows."""
+    entries = [(i, key, value.dim() == 2) for i, part in enumerate(parts) for key, value in part.items()]
+    if not entries:
+        return parts
+    stacked = torch.cat([parts[i][key].unsqueeze(-1) if scalar else parts[i][key] for i, key, scalar in entries], -1)
+    combined = global_logsumexp(stacked, group=group)[:, batch.local_rows]
+    out: list[dict] = [{} for _ in parts]
+    start = 0
+    for i, key, scalar in entries:
+        width = 1 if scalar else parts[i][key].size(-1)
+        piece = combined[..., start : start + width]
+        out[i][key] = piece.squeeze(-1) if scalar else piece
+        start += width
+    return out
 
 
 def aggregate_log_marginals(

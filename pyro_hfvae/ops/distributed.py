@@ -81,12 +81,11 @@ from typing import Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from pyro_hfvae.ops.aggregate_posterior import stratified_log_weights
-
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "GlobalBatch",
+    "PeerRankError",
     "gather_rows",
     "global_logsumexp",
     "global_marginals",
@@ -101,6 +100,14 @@ _DTYPES = (
     torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.complex128, torch.complex64,
     torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool,
 )
+
+
+class PeerRankError(RuntimeError):
+    """
+    Raised on the ranks that stop because *another* rank failed before a collective that all of
+    them had to reach (e.g. :class:`~pyro_hfvae.HFVAELoss` with ``global_batch=True``): the
+    failed rank raises its own error, the others this one, naming it.
+    """
 
 
 def rank_and_world_size(group: "dist.ProcessGroup | None" = None, *, global_batch: bool = True) -> tuple[int, int]:
@@ -379,6 +386,9 @@ def global_stratified_log_weights(
         tensor([[0.1818, 0.1818, 0.1818],
                 [0.1818, 0.0909, 0.1818]])
     """
+    # Imported here: the engine (aggregate_posterior) imports this module.
+    from pyro_hfvae.ops.aggregate_posterior import stratified_log_weights
+
     device = rows.device if device is None and isinstance(rows, torch.Tensor) else device
     rows = torch.as_tensor(rows, dtype=torch.long, device=device)
     components = torch.as_tensor(components, dtype=torch.long, device=device)

@@ -58,6 +58,7 @@ unsupported backend) a :class:`RuntimeWarning` says so once and the eager kernel
 give the same values, are used from then on.
 """
 
+import dataclasses
 import logging
 import math
 import warnings
@@ -401,6 +402,7 @@ def fused_table(
     masked: bool = True,
     concrete: str = "relaxed",
     compiled: bool = False,
+    rows: torch.Tensor | None = None,
 ) -> FusedTable | None:
     """
     The fused kernel for a site whose pairwise table would be
@@ -422,6 +424,11 @@ def fused_table(
     :param bool masked: whether the scoring applies ``fn``'s masks.
     :param str concrete: the Concrete scoring (only ``"relaxed"`` is fused).
     :param bool compiled: use the :func:`torch.compile` kernels.
+    :param torch.Tensor rows: the samples scored (the rows of the table), shaped like ``value``
+        but with any number ``R`` of them along the data axis, e.g. the samples of the global
+        batch of a data-parallel run (:func:`~pyro_hfvae.ops.tree_marginals` with
+        ``global_batch=True``) against this rank's ``layout.batch_size`` components; the
+        kernels take any ``(R, B)`` weights. Default: ``value`` (``R = B``).
     :rtype: FusedTable or None
 
     Example::
@@ -442,25 +449,34 @@ def fused_table(
     if value.shape != shape or not value.is_floating_point():
         return None
     event_ndim = len(fn.event_shape)
+    data_axis = len(shape) - event_ndim + layout.data_dim
+    row_values = value if rows is None else soft_value(rows)
+    row_shape = shape[:data_axis] + row_values.shape[data_axis : data_axis + 1] + shape[data_axis + 1 :]
+    if row_values.shape != row_shape or row_values.dtype != value.dtype:
+        return None
+    row_layout = dataclasses.replace(layout, batch_size=row_shape[data_axis])
+    num_rows = row_layout.batch_size
     if isinstance(inner, Normal) and type(inner).log_prob is Normal.log_prob and var_ndim == event_ndim:
         kind = "normal"
-        value = _front(value, layout, shape, event_ndim).reshape(layout.num_particles, layout.batch_size, -1)
-        params = [_front(p, layout, shape, event_ndim).reshape(value.shape) for p in (inner.loc, inner.scale)]
+        params = [_front(p, layout, shape, event_ndim).reshape(layout.num_particles, layout.batch_size, -1)
+                  for p in (inner.loc, inner.scale)]
+        value = _front(row_values, row_layout, row_shape, event_ndim).reshape(layout.num_particles, num_rows, -1)
         kernel = normal_pairwise_marginals
     elif (isinstance(inner, RelaxedOneHotCategorical) and isinstance(inner.base_dist, ExpRelaxedCategorical)
           and concrete == "relaxed" and var_ndim == event_ndim - 1 and inner.temperature.numel() == 1):
         kind = "concrete"
         num_classes = shape[-1]
-        value = _front(value, layout, shape, event_ndim).reshape(layout.num_particles, layout.batch_size, -1,
-                                                                 num_classes)
-        logits = _front(inner.logits, layout, shape, event_ndim).reshape(value.shape)
-        params = [logits, inner.temperature.reshape(()).expand(value.shape[:-1])]
+        logits = _front(inner.logits, layout, shape, event_ndim).reshape(layout.num_particles, layout.batch_size,
+                                                                         -1, num_classes)
+        params = [logits, inner.temperature.reshape(()).expand(logits.shape[:-1])]
+        value = _front(row_values, row_layout, row_shape, event_ndim).reshape(layout.num_particles, num_rows, -1,
+                                                                              num_classes)
         kernel = concrete_pairwise_marginals
     else:
         return None
 
     def marginals(rows: slice, log_weights: "torch.Tensor | float") -> tuple[torch.Tensor, torch.Tensor]:
-        start, stop, _ = rows.indices(layout.batch_size)
+        start, stop, _ = rows.indices(num_rows)
         if not isinstance(log_weights, torch.Tensor):
             log_weights = value.new_full((stop - start, layout.batch_size), float(log_weights))
         return kernel(value[:, start:stop], *params, log_weights, compiled=compiled)

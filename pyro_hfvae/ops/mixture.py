@@ -230,6 +230,7 @@ def mixture_log_marginals(
     num_elements: Mapping[str, int] | None = None,
     dtype: torch.dtype = torch.float32,
     pairwise_memory_mb: float = 1024.0,
+    logsumexp: Callable[[torch.Tensor, int], torch.Tensor] = torch.logsumexp,
 ) -> LogMarginals:
     r"""
     :math:`\log \sum_m W_{sm}\, q(v_s \mid x_m)` for every variable, site and node of ``tree``
@@ -250,6 +251,12 @@ def mixture_log_marginals(
         memory estimate.
     :param torch.dtype dtype: the tables' dtype, for the memory estimate.
     :param float pairwise_memory_mb: memory budget for the tables of one chunk.
+    :param callable logsumexp: ``logsumexp(x, dim)``, the reduction over the components of
+        the generic tables (fused kernels reduce with their own). Where the ``M`` components
+        are one rank's share of a larger mixture (the global batch of
+        :func:`~pyro_hfvae.ops.tree_marginals`), a row may lie outside the support of every
+        one of them: pass :func:`~pyro_hfvae.ops.distributed.safe_logsumexp`, whose
+        gradient is zero, not NaN, on such rows.
     :rtype: LogMarginals
 
     Example::
@@ -278,8 +285,8 @@ def mixture_log_marginals(
 
     def reduce(table: torch.Tensor, log_w: torch.Tensor | None) -> torch.Tensor:
         if constant is None:
-            return torch.logsumexp(table + log_w, dim=2)
-        out = torch.logsumexp(table, dim=2)
+            return logsumexp(table + log_w, 2)
+        out = logsumexp(table, 2)
         return out + constant if constant else out
 
     def chunk(start: int, stop: int) -> tuple:

@@ -6,7 +6,6 @@ sections of its resolved configuration (:mod:`pyro_hfvae.training.config`); a co
 its options raises a :class:`~pyro_hfvae.training.config.ConfigError` naming the section (private:
 used by :class:`~pyro_hfvae.training.trainer.Trainer`).
 """
-import inspect
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -70,21 +69,14 @@ def _build_objective(objective: Mapping[str, Any], schedule, distributed: bool =
     """
     options = dict(objective)
     name = options.pop("name")
-    global_batch = options.pop("global_batch", False) and distributed
+    if "global_batch" in options:
+        options["global_batch"] = bool(options["global_batch"]) and distributed
     if schedule is not None:
         options["betas"] = schedule
     if options.pop("compile", False):  # [objective] compile = true: the compiled HFVAE loss
         from pyro_hfvae.infer.jit import JitHFVAELoss
 
         return _construct("objective", name, options, factory=JitHFVAELoss)
-    if global_batch:
-        # TRANSITIONAL SHIM, remove at merge with the loss side: HFVAELoss(global_batch=...) is being added
-        # elsewhere. Until it exists the marginals are estimated per rank, over the local batch only.
-        if "global_batch" in inspect.signature(component_factory("objective", name).__init__).parameters:
-            options["global_batch"] = True
-        else:
-            logger.warning("[objective] global_batch: this %s has no global_batch option yet, so every rank "
-                           "estimates the aggregate-posterior marginals over its own shard of the batch", name)
     return _construct("objective", name, options)
 
 

@@ -206,13 +206,11 @@ COMMAND_LINE_KEYS: dict[str, str] = {
 
 # Data-set options that the trainer reads itself (not constructor arguments).
 _DATA_OPTIONS = {"subset": 0}
-# Objective options that the trainer reads itself. global_batch: in a data-parallel run (torchrun), estimate
-# HFVAE's aggregate-posterior marginals over the global batch (ignored in a single process, whose batch is global).
-_OBJECTIVE_OPTIONS = {"hfvae": {"global_batch": True}}
-
-# Objective options that the trainer reads itself: ``compile = true`` trains with
-# :class:`~pyro_hfvae.infer.jit.JitHFVAELoss`, the HFVAE loss with torch.compile'd kernels.
-_OBJECTIVE_OPTIONS = {"hfvae": {"compile": False}}
+# Objective options that the trainer reads itself or sets otherwise than the constructor's default:
+# ``compile = true`` trains with :class:`~pyro_hfvae.infer.jit.JitHFVAELoss`, the HFVAE loss with torch.compile'd
+# kernels; ``global_batch`` (default true here): in a data-parallel run (torchrun), estimate HFVAE's
+# aggregate-posterior marginals over the global batch (false in a single process, whose batch is global).
+_OBJECTIVE_OPTIONS = {"hfvae": {"global_batch": True, "compile": False}}
 
 
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:

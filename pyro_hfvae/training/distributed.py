@@ -34,6 +34,7 @@ import torch.distributed as dist
 from pyro.optim import PyroOptim
 
 from pyro_hfvae.infer.terms_elbo import NonFiniteLossError
+from pyro_hfvae.ops.distributed import PeerRankError
 from pyro_hfvae.training.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -226,16 +227,22 @@ class _DataParallel:
         :returns: ``(loss, terms, stop)``, the same on every rank.
         :raises NonFiniteLossError: on every rank alike, with the first failed rank's message,
             if a rank's step diverged; another error of a rank is re-raised there, and the
-            others raise a ``RuntimeError`` naming it.
+            others raise a ``RuntimeError`` naming it. A rank that failed only because another
+            did (:class:`~pyro_hfvae.ops.distributed.PeerRankError`, from the loss's global-batch
+            collectives) counts as one that did not fail.
         """
         failed, stop_count, total = self._reduce([failure is not None, bool(stop), 0.0 if failure else loss])
         if failed:
             report = None if failure is None else (type(failure).__name__, str(failure),
-                                                   isinstance(failure, NonFiniteLossError))
+                                                   isinstance(failure, NonFiniteLossError),
+                                                   isinstance(failure, PeerRankError))
             reports: list = [None] * self.world_size
             dist.all_gather_object(reports, report, group=self.group)
-            first = next(r for r, report in enumerate(reports) if report is not None)
-            kind, message, diverged = reports[first]
+            failed_ranks = [r for r, report in enumerate(reports) if report is not None]
+            first = next((r for r in failed_ranks if not reports[r][3]), failed_ranks[0])  # where it started
+            kind, message, diverged, _ = reports[first]
+            if isinstance(failure, PeerRankError) and first != self.rank:
+                failure = None
             if diverged:
                 from pyro_hfvae.training._divergence import ExplodingLossError
 
