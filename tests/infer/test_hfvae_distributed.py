@@ -10,7 +10,6 @@ a component of the aggregate-posterior mixtures (HFVAELoss's documented mask rul
 are ``B_r / B`` times the mean over rank r's rows.
 """
 import os
-import time
 from datetime import timedelta
 
 import pyro
@@ -18,18 +17,17 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.distributed as torch_dist
-import torch.multiprocessing as mp
 
 from pyro_hfvae import HFVAELoss, group
 
 from ..fixed_noise import FixedNoise, gumbel
+from ..spawned_ranks import spawn_ranks
 
 requires_gloo = pytest.mark.skipif(
     not (torch_dist.is_available() and torch_dist.is_gloo_available()),
     reason="torch.distributed with the gloo backend is not available in this torch build",
 )
 
-_JOIN_TIMEOUT = 90.0  # seconds for a whole spawned run; then the ranks are killed and the test fails
 _COLLECTIVE_TIMEOUT = timedelta(seconds=30)  # a collective waiting longer raises instead of hanging
 _DATASET_SIZE = 40
 _X_DIM = 5
@@ -165,22 +163,6 @@ def _worker(rank, world_size, store, out_dir, scenarios):
         torch_dist.destroy_process_group()
 
 
-def _spawn(world_size, scenarios, tmp_path):
-    context = mp.start_processes(_worker, args=(world_size, str(tmp_path / "store"), str(tmp_path), scenarios),
-                                 nprocs=world_size, join=False, start_method="spawn")
-    deadline = time.monotonic() + _JOIN_TIMEOUT
-    try:
-        while not context.join(timeout=max(0.1, deadline - time.monotonic())):
-            if time.monotonic() >= deadline:
-                pytest.fail(f"{world_size} ranks did not finish within {_JOIN_TIMEOUT} s")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
-                process.join(5)
-    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
-
-
 def _scenarios(world_size):
     even = [4] * world_size
     uneven = {2: (5, 1), 3: (2, 1, 4)}[world_size]
@@ -203,7 +185,7 @@ def ranks(request, tmp_path_factory):
     if not (torch_dist.is_available() and torch_dist.is_gloo_available()):
         pytest.skip("torch.distributed with the gloo backend is not available in this torch build")
     scenarios = _scenarios(request.param)
-    return scenarios, _spawn(request.param, scenarios, tmp_path_factory.mktemp(f"hfvae{request.param}"))
+    return scenarios, spawn_ranks(_worker, request.param, scenarios, tmp_path_factory.mktemp(f"hfvae{request.param}"))
 
 
 @pytest.fixture(autouse=True)

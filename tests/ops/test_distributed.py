@@ -11,7 +11,6 @@ from datetime import timedelta
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from pyro_hfvae.ops import distributed
 from pyro_hfvae.ops.aggregate_posterior import stratified_log_weights
@@ -25,12 +24,13 @@ from pyro_hfvae.ops.distributed import (
     safe_logsumexp,
 )
 
+from ..spawned_ranks import spawn_ranks
+
 requires_gloo = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
     reason="torch.distributed with the gloo backend is not available in this torch build",
 )
 
-_JOIN_TIMEOUT = 90.0  # seconds for a whole spawned run; then the ranks are killed and the test fails
 _COLLECTIVE_TIMEOUT = timedelta(seconds=30)  # a collective waiting longer raises instead of hanging
 _FAMILIES = {"normal": torch.distributions.Normal, "uniform": torch.distributions.Uniform}
 
@@ -165,27 +165,6 @@ def _worker(rank, world_size, store, out_dir, scenarios):
         dist.destroy_process_group()
 
 
-def _spawn(world_size, scenarios, tmp_path):
-    context = mp.start_processes(
-        _worker,
-        args=(world_size, str(tmp_path / "store"), str(tmp_path), scenarios),
-        nprocs=world_size,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + _JOIN_TIMEOUT
-    try:
-        while not context.join(timeout=max(0.1, deadline - time.monotonic())):
-            if time.monotonic() >= deadline:
-                pytest.fail(f"{world_size} ranks did not finish within {_JOIN_TIMEOUT} s")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
-                process.join(5)
-    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world_size)]
-
-
 @pytest.fixture(scope="module", params=[2, 3], ids=lambda w: f"{w}ranks")
 def ranks(request, tmp_path_factory):
     """``(scenarios, results by rank)`` of one spawned run of every scenario."""
@@ -194,7 +173,7 @@ def ranks(request, tmp_path_factory):
     world_size = request.param
     scenarios = _scenarios(world_size)
     start = time.monotonic()
-    results = _spawn(world_size, scenarios, tmp_path_factory.mktemp(f"ranks{world_size}"))
+    results = spawn_ranks(_worker, world_size, scenarios, tmp_path_factory.mktemp(f"ranks{world_size}"))
     print(f"{world_size} ranks: {time.monotonic() - start:.1f} s")
     return scenarios, results
 
