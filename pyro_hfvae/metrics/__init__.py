@@ -15,6 +15,7 @@ from pyro_hfvae.metrics.evaluate import METRICS, evaluate
 from pyro_hfvae.metrics.explicitness import explicitness
 from pyro_hfvae.metrics.factor_vae import factor_vae_score
 from pyro_hfvae.metrics.information import (
+    PRUNED_NATS,
     MutualInformation,
     TotalCorrelation,
     mutual_information,
@@ -29,6 +30,7 @@ from pyro_hfvae.metrics.sap import sap
 
 __all__ = [
     "METRICS",
+    "PRUNED_NATS",
     "MutualInformation",
     "TotalCorrelation",
     "beta_vae_score",

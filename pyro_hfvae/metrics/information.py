@@ -38,6 +38,7 @@ from pyro_hfvae.ops.mixture import check_memory_budget
 from pyro_hfvae.util import forked_rng
 
 __all__ = [
+    "PRUNED_NATS",
     "MutualInformation",
     "TotalCorrelation",
     "mutual_information",
@@ -45,6 +46,10 @@ __all__ = [
 ]
 
 DataLike = torch.Tensor | np.ndarray | Iterable
+
+#: Below this many nats of :math:`I(x; z)` a variable counts as pruned and a group as collapsed:
+#: its posterior hardly depends on the input (the HFVAE paper's Fig. 4 and its "inactive" dims).
+PRUNED_NATS = 0.05
 
 
 @dataclasses.dataclass(frozen=True)

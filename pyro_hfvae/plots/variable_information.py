@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from pyro_hfvae.metrics.information import PRUNED_NATS
 from pyro_hfvae.plots._figure import save_figure
 
 __all__ = [
@@ -18,7 +19,7 @@ __all__ = [
 
 def plot_variable_information(information: Mapping[str, Sequence[float] | float], *,
                               discrete_sites: Collection[str] = (), num_data: int | None = None,
-                              pruned_below: float = 0.05, path: str | os.PathLike | None = None) -> Figure:
+                              pruned_below: float = PRUNED_NATS, path: str | os.PathLike | None = None) -> Figure:
     """
     Bar chart of the mutual information :math:`I(x; z_d)` of every latent variable, sorted
     in decreasing order, as in the HFVAE paper's Fig. 4: variables the objective pruned

@@ -124,14 +124,22 @@ def _blocks(run_dir: Path) -> list[tuple]:
             if paper:
                 blocks.append(("p", "The paper's values (10 restarts) come from its convolutional network trained "
                                     "much longer on a GPU: `pyro-hfvae train --config hfvae_dsprites --device cuda`."))
+        from pyro_hfvae.metrics.information import PRUNED_NATS  # the metrics import scikit-learn: only here
+
         information = evaluation["information"]
         blocks.append(("h2", "Information I(x; z)"))
         ceiling = math.log(information["num_data"])
         variables = [v for values in information["variables"].values() for v in values]
-        pruned = sum(v < 0.05 for v in variables)
+        pruned = sum(v < PRUNED_NATS for v in variables)
         blocks.append(("p", f"Estimated with the exact aggregate posterior over {information['num_data']} training "
                             f"items, so every value is at most log N = {ceiling:.2f} nats. {pruned} of "
-                            f"{len(variables)} variables carry less than 0.05 nats (pruned)."))
+                            f"{len(variables)} variables carry less than {PRUNED_NATS} nats (pruned)."))
+        collapsed = {k: v for k, v in information["groups"].items() if v < PRUNED_NATS}
+        if collapsed:
+            listing = ", ".join(f"{k} ({format_number(v, 3)} nats)" for k, v in collapsed.items())
+            which = "this group" if len(collapsed) == 1 else "these groups"
+            blocks.append(("p", f"**Collapsed:** {listing}: less than {PRUNED_NATS} nats each, so the posterior of "
+                                f"{which} hardly depends on the input and the model does not use it."))
         rows = [[f"group {k}", format_number(v, 2)] for k, v in information["groups"].items()]
         rows += [[f"site {k}", format_number(v, 2)] for k, v in information["sites"].items()]
         rows.append(["all latents", format_number(information["total"], 2)])

@@ -37,10 +37,27 @@ def test_summary_with_metrics_and_figures(run_dir):
     assert "| MIG | 0.250 |" in text and "| FactorVAE active codes | 7 |" in text
     assert "| FactorVAE score | 0.700 | majority-vote accuracy at naming the fixed factor | 0.63 ± 0.08 |" in text
     assert "at most log N = 4.61 nats. 1 of 3 variables carry less than 0.05 nats (pruned)." in text
+    assert "Collapsed" not in text
     assert "![latent_traversals](figures/latent_traversals.png)" in text
     html = (run_dir / "summary.html").read_text()
     assert '<img src="figures/latent_traversals.png"' in html and "<td>MIG</td><td>0.250</td>" in html
     assert "<code>pyro-hfvae train --config hfvae_dsprites --device cuda</code>" in html
+
+
+@pytest.mark.parametrize("groups, flagged", [
+    ({"class": 0.011, "style": 3.0}, "**Collapsed:** class (0.011 nats): less than 0.05 nats each, so the posterior of "
+                                     "this group"),
+    ({"class": 0.0, "style": 0.049}, "**Collapsed:** class (0.000 nats), style (0.049 nats): less than 0.05 nats "
+                                     "each, so the posterior of these groups"),
+    ({"class": 0.05, "style": 3.0}, None),
+])
+def test_summary_flags_collapsed_groups(run_dir, groups, flagged):
+    evaluation = {"step": 4, "preset": "none", "seconds": 1.0, "metrics": {},
+                  "information": {"total": 3.0, "groups": groups, "sites": {"y": 0.0, "z": 3.0},
+                                  "variables": {"y": [0.0], "z": [3.0]}, "num_data": 100}}
+    (run_dir / "metrics.json").write_text(json.dumps(evaluation))
+    text = write_summary(run_dir).read_text()
+    assert (flagged in text) if flagged else ("Collapsed" not in text)
 
 
 def test_summary_needs_a_run_directory(tmp_path):
