@@ -246,7 +246,11 @@ def tree_marginals(
         row_layout = dataclasses.replace(layout, batch_size=batch.size)
     num_rows = row_layout.batch_size
     size = (layout.num_particles, num_rows, batch_size)
-    options = {"dtype": some_value.dtype, "pairwise_memory_mb": pairwise_memory_mb}
+    # Event elements per data point (a Concrete's K classes are one variable but K elements of the tables).
+    elements = {name: torch.broadcast_shapes(value.shape, guide_fns[name].batch_shape + guide_fns[name].event_shape)
+                .numel() // (layout.num_particles * batch_size) for name, value in values.items()}
+    options = {"dtype": some_value.dtype, "pairwise_memory_mb": pairwise_memory_mb,
+               "num_elements": {name: max(elements[name], num_variables[name]) for name in values}}
     if global_batch:
         options["logsumexp"] = safe_logsumexp
 

@@ -219,3 +219,29 @@ def test_total_correlations_need_a_tree():
     assert out.nodes == {} and out.variables["z"].shape == (1, 2, 1)
     with pytest.raises(ValueError, match="group tree"):
         out.tc_terms()
+
+
+def test_memory_estimate_counts_every_class_of_a_concrete_site(monkeypatch):
+    # A Concrete site is one variable but K elements of the pairwise tables: the chunking must count all K.
+    import pyro_hfvae.ops.mixture as mixture
+    from pyro_hfvae.ops import tree_marginals
+    from pyro_hfvae.ops.aggregate_posterior import VariableScore
+    from pyro_hfvae.poutine import PlateLayout, build_group_tree
+
+    num_classes, batch = 50, 6
+    temperature = torch.tensor(0.5, dtype=torch.float64)
+
+    def guide():
+        with pyro.plate("data", 100, subsample_size=batch):
+            pyro.sample("y", dist.RelaxedOneHotCategorical(temperature, logits=torch.zeros(batch, num_classes,
+                                                                                          dtype=torch.float64)))
+
+    trace = pyro.poutine.trace(guide).get_trace()
+    seen = []
+    original = mixture._rows_per_chunk
+    monkeypatch.setattr(mixture, "_rows_per_chunk", lambda rows, row_bytes, mb: seen.append(row_bytes)
+                        or original(rows, row_bytes, mb))
+    site = trace.nodes["y"]
+    tree_marginals(PlateLayout.from_trace(trace), build_group_tree({"y": None}), {"y": site["value"]},
+                   {"y": site["fn"]}, VariableScore({"y": 0}), {"y": 1})
+    assert seen and seen[0] >= mixture._TEMPORARIES_PER_ELEMENT * num_classes * batch * 8
