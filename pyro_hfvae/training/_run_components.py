@@ -37,7 +37,7 @@ def _construct(section: str, name: str, options: Mapping[str, Any], *, factory: 
 
 def _build_dataset(data: Mapping[str, Any], device: torch.device):
     """The ``[data]`` data set, reading its observations on ``device``."""
-    options = {k: v for k, v in data.items() if k not in ("name", "subset")}
+    options = {k: v for k, v in data.items() if k not in ("name", "subset", "hold_out")}
     name = data["name"]
     if name == "mnist" and options.get("root") == "":
         # stacklevel 3: the Trainer call that builds the run.

@@ -204,8 +204,10 @@ COMMAND_LINE_KEYS: dict[str, str] = {
     "preset": "evaluation.preset",
 }
 
-# Data-set options that the trainer reads itself (not constructor arguments).
-_DATA_OPTIONS = {"subset": 0}
+# Data-set options that the trainer reads itself (not constructor arguments): ``subset`` (train on that many
+# items, 0: all) and ``hold_out`` ({factor_name: classes}: the factor combinations left out of training, see
+# GroundTruthDataset.hold_out).
+_DATA_OPTIONS = {"subset": 0, "hold_out": {}}
 # Objective options that the trainer reads itself or sets otherwise than the constructor's default:
 # ``compile = true`` trains with :class:`~pyro_hfvae.infer.jit.JitHFVAELoss`, the HFVAE loss with torch.compile'd
 # kernels; ``global_batch`` (default true here): in a data-parallel run (torchrun), estimate HFVAE's

@@ -209,6 +209,20 @@ class Trainer:
                 (self.run_dir / name).unlink(missing_ok=True)
             self._write_config()
 
+    def _hold_out(self, data: Mapping[str, Any]) -> np.ndarray | None:
+        """Sets the ``[data] hold_out`` on the data set; its held-in indices (``None``: nothing held out)."""
+        hold_out = data.get("hold_out", {})
+        if not hold_out:
+            return None
+        if not hasattr(self.dataset, "held_in_indices"):
+            raise ConfigError(f"expected a data set with factors of variation for [data] hold_out but "
+                              f"{data['name']} has none; remove hold_out")
+        try:
+            self.dataset.hold_out = hold_out
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"[data] hold_out: {error}") from error
+        return self.dataset.held_in_indices()
+
     def _build(self, config: Mapping[str, Any] | None, run_dir: Path | None, progress: bool,
                callbacks: Sequence[Callable[["Trainer", dict], None]]) -> None:
         """Builds the data set, model, objective, optimiser and schedule from the configuration."""
@@ -227,18 +241,23 @@ class Trainer:
         data = self.config["data"]
         #: The data set (its observations are read on :attr:`device`).
         self.dataset = _build_dataset(data, self.device)
+        held_in = self._hold_out(data)
+        available = len(self.dataset) if held_in is None else len(held_in)
         subset = data.get("subset", 0)
-        if subset > len(self.dataset):
-            raise ConfigError(f"expected [data] subset <= {len(self.dataset)} (the size of {data['name']}) but got "
+        if subset > available:
+            what = "the size of" if held_in is None else "the held-in items of"
+            raise ConfigError(f"expected [data] subset <= {available} ({what} {data['name']}) but got "
                               f"{subset}; use 0 for the whole data set")
-        if subset and subset < len(self.dataset):
-            chosen = np.sort(np.random.RandomState(training["seed"]).choice(len(self.dataset), subset, replace=False))
+        if subset and subset < available:
+            chosen = np.sort(np.random.RandomState(training["seed"]).choice(available, subset, replace=False))
             #: Data-set indices of the training items (``None``: all of them).
-            self.train_indices = torch.from_numpy(chosen).to(self.device)
+            self.train_indices = torch.from_numpy(chosen if held_in is None else held_in[chosen]).to(self.device)
+        elif held_in is not None:
+            self.train_indices = torch.from_numpy(held_in).to(self.device)
         else:
             self.train_indices = None
         #: The number of training items ``N`` (the data plate's size).
-        self.dataset_size = subset if self.train_indices is not None else len(self.dataset)
+        self.dataset_size = len(self.train_indices) if self.train_indices is not None else len(self.dataset)
         # First, since it checks the batch size against the data set's.
         self.sampler = _RandomBatches(self.dataset_size, training["batch_size"], training["seed"], self.device)
         # This rank's rows of every global batch (all of them in a single process).
