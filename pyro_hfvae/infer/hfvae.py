@@ -15,6 +15,7 @@ from torch.distributions import Distribution
 
 from pyro_hfvae.distributions.util import (
     CONCRETE_SCORINGS,
+    distribution_mask,
     is_batch_invariant,
     variable_log_prob,
     variable_ndim,
@@ -61,15 +62,11 @@ def _detach(value: Any) -> Any:
 
 
 def _has_mask(site: dict) -> bool:
-    """Whether a site carries a ``poutine.mask`` or a ``Distribution.mask`` (structure only, no values read)."""
-    if site["mask"] is not None and site["mask"] is not True:
-        return True
-    fn = site["fn"]
-    while fn is not None:
-        if type(fn).__name__ == "MaskedDistribution" and fn._mask is not True:
-            return True
-        fn = getattr(fn, "base_dist", None)
-    return False
+    """
+    Whether a site carries a mask that :meth:`PlateLayout.data_point_mask` reads: a
+    ``poutine.mask`` or a ``Distribution.mask`` (:func:`distribution_mask`; no values read).
+    """
+    return (site["mask"] is not None and site["mask"] is not True) or distribution_mask(site["fn"]) is not None
 
 
 class HFVAELoss(TermsELBO):
