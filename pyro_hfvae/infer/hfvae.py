@@ -364,9 +364,8 @@ class HFVAELoss(TermsELBO):
         var_ndims, num_vars, labelled_tree = {}, {}, None
         partial = split_sites(model_trace, data_sites)
         if data_sites:
-            if not self.global_batch:
-                layout.require_marginals(self.loss_name)
-            elif layout.dataset_size is None:  # B and N >= B are checked on the global batch (_agree)
+            # With global_batch and a known N, B and N >= B are checked on the global batch (_particle_loss).
+            if not self.global_batch or layout.dataset_size is None:
                 layout.require_marginals(self.loss_name)
             groups = site_groups(guide_trace, model_trace)
             tree = build_group_tree({name: groups[name] for name in data_sites})
