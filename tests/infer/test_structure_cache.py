@@ -201,3 +201,29 @@ def test_terms_are_those_of_the_last_evaluation():
     fresh.loss(model, guide)
     assert loss.terms == fresh.terms
     assert isinstance(loss, TermsELBO)
+
+
+def test_distribution_mask_true_and_tensor_are_analysed_apart():
+    # .mask(True) and .mask(tensor) share a wrapper type; a loss that saw the first must not ignore the second.
+    mask = torch.tensor([True, False, True])
+
+    def program(m):
+        def model():
+            with pyro.plate("data", 3):
+                z = pyro.sample("z", dist.Normal(torch.zeros(3), 1.0).mask(m))
+                pyro.sample("x", dist.Normal(z, 1.0).mask(m), obs=torch.ones(3))
+
+        def guide():
+            with pyro.plate("data", 3):
+                pyro.sample("z", dist.Normal(torch.full((3,), 0.5), 0.7).mask(m))
+
+        return model, guide
+
+    reused = HFVAELoss(1.0, 4.0, 3.0, dataset_size=3)
+    pyro.set_rng_seed(0)
+    reused.loss(*program(True))
+    for m in (mask, True):
+        pyro.set_rng_seed(1)
+        expected = HFVAELoss(1.0, 4.0, 3.0, dataset_size=3).loss(*program(m))
+        pyro.set_rng_seed(1)
+        assert reused.loss(*program(m)) == pytest.approx(expected, rel=1e-12, abs=1e-12)
