@@ -35,9 +35,8 @@ def guide_only_sites(guide_trace: Trace) -> list[tuple[str, dict]]:
 
 
 def _fn_key(fn: Distribution) -> tuple:
-    # The wrapper chain (types, reinterpreted dims, the kind of a .mask(), a Concrete's
-    # temperature type) and the top-level shapes: what the structural checks and the variable
-    # layout read.
+    # The wrapper chain (types, reinterpreted dims, a Concrete's temperature type) and the
+    # top-level shapes: what the structural checks and the variable layout read.
     # (A plate's subsample site has a Pyro Distribution without shapes.)
     key = [getattr(fn, "has_rsample", None), getattr(fn, "batch_shape", None), getattr(fn, "event_shape", None)]
     while fn is not None:
@@ -46,8 +45,6 @@ def _fn_key(fn: Distribution) -> tuple:
             key.append(fn.reinterpreted_batch_ndims)
         elif isinstance(fn, RelaxedOneHotCategorical):
             key.append(type(fn.temperature))
-        elif hasattr(fn, "_mask"):  # a MaskedDistribution: .mask(True) and .mask(tensor) are analysed apart
-            key.append(_mask_key(fn._mask))
         fn = getattr(fn, "base_dist", None)
     return tuple(key)
 
