@@ -39,6 +39,7 @@ from torch.distributions import Distribution
 from pyro_hfvae.distributions.util import soft_value, variable_log_prob, variable_ndim
 from pyro_hfvae.ops.distributed import (
     GlobalBatch,
+    _stratified_log_weight_values,
     gather_rows,
     global_logsumexp,
     global_stratified_log_weights,
@@ -76,11 +77,8 @@ def stratified_log_weights(rows: slice, batch_size: int, dataset_size: int, *, d
         tensor([[0.1000, 0.4500, 0.4500],
                 [0.4500, 0.1000, 0.4500]])
     """
-    if batch_size < 2 or dataset_size < batch_size:
-        raise ValueError(f"expected 2 <= batch_size <= dataset_size but got B={batch_size}, N={dataset_size}")
+    log_diag, log_off = _stratified_log_weight_values(batch_size, dataset_size)
     start, stop, _ = rows.indices(batch_size)
-    log_diag = -math.log(dataset_size)
-    log_off = math.log(dataset_size - 1) - math.log(dataset_size) - math.log(batch_size - 1)
     weights = torch.full((stop - start, batch_size), log_off, dtype=dtype, device=device)
     index = torch.arange(stop - start, device=device)
     weights[index, index + start] = log_diag
