@@ -270,14 +270,19 @@ def tree_marginals(
         logger.debug("tree_marginals: fused kernels for %s", [n for n, t in out.items() if isinstance(t, FusedTable)])
         return out
 
-    def log_weights(rows: slice) -> torch.Tensor:
-        if batch is None:
-            return stratified_log_weights(
-                rows, batch_size, layout.dataset_size, dtype=some_value.dtype, device=some_value.device
-            )
-        return global_stratified_log_weights(
-            torch.arange(num_rows, device=some_value.device)[rows], batch.index(some_value.device), num_rows,
+    global_log_weights = None
+    if batch is not None:
+        # (B, B_r), built and checked once: the chunks (and their recomputation) slice it.
+        global_log_weights = global_stratified_log_weights(
+            torch.arange(num_rows, device=some_value.device), batch.index(some_value.device), num_rows,
             layout.dataset_size, dtype=some_value.dtype,
+        )
+
+    def log_weights(rows: slice) -> torch.Tensor:
+        if global_log_weights is not None:
+            return global_log_weights[rows]
+        return stratified_log_weights(
+            rows, batch_size, layout.dataset_size, dtype=some_value.dtype, device=some_value.device
         )
 
     guide = mixture_log_marginals(
