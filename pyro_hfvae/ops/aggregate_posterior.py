@@ -421,15 +421,14 @@ def aggregate_log_marginals(
         layouts[name] = PlateLayout("data", -len(fn.batch_shape), batch_size, dataset_size, None, 1)
         num_variables[name] = fn.batch_shape[1:].numel() * fn.event_shape[: var_ndims[name]].numel()
         num_elements[name] = fn.batch_shape[1:].numel() * fn.event_shape.numel()
+    some = next(iter(samples.values()))
     if dataset_size is None:
         log_weights = -math.log(batch_size)
     else:
-        some = next(iter(samples.values()))
+        _stratified_log_weight_values(batch_size, dataset_size)  # checks B and N before any table
 
         def log_weights(rows: slice) -> torch.Tensor:
             return stratified_log_weights(rows, batch_size, dataset_size, dtype=some.dtype, device=some.device)
-
-        log_weights(slice(0, 0))  # checks B and N
 
     def table(rows: slice, name: str) -> torch.Tensor:
         def site_score(fn, value):
@@ -451,7 +450,7 @@ def aggregate_log_marginals(
         log_weights=log_weights,
         sites=True,
         num_elements=num_elements,
-        dtype=next(iter(samples.values())).dtype,
+        dtype=some.dtype,
         pairwise_memory_mb=pairwise_memory_mb,
     )
     return LogMarginals(
