@@ -39,6 +39,7 @@ from torch.distributions import Distribution
 from pyro_hfvae.distributions.util import soft_value, variable_log_prob, variable_ndim
 from pyro_hfvae.ops.distributed import (
     GlobalBatch,
+    _stratified_log_weight_values,
     gather_rows,
     global_logsumexp,
     global_stratified_log_weights,
@@ -76,11 +77,8 @@ def stratified_log_weights(rows: slice, batch_size: int, dataset_size: int, *, d
         tensor([[0.1000, 0.4500, 0.4500],
                 [0.4500, 0.1000, 0.4500]])
     """
-    if batch_size < 2 or dataset_size < batch_size:
-        raise ValueError(f"expected 2 <= batch_size <= dataset_size but got B={batch_size}, N={dataset_size}")
+    log_diag, log_off = _stratified_log_weight_values(batch_size, dataset_size)
     start, stop, _ = rows.indices(batch_size)
-    log_diag = -math.log(dataset_size)
-    log_off = math.log(dataset_size - 1) - math.log(dataset_size) - math.log(batch_size - 1)
     weights = torch.full((stop - start, batch_size), log_off, dtype=dtype, device=device)
     index = torch.arange(stop - start, device=device)
     weights[index, index + start] = log_diag
@@ -272,14 +270,19 @@ def tree_marginals(
         logger.debug("tree_marginals: fused kernels for %s", [n for n, t in out.items() if isinstance(t, FusedTable)])
         return out
 
-    def log_weights(rows: slice) -> torch.Tensor:
-        if batch is None:
-            return stratified_log_weights(
-                rows, batch_size, layout.dataset_size, dtype=some_value.dtype, device=some_value.device
-            )
-        return global_stratified_log_weights(
-            torch.arange(num_rows, device=some_value.device)[rows], batch.index(some_value.device), num_rows,
+    global_log_weights = None
+    if batch is not None:
+        # (B, B_r), built and checked once: the chunks (and their recomputation) slice it.
+        global_log_weights = global_stratified_log_weights(
+            torch.arange(num_rows, device=some_value.device), batch.index(some_value.device), num_rows,
             layout.dataset_size, dtype=some_value.dtype,
+        )
+
+    def log_weights(rows: slice) -> torch.Tensor:
+        if global_log_weights is not None:
+            return global_log_weights[rows]
+        return stratified_log_weights(
+            rows, batch_size, layout.dataset_size, dtype=some_value.dtype, device=some_value.device
         )
 
     guide = mixture_log_marginals(
@@ -418,15 +421,14 @@ def aggregate_log_marginals(
         layouts[name] = PlateLayout("data", -len(fn.batch_shape), batch_size, dataset_size, None, 1)
         num_variables[name] = fn.batch_shape[1:].numel() * fn.event_shape[: var_ndims[name]].numel()
         num_elements[name] = fn.batch_shape[1:].numel() * fn.event_shape.numel()
+    some = next(iter(samples.values()))
     if dataset_size is None:
         log_weights = -math.log(batch_size)
     else:
-        some = next(iter(samples.values()))
+        _stratified_log_weight_values(batch_size, dataset_size)  # checks B and N before any table
 
         def log_weights(rows: slice) -> torch.Tensor:
             return stratified_log_weights(rows, batch_size, dataset_size, dtype=some.dtype, device=some.device)
-
-        log_weights(slice(0, 0))  # checks B and N
 
     def table(rows: slice, name: str) -> torch.Tensor:
         def site_score(fn, value):
@@ -448,7 +450,7 @@ def aggregate_log_marginals(
         log_weights=log_weights,
         sites=True,
         num_elements=num_elements,
-        dtype=next(iter(samples.values())).dtype,
+        dtype=some.dtype,
         pairwise_memory_mb=pairwise_memory_mb,
     )
     return LogMarginals(

@@ -355,6 +355,21 @@ def global_logsumexp(partial: torch.Tensor, *, group: "dist.ProcessGroup | None"
     return _shifted_logsumexp(partial, shift, lambda e: _AllReduceSum.apply(e, group))
 
 
+def _stratified_log_weight_values(batch_size: int, dataset_size: int) -> tuple[float, float]:
+    """
+    ``(log W_bb, log W_bb')`` (``b != b'``) of the minibatch-stratified estimator, shared by
+    :func:`~pyro_hfvae.ops.aggregate_posterior.stratified_log_weights` and
+    :func:`global_stratified_log_weights` (private).
+
+    :raises ValueError: unless ``2 <= batch_size <= dataset_size``.
+    """
+    if batch_size < 2 or dataset_size < batch_size:
+        raise ValueError(f"expected 2 <= batch_size <= dataset_size but got B={batch_size}, N={dataset_size}")
+    log_diag = -math.log(dataset_size)
+    log_off = math.log(dataset_size - 1) - math.log(dataset_size) - math.log(batch_size - 1)
+    return log_diag, log_off
+
+
 def global_stratified_log_weights(
     rows: "torch.Tensor | Sequence[int]",
     components: "torch.Tensor | Sequence[int]",
@@ -386,14 +401,10 @@ def global_stratified_log_weights(
         tensor([[0.1818, 0.1818, 0.1818],
                 [0.1818, 0.0909, 0.1818]])
     """
-    # Imported here: the engine (aggregate_posterior) imports this module.
-    from pyro_hfvae.ops.aggregate_posterior import stratified_log_weights
-
+    log_diag, log_off = _stratified_log_weight_values(global_batch_size, dataset_size)
     device = rows.device if device is None and isinstance(rows, torch.Tensor) else device
     rows = torch.as_tensor(rows, dtype=torch.long, device=device)
     components = torch.as_tensor(components, dtype=torch.long, device=device)
-    one_row = stratified_log_weights(slice(0, 1), global_batch_size, dataset_size, dtype=dtype, device=device)
-    log_diag, log_off = one_row[0, 0], one_row[0, 1]
     for name, index in (("rows", rows), ("components", components)):
         if index.dim() != 1:
             raise ValueError(f"expected 1-D {name} but got shape {tuple(index.shape)}")
@@ -402,7 +413,8 @@ def global_stratified_log_weights(
                 f"expected global {name} in range({global_batch_size}) but got "
                 f"[{index.min().item()}, {index.max().item()}]"
             )
-    return torch.where(rows[:, None] == components[None, :], log_diag, log_off)
+    return torch.where(rows[:, None] == components[None, :], torch.tensor(log_diag, dtype=dtype, device=device),
+                       torch.tensor(log_off, dtype=dtype, device=device))
 
 
 def global_marginals(

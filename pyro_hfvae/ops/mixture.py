@@ -269,8 +269,7 @@ def mixture_log_marginals(
         >>> out.variables["z"][0, :, 0]    # log of (N(0; 0, 1) + N(0; 3, 1)) / 2, ...
         tensor([-1.6010, -1.6010])
     """
-    if pairwise_memory_mb <= 0:
-        raise ValueError(f"expected pairwise_memory_mb > 0 but got {pairwise_memory_mb}")
+    pairwise_memory_mb = check_memory_budget(pairwise_memory_mb)
     names = list(tables)
     nodes = [] if tree is None else tree.internal_nodes()
     num_particles, num_rows, num_components = size
