@@ -46,6 +46,7 @@ __all__ = [
     "LogMarginals",
     "PeerRankError",
     "TreeMarginals",
+    "VariableScore",
     "aggregate_log_marginals",
     "check_memory_budget",
     "concrete_pairwise_marginals",
@@ -63,5 +64,4 @@ __all__ = [
     "stratified_log_weights",
     "tc_term_name",
     "tree_marginals",
-    "VariableScore",
 ]
