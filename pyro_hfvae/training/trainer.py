@@ -429,14 +429,13 @@ class Trainer:
 
     def _loss_and_grads(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[float, set[torch.Tensor]]:
         """This process's loss on the batch ``x`` and the parameters that have gradients, checked to be finite."""
+        args, kwargs = (x, positions, self.dataset_size), self._model_kwargs(positions)
         with poutine.trace(param_only=True) as capture:
             try:
-                loss = self.loss.loss_and_grads(self.model.model, self.model.guide, x, positions, self.dataset_size,
-                                                **self._model_kwargs(positions))
+                loss = self.loss.loss_and_grads(self.model.model, self.model.guide, *args, **kwargs)
             except (ValueError, RuntimeError) as error:
                 # Distribution validation rejects non-finite arguments before any loss exists (torch's samplers
                 # raise RuntimeError): name the parameters, observations or sites at fault.
-                args, kwargs = (x, positions, self.dataset_size), self._model_kwargs(positions)
                 failure = _validation_failure(error, x, lambda: _non_finite_sites(self.model.guide, self.model.model,
                                                                                   args, kwargs))
                 if failure is None:
