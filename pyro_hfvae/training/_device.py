@@ -1,8 +1,7 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
 """
-The device a run trains on, picked from ``[training] device``, and its random generators
-forked for reads that must leave the run's course unchanged (private: used by
+The device a run trains on, picked from ``[training] device`` (private: used by
 :class:`~pyro_hfvae.training.trainer.Trainer`).
 """
 

@@ -84,4 +84,4 @@ def _build_optimizer(optimizer: Mapping[str, Any]):
     """The ``[optimizer]`` Pyro optimiser."""
     options = dict(optimizer)
     name = options.pop("name")
-    return component_factory("optimizer", name)({k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+    return component_factory("optimizer", name)({k: _to_constructor(v) for k, v in options.items()})

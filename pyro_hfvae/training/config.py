@@ -250,10 +250,9 @@ def component_factory(section: str, name: str) -> Callable:
 
 def _signature_defaults(section: str, name: str) -> tuple[dict[str, Any], set[str]]:
     """Options of a component: (key -> default for those with a TOML-representable default, required keys)."""
+    factory = component_factory(section, name)  # checks the name
     if section == "optimizer":
-        component_factory(section, name)
         return dict(_OPTIMIZER_OPTIONS[name]), set()
-    factory = component_factory(section, name)
     excluded = _COMPONENTS[section][name][1]
     defaults, required = {}, set()
     for parameter in _parameters(factory):
@@ -401,14 +400,15 @@ def _check_ranges(config: dict[str, dict[str, Any]]) -> None:
     # log_every and checkpoint_every count steps; checkpoint_every and eval_every 0: none periodic;
     # num_threads 0: torch's default.
     for key, minimum in (("steps", 1), ("batch_size", 2), ("log_every", 1), ("checkpoint_every", 0),
-                         ("eval_every", 0), ("num_threads", 0), ("seed", 0)):
+                         ("eval_every", 0), ("num_threads", 0)):
         if training[key] < minimum:
             raise ConfigError(f"expected [training] {key} >= {minimum} but got {training[key]}")
     for section in ("training", "evaluation"):
-        if config[section]["seed"] > _MAX_SEED:
-            raise ConfigError(f"expected [{section}] seed <= {_MAX_SEED} but got {config[section]['seed']}")
-    if config["evaluation"]["seed"] < 0:
-        raise ConfigError(f"expected [evaluation] seed >= 0 but got {config['evaluation']['seed']}")
+        seed = config[section]["seed"]
+        if seed < 0:
+            raise ConfigError(f"expected [{section}] seed >= 0 but got {seed}")
+        if seed > _MAX_SEED:
+            raise ConfigError(f"expected [{section}] seed <= {_MAX_SEED} but got {seed}")
     subset = config["data"].get("subset", 0)
     if subset < 0:
         raise ConfigError(f"expected [data] subset >= 0 (0: the whole data set) but got {subset}")
@@ -440,6 +440,12 @@ def _check_ranges(config: dict[str, dict[str, Any]]) -> None:
                           "the betas table or set [schedule] name = 'none'")
 
 
+def _check_section(section: str) -> None:
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown section [{section}]{_did_you_mean(section, SECTIONS) or '.'} Sections: "
+                          f"{', '.join(SECTIONS)}")
+
+
 def resolve_config(config: Mapping[str, Any] | None = None,
                    overrides: Mapping[str, Any] | Sequence[str] = ()) -> dict[str, dict[str, Any]]:
     """
@@ -463,18 +469,14 @@ def resolve_config(config: Mapping[str, Any] | None = None,
         section, _, key = dotted.partition(".")
         if not key:
             raise ConfigError(f"expected an override 'section.key' but got {dotted!r}")
-        if section not in SECTIONS:
-            raise ConfigError(f"unknown section [{section}]{_did_you_mean(section, SECTIONS) or '.'} Sections: "
-                              f"{', '.join(SECTIONS)}")
+        _check_section(section)
         target = config.setdefault(section, {})
         if key == "name" and section != "schedule" and target.get("name", DEFAULT_CONFIG[section].get("name")) != value:
             # A new component: the options of the previous one do not apply.
             target.clear()
         target[key] = value
     for section in config:
-        if section not in SECTIONS:
-            raise ConfigError(f"unknown section [{section}]{_did_you_mean(section, SECTIONS) or '.'} Sections: "
-                              f"{', '.join(SECTIONS)}")
+        _check_section(section)
         if not isinstance(config[section], Mapping):
             raise ConfigError(f"expected [{section}] to be a table of settings but got {config[section]!r}")
     resolved = {}

@@ -54,21 +54,23 @@ DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
 _ENVIRONMENT = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def _all_reduce_timed(tensor: torch.Tensor, group, timer: list[float]) -> None:
+def _all_reduce_timed(tensor: torch.Tensor, group) -> float:
+    """``all_reduce``s ``tensor`` (a sum) in place; the seconds it took."""
     started = time.perf_counter()
     dist.all_reduce(tensor, group=group)
-    timer[0] += time.perf_counter() - started
+    return time.perf_counter() - started
 
 
-def _average_gradients(params: Sequence[torch.Tensor], group: "dist.ProcessGroup | None" = None,
-                      timer: list[float] | None = None) -> None:
+def _average_gradients(params: Sequence[torch.Tensor], group: "dist.ProcessGroup | None" = None) -> float:
     """
     Replaces every parameter's ``.grad`` by its mean over the ranks of ``group``, with one
     ``all_reduce`` per device and dtype. A parameter without a gradient counts as a zero
     gradient; it keeps no gradient only where no rank has one (so that every rank's optimiser
     steps the same parameters). Every rank must pass the same parameters in the same order.
+
+    :returns: the seconds spent in the ``all_reduce`` calls.
     """
-    timer = [0.0] if timer is None else timer
+    seconds = 0.0
     world_size = dist.get_world_size(group)
     buckets: dict[tuple, list[torch.Tensor]] = {}
     for p in params:
@@ -77,7 +79,7 @@ def _average_gradients(params: Sequence[torch.Tensor], group: "dist.ProcessGroup
         present = torch.tensor([p.grad is not None for p in bucket], dtype=dtype, device=device)
         flat = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in bucket]
                          + [present])
-        _all_reduce_timed(flat, group, timer)
+        seconds += _all_reduce_timed(flat, group)
         flat /= world_size
         offset = 0
         for p, here in zip(bucket, (flat[-len(bucket):] > 0).tolist()):
@@ -89,6 +91,7 @@ def _average_gradients(params: Sequence[torch.Tensor], group: "dist.ProcessGroup
                 p.grad = grad.clone()
             else:
                 p.grad.copy_(grad)
+    return seconds
 
 
 class DistributedOptimizer(PyroOptim):
@@ -126,9 +129,7 @@ class DistributedOptimizer(PyroOptim):
 
     def __call__(self, params: Iterable[torch.Tensor], *args, **kwargs) -> None:
         params = sorted(params, key=pyro.get_param_store().param_name)
-        timer = [0.0]
-        _average_gradients(params, self.group, timer)
-        self.communication_seconds += timer[0]
+        self.communication_seconds += _average_gradients(params, self.group)
         super().__call__(params, *args, **kwargs)
 
 
@@ -211,9 +212,7 @@ class _DataParallel:
 
     def _reduce(self, values: Sequence[float]) -> list[float]:
         tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
-        timer = [self.communication_seconds]
-        _all_reduce_timed(tensor, self.group, timer)
-        self.communication_seconds = timer[0]
+        self.communication_seconds += _all_reduce_timed(tensor, self.group)
         return tensor.tolist()
 
     def agree(self, step: int, failure: BaseException | None, loss: float, terms: Mapping[str, float],

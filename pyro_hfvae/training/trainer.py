@@ -265,9 +265,10 @@ class Trainer:
 
         #: The model: an ``nn.Module`` with Pyro ``model`` and ``guide`` methods.
         self.model = _build_model(self.config["model"], self.dataset.observation_shape, self.device)
-        self._takes_schedule = "schedule" in inspect.signature(self.model.model).parameters
+        model_parameters = inspect.signature(self.model.model).parameters
+        self._takes_schedule = "schedule" in model_parameters
         self._labels = None
-        if "labels" in inspect.signature(self.model.model).parameters:
+        if "labels" in model_parameters:
             if not hasattr(self.dataset, "labels"):
                 raise ConfigError(f"[model] {self.config['model']['name']} learns from labels but [data] "
                                   f"{data['name']} has none; use a labelled data set (digits, mnist, fashion_mnist)")
@@ -315,9 +316,14 @@ class Trainer:
         self._stop_agreed = False
 
     @property
+    def _is_main(self) -> bool:
+        """Whether this process is rank 0 of a data-parallel run, or the only process."""
+        return self._parallel is None or self._parallel.rank == 0
+
+    @property
     def _writes(self) -> bool:
         """Whether this process writes the run directory: it has one and is rank 0 (or the only process)."""
-        return self.run_dir is not None and (self._parallel is None or self._parallel.rank == 0)
+        return self.run_dir is not None and self._is_main
 
     # ------------------------------------------------------------------ run directory
 
@@ -429,14 +435,13 @@ class Trainer:
 
     def _loss_and_grads(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[float, set[torch.Tensor]]:
         """This process's loss on the batch ``x`` and the parameters that have gradients, checked to be finite."""
+        args, kwargs = (x, positions, self.dataset_size), self._model_kwargs(positions)
         with poutine.trace(param_only=True) as capture:
             try:
-                loss = self.loss.loss_and_grads(self.model.model, self.model.guide, x, positions, self.dataset_size,
-                                                **self._model_kwargs(positions))
+                loss = self.loss.loss_and_grads(self.model.model, self.model.guide, *args, **kwargs)
             except (ValueError, RuntimeError) as error:
                 # Distribution validation rejects non-finite arguments before any loss exists (torch's samplers
                 # raise RuntimeError): name the parameters, observations or sites at fault.
-                args, kwargs = (x, positions, self.dataset_size), self._model_kwargs(positions)
                 failure = _validation_failure(error, x, lambda: _non_finite_sites(self.model.guide, self.model.model,
                                                                                   args, kwargs))
                 if failure is None:
@@ -473,7 +478,7 @@ class Trainer:
                 self._signals = stop
                 if self._writes:
                     log_file = open(self.run_dir / LOG_FILE, "a", encoding="utf-8")
-                if self.progress and (self._parallel is None or self._parallel.rank == 0):
+                if self.progress and self._is_main:
                     from tqdm.auto import tqdm
 
                     progress_bar = tqdm(total=target, initial=self.step_count, desc="training", unit="step",
@@ -547,8 +552,7 @@ class Trainer:
             progress_bar.update(1)
             if step % training["log_every"] == 0 or step == target:
                 progress_bar.set_postfix(self._postfix(record), refresh=False)
-        if (self.information_flow is not None and self.schedule.completed_stage is not None
-                and (self._parallel is None or self._parallel.rank == 0)):
+        if self.information_flow is not None and self.schedule.completed_stage is not None and self._is_main:
             with self.evaluation_mode():
                 self.information_flow(self.schedule)
         for callback in self.callbacks:
@@ -568,8 +572,7 @@ class Trainer:
             self._checkpoint_due = self._explosion.suspect
             if not self._checkpoint_due:
                 self.save_checkpoint()
-        if (training["eval_every"] and step % training["eval_every"] == 0 and step != target
-                and (self._parallel is None or self._parallel.rank == 0)):
+        if training["eval_every"] and step % training["eval_every"] == 0 and step != target and self._is_main:
             self._periodic_evaluation()
 
     def _checkpointed_step(self) -> int | None:
