@@ -159,6 +159,7 @@ def _worker(rank, world_size, store, out_dir, scenarios):
     try:
         results = {name: _run(rank, world_size, s) for name, s in scenarios.items()}
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        torch_dist.barrier()  # no rank tears gloo down while a peer still uses it (it can abort)
     finally:
         torch_dist.destroy_process_group()
 

@@ -161,6 +161,7 @@ def _worker(rank, world_size, store, out_dir, scenarios):
     try:
         results = {name: _RUNNERS[s["kind"]](rank, s) for name, s in scenarios.items()}
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # no rank tears gloo down while a peer still uses it (it can abort)
     finally:
         dist.destroy_process_group()
 

@@ -42,6 +42,7 @@ def _worker(rank, job, init_file, out_dir, args):
     try:
         result = globals()[job](rank, *args)
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while a peer still uses it (it can abort)
     finally:
         dist.destroy_process_group()
 
