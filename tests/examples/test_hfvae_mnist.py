@@ -1,4 +1,5 @@
 import itertools
+import json
 import math
 
 import numpy as np
@@ -27,7 +28,9 @@ def test_cluster_accuracy_is_the_best_permutation(example, seed):
     best = max(np.mean(np.array(perm)[clusters] == labels) for perm in itertools.permutations(range(4)))
     assert accuracy == pytest.approx(best)
     # matched[label] is the cluster assigned to that label
-    assert np.mean(np.argsort(matched)[clusters] == labels) == pytest.approx(best)
+    assert example.matched_accuracy(matched, clusters, labels) == pytest.approx(best)
+    # Read through the matching, clusters that are a relabelling of the labels are all right.
+    assert example.matched_accuracy(matched, matched[labels], labels) == 1.0
 
 
 def test_soft_label_information_of_one_hot_probabilities_is_the_plugin_estimate(example):
@@ -89,3 +92,21 @@ def test_main_on_mnist(example, shared_data):
     results = example.main(args)
     _check_results(results)
     assert next(iter(results.values()))["figure_frames"].shape == (10, 3, 1, 28, 28)
+
+
+def test_label_gap_is_the_normalised_difference(example):
+    assert example.label_gap(1.5, [0.2, 0.9, 0.4]) == pytest.approx((1.5 - 0.9) / math.log(10))
+    assert example.label_gap(0.1, [0.3], num_classes=2) == pytest.approx(-0.2 / math.log(2))
+
+
+def test_main_held_out_and_json(example, tmp_path):
+    path = tmp_path / "results.json"
+    flags = TINY[:2] + TINY[4:] + ["--epochs", "1", "--data", str(tmp_path / "absent"), "--held-out-split", "test",
+                                   "--models", "hfvae", "--json", str(path)]
+    results = example.main(example.make_parser().parse_args(flags))
+    (name, result), = results.items()
+    assert result["steps"] == 200 // 50 and result["images_seen"] == 200
+    saved = json.loads(path.read_text())["models"][name]
+    assert "figure_frames" not in saved and saved["cluster_accuracy"] == result["cluster_accuracy"]
+    assert 0.0 <= saved["held_out_cluster_accuracy"] <= 1.0
+    assert saved["label_gap"] == pytest.approx(example.label_gap(result["label_info"], result["label_info_z"]))

@@ -41,3 +41,18 @@ def test_label_errors():
         vae.model(x, label_mask=torch.ones(3, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"expected label_fraction in \[0, 1\]"):
         SemiSupervisedHFVAE(SHAPE, label_fraction=1.5)
+
+
+@pytest.mark.parametrize("fraction,num_items,expected", [(0.1, 1000, 100), (0.25, 10, 2), (0.0, 7, 0), (1.0, 7, 7)])
+def test_labelled_items_count_and_determinism(fraction, num_items, expected):
+    vae = SemiSupervisedHFVAE(image_shape=(1, 8, 8), label_fraction=fraction, label_unit="item")
+    known = vae.labelled_items(num_items, seed=5)
+    assert known.dtype == torch.bool and known.shape == (num_items,) and int(known.sum()) == expected
+    assert torch.equal(known, vae.labelled_items(num_items, seed=5))
+    if 0 < expected < num_items:
+        assert not torch.equal(known, vae.labelled_items(num_items, seed=6))
+
+
+def test_label_unit_error():
+    with pytest.raises(ValueError, match="expected label_unit 'batch' or 'item' but got 'items'"):
+        SemiSupervisedHFVAE(label_unit="items")

