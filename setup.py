@@ -6,7 +6,7 @@ with open("README.md", encoding="utf-8") as f:
 EXTRAS = {
     "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "scipy>=1.10", "h5py>=3.8", "pillow>=9.1"],
     "docs": ["sphinx>=7", "sphinx-gallery>=0.17", "myst-parser>=2", "furo>=2024.1", "sphinx-argparse>=0.4"],
-    "examples": ["scikit-learn>=1.3", "scipy>=1.10", "h5py>=3.8", "pillow>=9.1"],
+    "examples": ["scikit-learn>=1.3", "scipy>=1.10", "h5py>=3.8", "pillow>=9.1", "mlxtend>=0.23"],
 }
 EXTRAS["dev"] = sorted({pkg for pkgs in EXTRAS.values() for pkg in pkgs} | {"ruff"})
 

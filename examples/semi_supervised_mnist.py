@@ -29,7 +29,8 @@ A run's results go to ``<results>/<label_unit>_seed<seed>.json`` (and
 skips finished ones. The full protocol (about 10 minutes per seed on one CPU thread)::
 
     python examples/semi_supervised_mnist.py --label-unit item --seeds 0 1 2 3 4 --classifier
-    python examples/semi_supervised_mnist.py --label-unit batch --seeds 0 1 2 3 4
+    python examples/semi_supervised_mnist.py --label-unit batch --seeds 0 1 2
+    python examples/semi_supervised_mnist.py --summary    # the table, from the result files alone
 """
 import argparse
 import json
@@ -146,6 +147,7 @@ def train_classifier(args: argparse.Namespace, seed: int) -> dict:
         "seed": seed,
         "epochs": args.epochs,
         "steps": steps,
+        "images_seen": steps * batch_size,
         "num_held_out": len(held_out),
         "held_out_accuracy": held_out_accuracy(network, held_out),
         "train_seconds": time.perf_counter() - started,
@@ -159,7 +161,35 @@ def write(record: dict, path: Path) -> None:
     logger.info("%s: held-out accuracy %.4f", path.name, record["held_out_accuracy"])
 
 
+def summary(results: Path) -> str:
+    """
+    A Markdown table of the held-out accuracies in the result files under ``results``: per method
+    and labelling protocol, every seed, the mean +- sd (sample sd) and the median.
+    """
+    rows: dict[str, list[dict]] = {}
+    for path in sorted(results.glob("*_seed*.json")):
+        record = json.loads(path.read_text())
+        name = record["method"] + (f" ({record['label_unit']} labels)" if "label_unit" in record else "")
+        rows.setdefault(name, []).append(record)
+    lines = ["| method | labelled | seeds | held-out accuracy per seed | mean +- sd | median | images seen |",
+             "|---|---|---|---|---|---|---|"]
+    for name, records in rows.items():
+        records.sort(key=lambda r: r["seed"])
+        accuracy = np.array([r["held_out_accuracy"] for r in records])
+        labelled = records[0]["labelled_items"]
+        seen = records[0].get("images_seen", records[0]["steps"] * 128)
+        sd = accuracy.std(ddof=1) if len(accuracy) > 1 else float("nan")
+        lines.append(f"| {name} | {labelled if labelled is not None else '10 % of batches'} "
+                     f"| {', '.join(str(r['seed']) for r in records)} "
+                     f"| {', '.join(f'{a:.4f}' for a in accuracy)} | {accuracy.mean():.4f} +- {sd:.4f} "
+                     f"| {np.median(accuracy):.4f} | {seen:,} |")
+    return "\n".join(lines)
+
+
 def main(args: argparse.Namespace) -> list[dict]:
+    if args.summary:
+        print(summary(Path(args.results)))
+        return []
     if args.threads:
         torch.set_num_threads(args.threads)
     results = Path(args.results)
@@ -196,6 +226,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-every", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--overwrite", action="store_true", help="recompute results that exist")
+    parser.add_argument("--summary", action="store_true", help="only print the table of the results in --results")
     return parser
 
 

@@ -257,6 +257,28 @@ class GroundTruthDataset(ObservationDataset):
             return np.arange(len(self), dtype=np.int64)
         return np.flatnonzero(~self._held_out_flags).astype(np.int64)
 
+    def held_out_neighbour_indices(self) -> np.ndarray:
+        """
+        Indices of the held-in items that share part of a held-out combination: some named factor
+        takes one of its listed classes (for ``{"shape": [0], "posX": range(22, 32)}``: the squares
+        elsewhere and the other shapes in the right third). Their reconstructions are what the
+        held-out items' are compared with: the model has seen each part of the combination, not
+        the combination. Every held-in item for a predicate hold-out; none without a hold-out.
+
+        :returns: int64 array, in increasing order.
+        :rtype: numpy.ndarray
+        """
+        if self._held_out_flags is None:
+            return np.zeros(0, dtype=np.int64)
+        held_in = ~self._held_out_flags
+        if isinstance(self._hold_out, dict):
+            factors = self.factors_of(np.arange(len(self)))
+            shares = np.zeros(len(self), dtype=bool)
+            for name, values in self._hold_out.items():
+                shares |= np.isin(factors[:, self.factor_names.index(name)], values)
+            held_in &= shares
+        return np.flatnonzero(held_in).astype(np.int64)
+
     def _check_hold_out(self, hold_out: HoldOutLike) -> dict[str, np.ndarray] | Callable | None:
         if hold_out is None:
             return None

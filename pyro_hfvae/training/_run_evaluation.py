@@ -3,7 +3,8 @@
 """
 Evaluating the model of a run under an evaluation preset (a value of
 :data:`pyro_hfvae.training.trainer.EVALUATION_PRESETS`) and its ``[evaluation]`` settings: the
-disentanglement metrics and the mutual information I(x; z) that
+disentanglement metrics, the mutual information I(x; z) and, with a ``[data] hold_out``, the
+fit to the held-out factor combinations that
 :meth:`Trainer.evaluate <pyro_hfvae.training.trainer.Trainer.evaluate>` reports (private: used by
 :class:`~pyro_hfvae.training.trainer.Trainer`).
 """
@@ -82,6 +83,34 @@ def _information_summary(posterior: Callable[[torch.Tensor], dict], data: torch.
     }
 
 
+def _hold_out_summary(dataset, model, model_kwargs: Mapping[str, Any], device: torch.device, num_items: int,
+                      seed: int) -> dict[str, dict[str, float]] | None:
+    """
+    How the model does on the held-out factor combinations against held-in items that share
+    part of them (``dataset.held_out_neighbour_indices()``): per group of at most ``num_items``
+    items (a fixed random choice), the mean ELBO per item (one-sample
+    :class:`~pyro.infer.Trace_ELBO`) and the mean squared error of the reconstruction, summed
+    over an item's pixels. ``None`` without a hold-out.
+    """
+    from pyro.infer import Trace_ELBO
+
+    held_out = dataset.held_out_indices() if hasattr(dataset, "held_out_indices") else ()
+    if not len(held_out):
+        return None
+    random_state = np.random.RandomState(seed)
+    summary = {}
+    for name, indices in (("held_out", held_out), ("held_in_neighbours", dataset.held_out_neighbour_indices())):
+        chosen = np.sort(random_state.choice(indices, min(num_items, len(indices)), replace=False))
+        elbo, squared_error = 0.0, 0.0
+        for batch in np.array_split(chosen, -(-len(chosen) // 256)):
+            x = dataset.observations(torch.from_numpy(batch).to(device))
+            elbo -= Trace_ELBO().loss(model.model, model.guide, x, **model_kwargs)
+            squared_error += float((model.reconstruct(x) - x).pow(2).sum())
+        summary[name] = {"items": len(chosen), "elbo": elbo / len(chosen),
+                         "reconstruction_error": squared_error / len(chosen)}
+    return summary
+
+
 def _evaluation_record(result: Mapping[str, Any]) -> dict[str, Any]:
     """
     The flat record of an evaluation's result for ``evaluations.jsonl``.
@@ -95,4 +124,6 @@ def _evaluation_record(result: Mapping[str, Any]) -> dict[str, Any]:
     """
     flat = {"step": result["step"], **result["metrics"], "information_total": result["information"]["total"]}
     flat.update({f"information/{k}": v for k, v in result["information"]["groups"].items()})
+    for part, values in (result.get("hold_out") or {}).items():
+        flat.update({f"hold_out/{part}/{k}": v for k, v in values.items() if k != "items"})
     return flat

@@ -144,6 +144,7 @@ def _blocks(run_dir: Path) -> list[tuple]:
         rows += [[f"site {k}", format_number(v, 2)] for k, v in information["sites"].items()]
         rows.append(["all latents", format_number(information["total"], 2)])
         blocks.append(("table", ["latents", "I(x; z) [nats]"], rows))
+        blocks += _hold_out_blocks(evaluation.get("hold_out"), data.get("hold_out"))
     figures = run_dir / FIGURES_DIR
     shown = [(name, caption) for name, caption in _FIGURES if (figures / f"{name}.png").is_file()]
     if shown:
@@ -155,6 +156,21 @@ def _blocks(run_dir: Path) -> list[tuple]:
                            f"pyro-hfvae evaluate {run_dir} --preset full   # disentanglement_lib protocol\n"
                            f"pyro-hfvae plot {run_dir}                     # redraw the figures"))
     return blocks
+
+
+def _hold_out_blocks(hold_out: dict | None, spec: Any) -> list[tuple]:
+    """The held-out factor combinations against held-in items sharing part of them (none without a hold-out)."""
+    if not hold_out:
+        return []
+    names = {"held_out": "held-out combinations", "held_in_neighbours": "held-in items sharing part of them"}
+    rows = [[names[k], v["items"], format_number(v["elbo"], 2), format_number(v["reconstruction_error"], 2)]
+            for k, v in hold_out.items()]
+    gap = hold_out["held_in_neighbours"]["elbo"] - hold_out["held_out"]["elbo"]
+    return [("h2", "Unseen factor combinations"),
+            ("p", f"Training left out the combinations {spec}. The ELBO (one sample per item) and the squared "
+                  f"reconstruction error (summed over an item's pixels) of held-out items, against held-in items "
+                  f"that share a factor class with them; the held-out ELBO is {format_number(gap, 2)} nats lower."),
+            ("table", ["items", "count", "ELBO [nats]", "reconstruction error"], rows)]
 
 
 def _markdown(blocks: list[tuple]) -> str:

@@ -54,6 +54,7 @@ from pyro_hfvae.training._run_components import (
 from pyro_hfvae.training._run_evaluation import (
     _disentanglement_metrics,
     _evaluation_record,
+    _hold_out_summary,
     _information_positions,
     _information_summary,
 )
@@ -632,7 +633,11 @@ class Trainer:
             configuration's); ``[evaluation]`` settings other than 0 / empty override it.
         :param bool write: write the result to ``metrics.json`` in the run directory.
         :returns: ``{"step", "preset", "seconds", "metrics": {name: value},
-            "information": {"total", "groups", "sites", "variables", "num_data"}}``.
+            "information": {"total", "groups", "sites", "variables", "num_data"}}``, and with a
+            ``[data] hold_out`` ``"hold_out": {"held_out": ..., "held_in_neighbours": ...}``, each
+            ``{"items", "elbo", "reconstruction_error"}``: the held-out factor combinations against
+            held-in items that share part of them (see
+            :meth:`~pyro_hfvae.datasets.GroundTruthDataset.held_out_neighbour_indices`).
         :rtype: dict
         """
         preset = self.evaluation_preset(preset)
@@ -643,6 +648,9 @@ class Trainer:
             metrics = _disentanglement_metrics(self.dataset, self.encode, evaluation, settings, preset)
             information = _information_summary(self.posterior, self._information_data(), self.site_groups,
                                                evaluation["seed"])
+            hold_out = _hold_out_summary(self.dataset, self.model, self._model_kwargs(), self.device,
+                                         evaluation["information_points"] or settings["information_points"],
+                                         evaluation["seed"])
         result = {
             "step": self.step_count,
             "preset": preset,
@@ -650,6 +658,8 @@ class Trainer:
             "metrics": metrics,
             "information": information,
         }
+        if hold_out is not None:
+            result["hold_out"] = hold_out
         if write and self._writes:
             _write_json(self.run_dir / METRICS_FILE, result)
         return result

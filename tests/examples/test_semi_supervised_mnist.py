@@ -43,3 +43,14 @@ def test_semi_supervised_mnist_smoke_and_resume(example, digits_folder, tmp_path
     longer = example.main(example.make_parser().parse_args(flags + ["--epochs", "3", "--overwrite"]))
     assert longer[0]["steps"] == 3 * (200 // 32)
     assert longer[0]["seconds_this_session"] < longer[0]["train_seconds"]
+
+
+def test_summary_table(example, tmp_path):
+    for seed, accuracy in enumerate([0.9, 0.95, 0.92]):
+        record = {"method": "semi_supervised_hfvae", "label_unit": "item", "labelled_items": 1300, "seed": seed,
+                  "steps": 10, "images_seen": 1280, "held_out_accuracy": accuracy}
+        (tmp_path / f"item_seed{seed}.json").write_text(json.dumps(record))
+    table = example.summary(tmp_path)
+    row = table.splitlines()[2]
+    assert row.startswith("| semi_supervised_hfvae (item labels) | 1300 | 0, 1, 2 | 0.9000, 0.9500, 0.9200 |")
+    assert f"{np.mean([0.9, 0.95, 0.92]):.4f} +- {np.std([0.9, 0.95, 0.92], ddof=1):.4f} | 0.9200 | 1,280 |" in row

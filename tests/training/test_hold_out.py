@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -95,3 +97,60 @@ def test_batch_larger_than_the_held_in_items(shapes3d_config, tmp_path):
     shapes3d_config["training"]["batch_size"] = 49
     with pytest.raises(ConfigError, match=r"batch_size <= the number of training items \(48\) but got 49"):
         Trainer(shapes3d_config, tmp_path / "run")
+
+
+def test_neighbours_share_part_of_the_held_out_combination(shapes3d_config):
+    dataset = Shapes3D(shapes3d_config["data"]["path"])
+    assert len(dataset.held_out_neighbour_indices()) == 0  # nothing held out
+    dataset.hold_out = HOLD_OUT
+    factors = dataset.factors_of(np.arange(96))
+    scale_2, shape_1 = factors[:, 3] == 2, factors[:, 4] == 1
+    expected = np.flatnonzero((scale_2 | shape_1) & ~(scale_2 & shape_1))
+    assert np.array_equal(dataset.held_out_neighbour_indices(), expected)
+    assert len(expected) == 32 + 48 - 2 * 16
+    dataset.hold_out = lambda f: (f[:, 3] == 2) & (f[:, 4] == 1)  # a predicate: every held-in item
+    assert np.array_equal(dataset.held_out_neighbour_indices(), np.flatnonzero(~(scale_2 & shape_1)))
+
+
+def test_evaluation_reports_the_held_out_combinations(shapes3d_config, tmp_path):
+    import pyro
+    from pyro.infer import Trace_ELBO
+
+    from pyro_hfvae.training._run_evaluation import _hold_out_summary
+
+    shapes3d_config["evaluation"] = {"preset": "fast", "metrics": ["mig"], "information_points": 40}
+    trainer = Trainer(shapes3d_config, tmp_path / "run")
+    trainer.train()
+    result = trainer.evaluate()
+    assert sorted(result["hold_out"]) == ["held_in_neighbours", "held_out"]
+    assert result["hold_out"]["held_out"]["items"] == 16
+    assert result["hold_out"]["held_in_neighbours"]["items"] == 40  # 48 neighbours, at most 40 of them
+    # Independently: the same items, the same random draws, Trace_ELBO and the reconstructions.
+    dataset, model = trainer.dataset, trainer.model
+    with torch.no_grad():
+        pyro.set_rng_seed(7)
+        summary = _hold_out_summary(dataset, model, {}, trainer.device, 40, seed=0)
+        pyro.set_rng_seed(7)
+        random_state = np.random.RandomState(0)
+        for name, indices in (("held_out", dataset.held_out_indices()),
+                              ("held_in_neighbours", dataset.held_out_neighbour_indices())):
+            chosen = np.sort(random_state.choice(indices, min(40, len(indices)), replace=False))
+            x = dataset.observations(torch.from_numpy(chosen))
+            elbo = -Trace_ELBO().loss(model.model, model.guide, x) / len(chosen)
+            error = ((model.reconstruct(x) - x) ** 2).flatten(1).sum(1).mean().item()
+            assert summary[name]["elbo"] == pytest.approx(elbo, rel=1e-6)
+            assert summary[name]["reconstruction_error"] == pytest.approx(error, rel=1e-5)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["hold_out"] == result["hold_out"]
+
+
+def test_summary_shows_the_held_out_combinations(shapes3d_config, tmp_path):
+    from pyro_hfvae.training.run_summary import write_summary
+
+    shapes3d_config["evaluation"] = {"preset": "none", "information_points": 40}
+    trainer = Trainer(shapes3d_config, tmp_path / "run")
+    trainer.train()
+    result = trainer.evaluate()
+    text = write_summary(tmp_path / "run").read_text()
+    assert "## Unseen factor combinations" in text
+    held_out = result["hold_out"]["held_out"]
+    assert f"| held-out combinations | 16 | {held_out['elbo']:.2f} |" in text
