@@ -24,11 +24,12 @@ Two labelling protocols (``--label-unit``):
   Batches are reshuffled every epoch, so over 200 epochs the model sees the label of nearly every
   training digit: reported for parity with the reference, not as a 10 % labelled result.
 
-A run's results go to ``<results>/<label_unit>_seed<seed>.json`` (and
+A run's results go to ``<results>/<label_unit>_w<supervised_weight>_seed<seed>.json`` (and
 ``classifier_seed<seed>.json``); rerunning resumes unfinished runs from their checkpoints and
 skips finished ones. The full protocol (about 10 minutes per seed on one CPU thread)::
 
     python examples/semi_supervised_mnist.py --label-unit item --seeds 0 1 2 3 4 --classifier
+    python examples/semi_supervised_mnist.py --label-unit item --seeds 0 1 2 3 4 --supervised-weight 1
     python examples/semi_supervised_mnist.py --label-unit batch --seeds 0 1 2
     python examples/semi_supervised_mnist.py --summary    # the table, from the result files alone
 """
@@ -59,10 +60,16 @@ def run_config(args: argparse.Namespace, seed: int) -> dict:
     config = load_config("hfvae_mnist_ss")
     config["data"].update(root=str(Path(args.data).expanduser()), split=args.train_split)
     config["model"].update(label_fraction=args.label_fraction, label_unit=args.label_unit)
+    config["objective"]["supervised_weight"] = args.supervised_weight
     config["training"].update(seed=seed, batch_size=args.batch_size, steps=steps_for(args),
                               num_threads=args.threads, checkpoint_every=args.checkpoint_every)
     config["evaluation"]["preset"] = "none"
     return config
+
+
+def run_name(args: argparse.Namespace, seed: int) -> str:
+    """The name of a run's directory and result file, e.g. ``item_w0.1_seed0``."""
+    return f"{args.label_unit}_w{args.supervised_weight:g}_seed{seed}"
 
 
 def steps_for(args: argparse.Namespace) -> int:
@@ -82,7 +89,7 @@ def held_out_accuracy(model: SemiSupervisedHFVAE, dataset: MNIST) -> float:
 
 def train_hfvae(args: argparse.Namespace, seed: int) -> dict:
     """Trains (or resumes, or reuses) the semi-supervised HFVAE of ``seed``; its result record."""
-    run_dir = Path(args.runs_dir) / f"{args.label_unit}_seed{seed}"
+    run_dir = Path(args.runs_dir) / run_name(args, seed)
     if (run_dir / "checkpoint.pt").exists():
         # A longer --epochs continues the run; the other settings are the run's own.
         trainer = Trainer.from_run(run_dir, {"training.steps": steps_for(args)})
@@ -99,6 +106,7 @@ def train_hfvae(args: argparse.Namespace, seed: int) -> dict:
     return {
         "method": "semi_supervised_hfvae",
         "label_unit": args.label_unit,
+        "supervised_weight": args.supervised_weight,
         "label_fraction": args.label_fraction,
         "labelled_items": labelled,
         "seed": seed,
@@ -169,7 +177,9 @@ def summary(results: Path) -> str:
     rows: dict[str, list[dict]] = {}
     for path in sorted(results.glob("*_seed*.json")):
         record = json.loads(path.read_text())
-        name = record["method"] + (f" ({record['label_unit']} labels)" if "label_unit" in record else "")
+        name = record["method"]
+        if "label_unit" in record:
+            name += f" ({record['label_unit']} labels, classifier weight {record['supervised_weight']:g})"
         rows.setdefault(name, []).append(record)
     lines = ["| method | labelled | seeds | held-out accuracy per seed | mean +- sd | median | images seen |",
              "|---|---|---|---|---|---|---|"]
@@ -195,7 +205,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     results = Path(args.results)
     records = []
     for seed in args.seeds:
-        jobs = [(f"{args.label_unit}_seed{seed}.json", train_hfvae)]
+        jobs = [(f"{run_name(args, seed)}.json", train_hfvae)]
         if args.classifier:
             jobs.insert(0, (f"classifier_seed{seed}.json", train_classifier))
         for name, job in jobs:
@@ -217,6 +227,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-split", default="pooled_train", help="MNIST split trained on")
     parser.add_argument("--label-unit", choices=("item", "batch"), default="item")
     parser.add_argument("--label-fraction", type=float, default=0.1)
+    parser.add_argument("--supervised-weight", type=float, default=0.1,
+                        help="weight of log q(y = label | x) per labelled data point (the reference: 0.1)")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])

@@ -37,7 +37,7 @@ def test_semi_supervised_mnist_smoke_and_resume(example, digits_folder, tmp_path
     assert records[0]["labelled_items"] == 20
     for record in records:
         assert 0.0 <= record["held_out_accuracy"] <= 1.0
-    saved = json.loads((tmp_path / "results" / f"{label_unit}_seed0.json").read_text())
+    saved = json.loads((tmp_path / "results" / f"{label_unit}_w0.1_seed0.json").read_text())
     assert saved["held_out_accuracy"] == model["held_out_accuracy"]
     # A longer run resumes the run directory (from its checkpoint) instead of starting anew.
     longer = example.main(example.make_parser().parse_args(flags + ["--epochs", "3", "--overwrite"]))
@@ -47,10 +47,11 @@ def test_semi_supervised_mnist_smoke_and_resume(example, digits_folder, tmp_path
 
 def test_summary_table(example, tmp_path):
     for seed, accuracy in enumerate([0.9, 0.95, 0.92]):
-        record = {"method": "semi_supervised_hfvae", "label_unit": "item", "labelled_items": 1300, "seed": seed,
+        record = {"method": "semi_supervised_hfvae", "label_unit": "item", "supervised_weight": 1.0,
+                  "labelled_items": 1300, "seed": seed,
                   "steps": 10, "images_seen": 1280, "held_out_accuracy": accuracy}
-        (tmp_path / f"item_seed{seed}.json").write_text(json.dumps(record))
+        (tmp_path / f"item_w1_seed{seed}.json").write_text(json.dumps(record))
     table = example.summary(tmp_path)
     row = table.splitlines()[2]
-    assert row.startswith("| semi_supervised_hfvae (item labels) | 1300 | 0, 1, 2 | 0.9000, 0.9500, 0.9200 |")
+    assert row.startswith("| semi_supervised_hfvae (item labels, classifier weight 1) | 1300 | 0, 1, 2 | 0.9000, 0.9500, 0.9200 |")
     assert f"{np.mean([0.9, 0.95, 0.92]):.4f} +- {np.std([0.9, 0.95, 0.92], ddof=1):.4f} | 0.9200 | 1,280 |" in row
