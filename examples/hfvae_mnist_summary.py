@@ -1,0 +1,191 @@
+# Copyright Contributors to the pyro_hfvae project.
+# SPDX-License-Identifier: Apache-2.0
+"""
+Tables and figures from the result files of ``examples/hfvae_mnist.py --json``, without training.
+
+- ``--runs``: result files of repeated runs of one setting (e.g. five seeds of the HFVAE and the
+  beta-VAE); a table per model of the cluster accuracy (training and held-out digits), the label
+  information, pruned dimensions and identity under traversal, every seed with mean +- sd and median,
+  and the figure of I(label; z_d) per dimension (the paper's Fig. 5, right).
+- ``--sweep``: result files of a sweep over beta and gamma (the paper's Fig. 6); per setting, the
+  mutual information I(x; {z, c}) against the total correlation TC({z, c}) of the code, and the label's
+  information gap between the Concrete and the best continuous dimension, as a table and a figure.
+
+Example::
+
+    python examples/hfvae_mnist_summary.py --runs docs/_static/mnist_unsupervised/*.json \\
+        --sweep docs/_static/mnist_tradeoff/*.json --out-dir docs/_static/mnist_figures
+"""
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from pyro_hfvae.util import atomic_file
+
+#: I(x; z_d) below this many nats counts as pruned (as in docs/examples_results.md).
+PRUNED = 0.1
+
+
+def read(paths: list[str]) -> list[dict]:
+    """The records of ``paths``: per file and model, the model's results with the run's settings."""
+    records = []
+    for path in sorted(paths):
+        record = json.loads(Path(path).read_text())
+        for name, result in record["models"].items():
+            records.append({"name": name, "path": str(path), "settings": record["settings"], **result})
+    return records
+
+
+def mean_sd(values: list[float]) -> str:
+    values = np.asarray(values, dtype=float)
+    sd = values.std(ddof=1) if len(values) > 1 else float("nan")
+    return f"{values.mean():.3f} +- {sd:.3f}"
+
+
+def runs_table(records: list[dict]) -> str:
+    """Per model: every seed's numbers, their mean +- sd (sample sd) and median."""
+    columns = [("cluster_accuracy", "cluster accuracy (train)"),
+               ("held_out_cluster_accuracy", "cluster accuracy (held out)"),
+               ("label_info", "I(label; clusters)"), ("identity_kept", "identity kept")]
+    lines = ["| model | seeds | images seen | " + " | ".join(title for _, title in columns) + " | pruned dims |",
+             "|" + "---|" * (len(columns) + 4)]
+    for name in dict.fromkeys(r["name"] for r in records):
+        rows = sorted((r for r in records if r["name"] == name), key=lambda r: r["settings"]["seed"])
+        cells = []
+        for key, _ in columns:
+            values = [r.get(key) for r in rows]
+            if any(v is None for v in values):
+                cells.append("-")
+                continue
+            cells.append(f"{', '.join(f'{v:.3f}' for v in values)} (mean {mean_sd(values)}, median "
+                         f"{np.median(values):.3f})")
+        pruned = [sum(v < PRUNED for v in r["info_z"]) for r in rows]
+        lines.append(f"| {name} | {', '.join(str(r['settings']['seed']) for r in rows)} | "
+                     f"{rows[0]['images_seen']:,} | " + " | ".join(cells) +
+                     f" | {', '.join(map(str, pruned))} of {len(rows[0]['info_z'])} |")
+    return "\n".join(lines)
+
+
+def setting(record: dict) -> tuple[float, float]:
+    """``(beta, gamma)`` of an HFVAE record."""
+    return record["settings"]["beta"], record["settings"]["gamma"]
+
+
+def sweep_table(records: list[dict]) -> str:
+    """Per (beta, gamma): restarts, I(x; {z, c}), TC({z, c}), the label gap and pruned dimensions, mean +- sd."""
+    lines = ["| beta | gamma | restarts | I(x; {z, c}) | TC({z, c}) | label gap | cluster accuracy | pruned dims |",
+             "|---|---|---|---|---|---|---|---|"]
+    for beta, gamma in sorted({setting(r) for r in records}):
+        rows = [r for r in records if setting(r) == (beta, gamma)]
+        info = [r["decomposition"]["mutual_info"] for r in rows]
+        tc = [total_correlation(r) for r in rows]
+        pruned = [sum(v < PRUNED for v in r["info_z"]) for r in rows]
+        lines.append(f"| {beta:g} | {gamma:g} | {len(rows)} | {mean_sd(info)} | {mean_sd(tc)} | "
+                     f"{mean_sd([r['label_gap'] for r in rows])} | {mean_sd([r['cluster_accuracy'] for r in rows])} "
+                     f"| {mean_sd(pruned)} |")
+    return "\n".join(lines)
+
+
+def total_correlation(record: dict) -> float:
+    """TC({z, c}) of the code: the TC between the groups plus the TC within them (nats)."""
+    return record["decomposition"]["tc_between"] + record["decomposition"]["tc_within"]
+
+
+def plot_sweep(records: list[dict], path: Path) -> None:
+    """Left: I(x; {z, c}) against TC({z, c}) for gamma = beta; right: the label gap against beta at gamma = 3."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.8))
+    diagonal = sorted({b for b, g in map(setting, records) if b == g})
+    colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(diagonal), 1)))
+    for colour, value in zip(colours, diagonal):
+        rows = [r for r in records if setting(r) == (value, value)]
+        left.scatter([total_correlation(r) for r in rows], [r["decomposition"]["mutual_info"] for r in rows],
+                     color=colour, label=f"beta = gamma = {value:g}")
+    left.set_xlabel("TC({z, c}) [nats]")
+    left.set_ylabel("I(x; {z, c}) [nats]")
+    if diagonal:
+        left.legend(fontsize=8)
+    betas = sorted({b for b, g in map(setting, records) if g == 3})
+    for beta in betas:
+        gaps = [r["label_gap"] for r in records if setting(r) == (beta, 3)]
+        right.scatter([beta] * len(gaps), gaps, color="C0", alpha=0.6)
+        right.errorbar(beta, np.mean(gaps), yerr=np.std(gaps, ddof=1) if len(gaps) > 1 else 0, fmt="_", color="k",
+                       capsize=4)
+    right.set_xscale("log")
+    right.set_xticks(betas)
+    right.set_xticklabels([f"{b:g}" for b in betas])
+    right.axhline(0, color="grey", lw=0.5)
+    right.set_xlabel("beta (gamma = 3)")
+    right.set_ylabel("label gap: (I(label; c) - max_d I(label; z_d)) / log 10")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_label_information(records: list[dict], path: Path) -> None:
+    """I(label; z_d) per continuous dimension (sorted) of each model's first seed, with the Concrete's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["name"] for r in records))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        record = min((r for r in records if r["name"] == name), key=lambda r: r["settings"]["seed"])
+        values = np.sort(record["label_info_z"])[::-1]
+        ax.bar(np.arange(len(values)), values, color="C0", label="z_d")
+        if record.get("label_gap") is not None:
+            ax.bar([len(values)], [record["label_info"]], color="C3", label="Concrete c (argmax)")
+        ax.set_ylim(0, np.log(10))
+        ax.set_xlabel("latent, sorted")
+        ax.set_ylabel("I(label; .) [nats]")
+        ax.set_title(f"{re.sub(r' [(].*', '', name)}, seed {record['settings']['seed']}", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as file:
+        fig.savefig(file, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main(args: argparse.Namespace) -> str:
+    parts = []
+    out_dir = None if args.out_dir is None else Path(args.out_dir)
+    if args.runs:
+        records = read(args.runs)
+        parts.append(runs_table(records))
+        if out_dir is not None:
+            plot_label_information(records, out_dir / "label_information.png")
+    if args.sweep:
+        records = [r for r in read(args.sweep) if r["kind"] == "hfvae"]
+        parts.append(sweep_table(records))
+        if out_dir is not None:
+            plot_sweep(records, out_dir / "tradeoff.png")
+    text = "\n\n".join(parts)
+    print(text)
+    return text
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", nargs="*", default=[], help="result files of repeated runs of one setting")
+    parser.add_argument("--sweep", nargs="*", default=[], help="result files of a sweep over beta and gamma")
+    parser.add_argument("--out-dir", default=None, help="where to write the figures")
+    return parser
+
+
+if __name__ == "__main__":
+    main(make_parser().parse_args())

@@ -1,0 +1,36 @@
+"""examples/hfvae_mnist_summary.py: tables and figures from result files of examples/hfvae_mnist.py."""
+import json
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def example(load_example):
+    return load_example("hfvae_mnist_summary")
+
+
+def _result(seed, beta, gamma, accuracy, info, tc_between, tc_within, gap):
+    hfvae = {"kind": "hfvae", "cluster_accuracy": accuracy, "held_out_cluster_accuracy": accuracy - 0.01,
+             "label_info": 1.0, "identity_kept": 0.5, "label_gap": gap, "images_seen": 1280,
+             "info_z": [0.05, 1.0, 2.0], "label_info_z": [0.1, 0.2, 0.3],
+             "decomposition": {"mutual_info": info, "tc_between": tc_between, "tc_within": tc_within}}
+    return {"settings": {"seed": seed, "beta": beta, "gamma": gamma}, "models": {f"HFVAE (beta={beta:g})": hfvae}}
+
+
+def test_tables_and_figures(example, tmp_path):
+    paths = []
+    for seed, (beta, accuracy, info, gap) in enumerate([(2, 0.4, 6.0, 0.1), (2, 0.6, 7.0, 0.3), (3, 0.5, 5.0, 0.2)]):
+        path = tmp_path / f"run{seed}.json"
+        path.write_text(json.dumps(_result(seed, beta, beta if beta == 2 else 3, accuracy, info, 1.0, 0.5, gap)))
+        paths.append(str(path))
+    args = example.make_parser().parse_args(["--runs", *paths[:2], "--sweep", *paths, "--out-dir", str(tmp_path)])
+    text = example.main(args)
+    runs, sweep = text.split("\n\n")
+    row = runs.splitlines()[2]
+    assert f"0.400, 0.600 (mean {np.mean([0.4, 0.6]):.3f} +- {np.std([0.4, 0.6], ddof=1):.3f}, median 0.500)" in row
+    assert row.endswith("| 1, 1 of 3 |")  # one dimension below 0.1 nats in each run
+    beta2 = sweep.splitlines()[2]
+    assert beta2.startswith("| 2 | 2 | 2 | 6.500 +- 0.707 | 1.500 +- 0.000 | 0.200 +- 0.141 |")
+    for name in ("tradeoff.png", "label_information.png"):
+        assert (tmp_path / name).stat().st_size > 0
