@@ -185,7 +185,7 @@ def traversal(vae: ConvHFVAE, codes: dict[str, torch.Tensor], dim: int, values: 
 def label_gap(label_info_y: float, label_info_z: list[float], num_classes: int = 10) -> float:
     """
     The mutual-information gap of the label between the Concrete and the continuous latents:
-    :math:`(I(\text{label}; y) - \max_d I(\text{label}; z_d)) / \log K` (the paper's Fig. 6,
+    :math:`(I(\text{label}; y) - \\max_d I(\text{label}; z_d)) / \\log K` (the paper's Fig. 6,
     right, measures this gap between the Concrete and its best continuous rival).
     """
     return (label_info_y - max(label_info_z)) / math.log(num_classes)

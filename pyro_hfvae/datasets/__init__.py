@@ -6,7 +6,7 @@ from .ground_truth_dataset import GroundTruthDataset, as_random_state
 from .idx import read_idx
 from .image_folder import ImageFolder
 from .labelled_dataset import LabelledDataset
-from .mnist import MNIST
+from .mnist import MNIST, POOLED_HELD_OUT_SIZE
 from .observation_dataset import ObservationDataset
 from .shapes3d import Shapes3D
 
@@ -20,6 +20,7 @@ __all__ = [
     "LabelledDataset",
     "MNIST",
     "ObservationDataset",
+    "POOLED_HELD_OUT_SIZE",
     "Shapes3D",
     "as_random_state",
     "default_cache_dir",

@@ -77,7 +77,8 @@ class MNIST(_LabelledImages):
         if split not in splits:
             raise ValueError(f"expected split {' or '.join(map(repr, splits))} but got {split!r}")
         root = Path(root).expanduser()
-        images, labels, image_path, label_path = self._read_files(root, split if split in self._file_prefixes else "test")
+        file_split = split if split in self._file_prefixes else "test"  # the pooled digits start from the test files
+        images, labels, image_path, label_path = self._read_files(root, file_split)
         if split in self._pooled_splits:
             images, labels = _pooled_part(images, labels, held_out=split == "pooled_held_out")
         self.split = split

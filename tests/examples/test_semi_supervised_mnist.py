@@ -53,5 +53,6 @@ def test_summary_table(example, tmp_path):
         (tmp_path / f"item_w1_seed{seed}.json").write_text(json.dumps(record))
     table = example.summary(tmp_path)
     row = table.splitlines()[2]
-    assert row.startswith("| semi_supervised_hfvae (item labels, classifier weight 1) | 1300 | 0, 1, 2 | 0.9000, 0.9500, 0.9200 |")
+    assert row.startswith("| semi_supervised_hfvae (item labels, classifier weight 1) | 1300 | 0, 1, 2 "
+                          "| 0.9000, 0.9500, 0.9200 |")
     assert f"{np.mean([0.9, 0.95, 0.92]):.4f} +- {np.std([0.9, 0.95, 0.92], ddof=1):.4f} | 0.9200 | 1,280 |" in row
