@@ -60,7 +60,7 @@ def run_config(args: argparse.Namespace, seed: int) -> dict:
     config = load_config("hfvae_mnist_ss")
     config["data"].update(root=str(Path(args.data).expanduser()), split=args.train_split)
     config["model"].update(label_fraction=args.label_fraction, label_unit=args.label_unit)
-    config["objective"]["supervised_weight"] = args.supervised_weight
+    config["objective"].update(supervised_weight=args.supervised_weight, concrete_scoring=args.concrete_scoring)
     config["training"].update(seed=seed, batch_size=args.batch_size, steps=steps_for(args),
                               num_threads=args.threads, checkpoint_every=args.checkpoint_every)
     config["evaluation"]["preset"] = "none"
@@ -68,8 +68,9 @@ def run_config(args: argparse.Namespace, seed: int) -> dict:
 
 
 def run_name(args: argparse.Namespace, seed: int) -> str:
-    """The name of a run's directory and result file, e.g. ``item_w0.1_seed0``."""
-    return f"{args.label_unit}_w{args.supervised_weight:g}_seed{seed}"
+    """The name of a run's directory and result file, e.g. ``item_w0.1_seed0`` or ``item_w0.1_argmax_seed0``."""
+    scoring = "" if args.concrete_scoring == "relaxed" else f"_{args.concrete_scoring}"
+    return f"{args.label_unit}_w{args.supervised_weight:g}{scoring}_seed{seed}"
 
 
 def steps_for(args: argparse.Namespace) -> int:
@@ -107,6 +108,7 @@ def train_hfvae(args: argparse.Namespace, seed: int) -> dict:
         "method": "semi_supervised_hfvae",
         "label_unit": args.label_unit,
         "supervised_weight": args.supervised_weight,
+        "concrete_scoring": args.concrete_scoring,
         "label_fraction": args.label_fraction,
         "labelled_items": labelled,
         "seed": seed,
@@ -179,7 +181,8 @@ def summary(results: Path) -> str:
         record = json.loads(path.read_text())
         name = record["method"]
         if "label_unit" in record:
-            name += f" ({record['label_unit']} labels, classifier weight {record['supervised_weight']:g})"
+            name += (f" ({record['label_unit']} labels, classifier weight {record['supervised_weight']:g}, "
+                     f"{record.get('concrete_scoring', 'relaxed')} Concrete scoring)")
         rows.setdefault(name, []).append(record)
     lines = ["| method | labelled | seeds | held-out accuracy per seed | mean +- sd | median | images seen |",
              "|---|---|---|---|---|---|---|"]
@@ -229,6 +232,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-fraction", type=float, default=0.1)
     parser.add_argument("--supervised-weight", type=float, default=0.1,
                         help="weight of log q(y = label | x) per labelled data point (the reference: 0.1)")
+    parser.add_argument("--concrete-scoring", choices=("relaxed", "argmax"), default="relaxed",
+                        help="how HFVAELoss scores the Concrete (the reference, probtorch: argmax)")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])

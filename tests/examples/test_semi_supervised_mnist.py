@@ -18,10 +18,11 @@ def digits_folder(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("label_unit", ["item", "batch"])
-def test_semi_supervised_mnist_smoke_and_resume(example, digits_folder, tmp_path, label_unit):
+@pytest.mark.parametrize("label_unit,scoring", [("item", "relaxed"), ("batch", "argmax")])
+def test_semi_supervised_mnist_smoke_and_resume(example, digits_folder, tmp_path, label_unit, scoring):
     flags = ["--data", str(digits_folder), "--epochs", "2", "--batch-size", "32", "--seeds", "0",
-             "--label-unit", label_unit, "--runs-dir", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+             "--label-unit", label_unit, "--concrete-scoring", scoring, "--runs-dir", str(tmp_path / "runs"),
+             "--results", str(tmp_path / "results")]
     records = example.main(example.make_parser().parse_args(flags + ["--classifier"]))
     assert [r["method"] for r in records] == ["labelled_only_classifier", "semi_supervised_hfvae"]
     model = records[1]
@@ -30,7 +31,9 @@ def test_semi_supervised_mnist_smoke_and_resume(example, digits_folder, tmp_path
     assert records[0]["labelled_items"] == 20
     for record in records:
         assert 0.0 <= record["held_out_accuracy"] <= 1.0
-    saved = json.loads((tmp_path / "results" / f"{label_unit}_w0.1_seed0.json").read_text())
+    suffix = "_argmax" if scoring == "argmax" else ""
+    saved = json.loads((tmp_path / "results" / f"{label_unit}_w0.1{suffix}_seed0.json").read_text())
+    assert saved["concrete_scoring"] == scoring
     assert saved["held_out_accuracy"] == model["held_out_accuracy"]
     # A longer run resumes the run directory (from its checkpoint) instead of starting anew.
     longer = example.main(example.make_parser().parse_args(flags + ["--epochs", "3", "--overwrite"]))
@@ -46,6 +49,7 @@ def test_summary_table(example, tmp_path):
         (tmp_path / f"item_w1_seed{seed}.json").write_text(json.dumps(record))
     table = example.summary(tmp_path)
     row = table.splitlines()[2]
-    assert row.startswith("| semi_supervised_hfvae (item labels, classifier weight 1) | 1300 | 0, 1, 2 "
+    assert row.startswith("| semi_supervised_hfvae (item labels, classifier weight 1, relaxed Concrete scoring) | 1300 "
+                          "| 0, 1, 2 "
                           "| 0.9000, 0.9500, 0.9200 |")
     assert f"{np.mean([0.9, 0.95, 0.92]):.4f} +- {np.std([0.9, 0.95, 0.92], ddof=1):.4f} | 0.9200 | 1,280 |" in row
