@@ -14,7 +14,7 @@ def _result(seed, beta, gamma, accuracy, info, tc_between, tc_within, gap):
     hfvae = {"kind": "hfvae", "cluster_accuracy": accuracy, "held_out_cluster_accuracy": accuracy - 0.01,
              "label_info": 1.0, "identity_kept": 0.5, "label_gap": gap, "images_seen": 1280,
              "info_z": [0.05, 1.0, 2.0], "label_info_z": [0.1, 0.2, 0.3],
-             "decomposition": {"mutual_info": info, "tc_between": tc_between, "tc_within": tc_within}}
+             "decomposition": {"mutual_info": info, "tc_between": tc_between, "tc_within": tc_within, "elbo": -100.0}}
     return {"settings": {"seed": seed, "beta": beta, "gamma": gamma}, "models": {f"HFVAE (beta={beta:g})": hfvae}}
 
 
@@ -34,3 +34,12 @@ def test_tables_and_figures(example, tmp_path):
     assert beta2.startswith("| 2 | 2 | 2 | 6.500 +- 0.707 | 1.500 +- 0.000 | 0.200 +- 0.141 |")
     for name in ("tradeoff.png", "label_information.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_screen_table_names_the_changed_settings(example, tmp_path):
+    record = _result(0, 16.0, 3.0, 0.4, 6.0, 0.0, 0.0, 0.1)
+    record["settings"].update(concrete_scoring="relaxed", style_dim=10, temperature=0.66, lr=1e-3)
+    path = tmp_path / "relaxed.json"
+    path.write_text(json.dumps(record))
+    row = example.main(example.make_parser().parse_args(["--screen", str(path)])).splitlines()[2]
+    assert row.startswith("| HFVAE relaxed | concrete_scoring=relaxed | 0.400 | 0.390 | 1.000 | - | 1 of 3 |")
