@@ -11,8 +11,7 @@ from sklearn.metrics import mutual_info_score
 
 from pyro_hfvae import HITLoss
 
-TINY = ["--num-data", "200", "--steps", "3", "--batch-size", "50", "--hidden-dim", "32", "--info-samples", "50",
-        "--traversal-digits", "1", "--traversal-steps", "3", "--threads", "1"]
+TINY = ["--preset", "smoke"]
 
 
 @pytest.fixture
@@ -79,7 +78,7 @@ def _check_results(results):
 
 
 def test_main_falls_back_to_scikit_learn_digits(example, tmp_path, caplog):
-    args = example.make_parser().parse_args(["--data", str(tmp_path / "absent"), "--out-dir", str(tmp_path)] + TINY)
+    args = example.parse_args(["--data", str(tmp_path / "absent"), "--out-dir", str(tmp_path)] + TINY)
     results = example.main(args)
     assert "scikit-learn" in caplog.text
     _check_results(results)
@@ -88,7 +87,7 @@ def test_main_falls_back_to_scikit_learn_digits(example, tmp_path, caplog):
 
 
 def test_main_on_mnist(example, shared_data):
-    args = example.make_parser().parse_args(["--data", str(shared_data / "mnist")] + TINY)
+    args = example.parse_args(["--data", str(shared_data / "mnist")] + TINY)
     results = example.main(args)
     _check_results(results)
     assert next(iter(results.values()))["figure_frames"].shape == (10, 3, 1, 28, 28)
@@ -101,12 +100,18 @@ def test_label_gap_is_the_normalised_difference(example):
 
 def test_main_held_out_and_json(example, tmp_path):
     path = tmp_path / "results.json"
-    flags = TINY[:2] + TINY[4:] + ["--epochs", "1", "--data", str(tmp_path / "absent"), "--held-out-split", "test",
-                                   "--models", "hfvae", "--json", str(path)]
-    results = example.main(example.make_parser().parse_args(flags))
+    flags = TINY + ["--epochs", "1", "--data", str(tmp_path / "absent"), "--held-out-split", "test",
+                    "--models", "hfvae", "--json", str(path)]
+    results = example.main(example.parse_args(flags))
     (name, result), = results.items()
     assert result["steps"] == 200 // 50 and result["images_seen"] == 200
     saved = json.loads(path.read_text())["models"][name]
     assert "figure_frames" not in saved and saved["cluster_accuracy"] == result["cluster_accuracy"]
     assert 0.0 <= saved["held_out_cluster_accuracy"] <= 1.0
     assert saved["label_gap"] == pytest.approx(example.label_gap(result["label_info"], result["label_info_z"]))
+
+
+def test_presets_yield_to_explicit_flags(example):
+    args = example.parse_args(["--preset", "paper", "--epochs", "7"])
+    assert (args.split, args.held_out_split, args.epochs) == ("pooled_train", "pooled_held_out", 7)
+    assert example.parse_args([]).epochs is None and example.parse_args(["--preset", "paper"]).epochs == 100

@@ -20,10 +20,10 @@ def digits_folder(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("label_unit,scoring", [("item", "relaxed"), ("batch", "argmax")])
 def test_semi_supervised_mnist_smoke_and_resume(example, digits_folder, tmp_path, label_unit, scoring):
-    flags = ["--data", str(digits_folder), "--epochs", "2", "--batch-size", "32", "--seeds", "0",
+    flags = ["--preset", "smoke", "--data", str(digits_folder), "--epochs", "2",
              "--label-unit", label_unit, "--concrete-scoring", scoring, "--runs-dir", str(tmp_path / "runs"),
              "--results", str(tmp_path / "results")]
-    records = example.main(example.make_parser().parse_args(flags + ["--classifier"]))
+    records = example.main(example.parse_args(flags + ["--classifier"]))
     assert [r["method"] for r in records] == ["labelled_only_classifier", "semi_supervised_hfvae"]
     model = records[1]
     assert model["steps"] == 2 * (200 // 32) and model["num_train"] == 200 and model["num_held_out"] == 2000
@@ -36,7 +36,7 @@ def test_semi_supervised_mnist_smoke_and_resume(example, digits_folder, tmp_path
     assert saved["concrete_scoring"] == scoring
     assert saved["held_out_accuracy"] == model["held_out_accuracy"]
     # A longer run resumes the run directory (from its checkpoint) instead of starting anew.
-    longer = example.main(example.make_parser().parse_args(flags + ["--epochs", "3", "--overwrite"]))
+    longer = example.main(example.parse_args(flags + ["--epochs", "3", "--overwrite"]))
     assert longer[0]["steps"] == 3 * (200 // 32)
     assert longer[0]["seconds_this_session"] < longer[0]["train_seconds"]
 
@@ -53,3 +53,9 @@ def test_summary_table(example, tmp_path):
                           "| 0, 1, 2 "
                           "| 0.9000, 0.9500, 0.9200 |")
     assert f"{np.mean([0.9, 0.95, 0.92]):.4f} +- {np.std([0.9, 0.95, 0.92], ddof=1):.4f} | 0.9200 | 1,280 |" in row
+
+
+def test_paper_preset(example):
+    args = example.parse_args(["--preset", "paper", "--seeds", "3"])
+    assert (args.epochs, args.supervised_weight, args.concrete_scoring, args.label_unit) == (200, 0.1, "argmax", "item")
+    assert args.seeds == [3] and args.classifier
