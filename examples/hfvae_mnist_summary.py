@@ -142,7 +142,8 @@ def plot_sweep(records: list[dict], path: Path) -> None:
     right.set_xticklabels([f"{b:g}" for b in betas])
     right.axhline(0, color="grey", lw=0.5)
     right.set_xlabel("beta (gamma = 3)")
-    right.set_ylabel("label gap: (I(label; c) - max_d I(label; z_d)) / log 10")
+    right.set_ylabel("label gap of c over the best z_d")
+    right.set_title("(I(label; c) - max_d I(label; z_d)) / log 10", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 
