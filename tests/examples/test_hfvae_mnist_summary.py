@@ -26,7 +26,8 @@ def test_tables_and_figures(example, tmp_path):
         paths.append(str(path))
     args = example.make_parser().parse_args(["--runs", *paths[:2], "--sweep", *paths, "--out-dir", str(tmp_path)])
     text = example.main(args)
-    runs, sweep = text.split("\n\n")
+    runs, best, sweep = text.split("\n\n")
+    assert best.splitlines()[2] == "| HFVAE (beta=2) | 0 | -100.0 | 0.400 | 0.390 |"  # ties: the first seed
     row = runs.splitlines()[2]
     assert f"0.400, 0.600 (mean {np.mean([0.4, 0.6]):.3f} +- {np.std([0.4, 0.6], ddof=1):.3f}, median 0.500)" in row
     assert row.endswith("| 1, 1 of 3 |")  # one dimension below 0.1 nats in each run
