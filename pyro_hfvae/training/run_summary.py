@@ -139,7 +139,8 @@ def _blocks(run_dir: Path) -> list[tuple]:
             listing = ", ".join(f"{k} ({format_number(v, 3)} nats)" for k, v in collapsed.items())
             which = "this group" if len(collapsed) == 1 else "these groups"
             blocks.append(("p", f"**Collapsed:** {listing}: less than {PRUNED_NATS} nats each, so the posterior of "
-                                f"{which} hardly depends on the input and the model does not use it."))
+                                f"{which} hardly depends on the input and the model does not use it. "
+                                + _collapse_hint(objective)))
         rows = [[f"group {k}", format_number(v, 2)] for k, v in information["groups"].items()]
         rows += [[f"site {k}", format_number(v, 2)] for k, v in information["sites"].items()]
         rows.append(["all latents", format_number(information["total"], 2)])
@@ -156,6 +157,16 @@ def _blocks(run_dir: Path) -> list[tuple]:
                            f"pyro-hfvae evaluate {run_dir} --preset full   # disentanglement_lib protocol\n"
                            f"pyro-hfvae plot {run_dir}                     # redraw the figures"))
     return blocks
+
+
+def _collapse_hint(objective: dict) -> str:
+    """What to change when a group collapsed, for the run's objective."""
+    if objective["name"] == "hfvae" and objective.get("concrete_scoring") == "relaxed":
+        return ("If it holds a Concrete: scored with its relaxed density, a confident class costs tens of nats of "
+                "dimension-wise KL, so the model keeps it uniform; `--set 'objective.concrete_scoring=\"argmax\"'` "
+                "scores it by its argmax (the default run's setting), which kept the class group in use "
+                "(docs/mnist_results.md). Otherwise lower the weights of its terms (beta, gamma) or train longer.")
+    return "Lower the weights of its terms (beta, gamma; a per-site beta for HIT) or train longer."
 
 
 def _hold_out_blocks(hold_out: dict | None, spec: Any) -> list[tuple]:

@@ -63,3 +63,20 @@ def test_summary_flags_collapsed_groups(run_dir, groups, flagged):
 def test_summary_needs_a_run_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="expected a run directory with config.toml"):
         write_summary(tmp_path)
+
+
+@pytest.mark.parametrize("scoring, hint", [
+    ("relaxed", 'If it holds a Concrete: scored with its relaxed density, a confident class costs tens of nats of '
+                "dimension-wise KL, so the model keeps it uniform; `--set 'objective.concrete_scoring=\"argmax\"'`"),
+    ("argmax", "Lower the weights of its terms (beta, gamma; a per-site beta for HIT) or train longer."),
+])
+def test_collapse_says_what_to_change(tmp_path, scoring, hint):
+    config = resolve_config(None, {"training.steps": 10, "objective.concrete_scoring": scoring})
+    (tmp_path / "config.toml").write_text(dumps_config(config))
+    (tmp_path / "log.jsonl").write_text(json.dumps({"step": 10, "loss": 1.0}) + "\n")
+    evaluation = {"step": 10, "preset": "none", "seconds": 1.0, "metrics": {},
+                  "information": {"total": 3.0, "groups": {"class": 0.01, "style": 3.0}, "sites": {"y": 0.01, "z": 3.0},
+                                  "variables": {"y": [0.01], "z": [3.0]}, "num_data": 100}}
+    (tmp_path / "metrics.json").write_text(json.dumps(evaluation))
+    text = write_summary(tmp_path, write_html=False).read_text()
+    assert hint in text
