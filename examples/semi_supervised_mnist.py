@@ -26,7 +26,7 @@ Two labelling protocols (``--label-unit``):
 
 A run's results go to ``<results>/<label_unit>_w<supervised_weight>_seed<seed>.json`` (and
 ``classifier_seed<seed>.json``); rerunning resumes unfinished runs from their checkpoints and
-skips finished ones. The full protocol (about 10 minutes per seed on one CPU thread)::
+skips finished ones. The full protocol (about 11 minutes per seed on one idle CPU thread)::
 
     python examples/semi_supervised_mnist.py --preset paper     # item labels, the reference's settings
     python examples/semi_supervised_mnist.py --label-unit item --seeds 0 1 2 3 4 --classifier
