@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
+from _presets import add_preset_flag, parse_with_preset  # examples/_presets.py
 from pyro.infer import SVI
 from pyro.optim import Adam
 from scipy.optimize import linear_sum_assignment
@@ -369,19 +370,10 @@ PRESETS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line's settings: ``--preset``'s, then the flags given."""
-    parser = make_parser()
-    preset = parser.parse_known_args(argv)[0].preset
-    parser.set_defaults(**PRESETS.get(preset, {}))
-    return parser.parse_args(argv)
-
-
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="settings of PRESETS (flags given explicitly take precedence)")
+    add_preset_flag(parser, PRESETS)
     parser.add_argument("--data", default=str(DEFAULT_DATA),
                         help="folder with the MNIST IDX files (scikit-learn's 8x8 digits if absent)")
     parser.add_argument("--split", choices=("train", "test", "pooled_train"), default="test",
@@ -416,4 +408,4 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    main(parse_with_preset(make_parser(), PRESETS))

@@ -44,6 +44,7 @@ import numpy as np
 import pyro
 import torch
 import torch.nn.functional as F
+from _presets import add_preset_flag, parse_with_preset  # examples/_presets.py
 
 from pyro_hfvae.datasets import MNIST
 from pyro_hfvae.models.semi_supervised import SemiSupervisedHFVAE
@@ -234,19 +235,10 @@ PRESETS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line's settings: ``--preset``'s, then the flags given."""
-    parser = make_parser()
-    preset = parser.parse_known_args(argv)[0].preset
-    parser.set_defaults(**PRESETS.get(preset, {}))
-    return parser.parse_args(argv)
-
-
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="settings of PRESETS (flags given explicitly take precedence)")
+    add_preset_flag(parser, PRESETS)
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with MNIST's t10k IDX files")
     parser.add_argument("--train-split", default="pooled_train", help="MNIST split trained on")
     parser.add_argument("--label-unit", choices=("item", "batch"), default="item")
@@ -270,4 +262,4 @@ def make_parser() -> argparse.ArgumentParser:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    main(parse_args())
+    main(parse_with_preset(make_parser(), PRESETS))

@@ -7,8 +7,12 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture
-def load_example():
-    """Imports ``examples/<name>.py`` as a module (the examples folder is not a package)."""
+def load_example(monkeypatch):
+    """
+    Imports ``examples/<name>.py`` as a module (the examples folder is not a package; it is put on
+    ``sys.path``, as running a script there does, for the scripts' shared ``_presets``).
+    """
+    monkeypatch.syspath_prepend(str(EXAMPLES))
 
     def load(name: str):
         spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")

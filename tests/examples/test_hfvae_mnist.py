@@ -14,6 +14,11 @@ from pyro_hfvae import HITLoss
 TINY = ["--preset", "smoke"]
 
 
+def parse(example, argv):
+    """The script's settings for ``argv``, its ``--preset`` applied."""
+    return example.parse_with_preset(example.make_parser(), example.PRESETS, argv)
+
+
 @pytest.fixture
 def example(load_example):
     return load_example("hfvae_mnist")
@@ -78,7 +83,7 @@ def _check_results(results):
 
 
 def test_main_falls_back_to_scikit_learn_digits(example, tmp_path, caplog):
-    args = example.parse_args(["--data", str(tmp_path / "absent"), "--out-dir", str(tmp_path)] + TINY)
+    args = parse(example, ["--data", str(tmp_path / "absent"), "--out-dir", str(tmp_path)] + TINY)
     results = example.main(args)
     assert "scikit-learn" in caplog.text
     _check_results(results)
@@ -87,7 +92,7 @@ def test_main_falls_back_to_scikit_learn_digits(example, tmp_path, caplog):
 
 
 def test_main_on_mnist(example, shared_data):
-    args = example.parse_args(["--data", str(shared_data / "mnist")] + TINY)
+    args = parse(example, ["--data", str(shared_data / "mnist")] + TINY)
     results = example.main(args)
     _check_results(results)
     assert next(iter(results.values()))["figure_frames"].shape == (10, 3, 1, 28, 28)
@@ -102,7 +107,7 @@ def test_main_held_out_and_json(example, tmp_path):
     path = tmp_path / "results.json"
     flags = TINY + ["--epochs", "1", "--data", str(tmp_path / "absent"), "--held-out-split", "test",
                     "--models", "hfvae", "--json", str(path)]
-    results = example.main(example.parse_args(flags))
+    results = example.main(parse(example, flags))
     (name, result), = results.items()
     assert result["steps"] == 200 // 50 and result["images_seen"] == 200
     saved = json.loads(path.read_text())["models"][name]
@@ -112,6 +117,6 @@ def test_main_held_out_and_json(example, tmp_path):
 
 
 def test_presets_yield_to_explicit_flags(example):
-    args = example.parse_args(["--preset", "paper", "--epochs", "7"])
+    args = parse(example, ["--preset", "paper", "--epochs", "7"])
     assert (args.split, args.held_out_split, args.epochs) == ("pooled_train", "pooled_held_out", 7)
-    assert example.parse_args([]).epochs is None and example.parse_args(["--preset", "paper"]).epochs == 100
+    assert parse(example, []).epochs is None and parse(example, ["--preset", "paper"]).epochs == 100

@@ -7,6 +7,11 @@ import pytest
 from tests.datasets.conftest import write_pooled_mnist
 
 
+def parse(example, argv):
+    """The script's settings for ``argv``, its ``--preset`` applied."""
+    return example.parse_with_preset(example.make_parser(), example.PRESETS, argv)
+
+
 @pytest.fixture
 def example(load_example):
     return load_example("semi_supervised_mnist")
@@ -23,7 +28,7 @@ def test_semi_supervised_mnist_smoke_and_resume(example, digits_folder, tmp_path
     flags = ["--preset", "smoke", "--data", str(digits_folder), "--epochs", "2",
              "--label-unit", label_unit, "--concrete-scoring", scoring, "--runs-dir", str(tmp_path / "runs"),
              "--results", str(tmp_path / "results")]
-    records = example.main(example.parse_args(flags + ["--classifier"]))
+    records = example.main(parse(example, flags + ["--classifier"]))
     assert [r["method"] for r in records] == ["labelled_only_classifier", "semi_supervised_hfvae"]
     model = records[1]
     assert model["steps"] == 2 * (200 // 32) and model["num_train"] == 200 and model["num_held_out"] == 2000
@@ -36,7 +41,7 @@ def test_semi_supervised_mnist_smoke_and_resume(example, digits_folder, tmp_path
     assert saved["concrete_scoring"] == scoring
     assert saved["held_out_accuracy"] == model["held_out_accuracy"]
     # A longer run resumes the run directory (from its checkpoint) instead of starting anew.
-    longer = example.main(example.parse_args(flags + ["--epochs", "3", "--overwrite"]))
+    longer = example.main(parse(example, flags + ["--epochs", "3", "--overwrite"]))
     assert longer[0]["steps"] == 3 * (200 // 32)
     assert longer[0]["seconds_this_session"] < longer[0]["train_seconds"]
 
@@ -56,6 +61,6 @@ def test_summary_table(example, tmp_path):
 
 
 def test_paper_preset(example):
-    args = example.parse_args(["--preset", "paper", "--seeds", "3"])
+    args = parse(example, ["--preset", "paper", "--seeds", "3"])
     assert (args.epochs, args.supervised_weight, args.concrete_scoring, args.label_unit) == (200, 0.1, "argmax", "item")
     assert args.seeds == [3] and args.classifier
