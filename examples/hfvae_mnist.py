@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
-from _presets import add_preset_flag, parse_with_preset  # examples/_presets.py
+from _flags import add_preset_flag, parse_with_preset  # examples/_flags.py
 from pyro.infer import SVI
 from pyro.optim import Adam
 from scipy.optimize import linear_sum_assignment

@@ -44,7 +44,7 @@ import numpy as np
 import pyro
 import torch
 import torch.nn.functional as F
-from _presets import add_preset_flag, parse_with_preset  # examples/_presets.py
+from _flags import add_preset_flag, add_result_flags, parse_with_preset  # examples/_flags.py
 
 from pyro_hfvae.datasets import MNIST
 from pyro_hfvae.models.semi_supervised import SemiSupervisedHFVAE
@@ -239,6 +239,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_preset_flag(parser, PRESETS)
+    add_result_flags(parser, "docs/_static/semi_supervised_mnist")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with MNIST's t10k IDX files")
     parser.add_argument("--train-split", default="pooled_train", help="MNIST split trained on")
     parser.add_argument("--label-unit", choices=("item", "batch"), default="item")
@@ -252,11 +253,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--classifier", action="store_true", help="also train the labelled-only classifier")
     parser.add_argument("--runs-dir", default="runs/semi_supervised_mnist", help="the run directories")
-    parser.add_argument("--results", default="docs/_static/semi_supervised_mnist", help="the result JSON files")
     parser.add_argument("--checkpoint-every", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--overwrite", action="store_true", help="recompute results that exist")
-    parser.add_argument("--summary", action="store_true", help="only print the table of the results in --results")
     return parser
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _presets import add_preset_flag, parse_with_preset  # examples/_presets.py
+from _flags import add_preset_flag, add_result_flags, parse_with_preset  # examples/_flags.py
 
 from pyro_hfvae.training import Trainer
 from pyro_hfvae.training.config import resolve_config
@@ -169,6 +169,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_preset_flag(parser, PRESETS)
+    add_result_flags(parser, "docs/_static/unseen_combinations")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=2000, help="training steps per run (the default run's)")
@@ -177,10 +178,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden-dim", type=int, default=256, help="width of the MLP networks")
     parser.add_argument("--items", type=int, default=2000, help="items scored per set (left-out, neighbours)")
     parser.add_argument("--runs-dir", default="runs/unseen_combinations", help="the run directories")
-    parser.add_argument("--results", default="docs/_static/unseen_combinations", help="the result files")
     parser.add_argument("--figure", action="store_true", help="draw the reconstructions of seed 0")
-    parser.add_argument("--overwrite", action="store_true", help="recompute results that exist")
-    parser.add_argument("--summary", action="store_true", help="only print the table of the results")
     return parser
 
 

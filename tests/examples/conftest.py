@@ -10,7 +10,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 def load_example(monkeypatch):
     """
     Imports ``examples/<name>.py`` as a module (the examples folder is not a package; it is put on
-    ``sys.path``, as running a script there does, for the scripts' shared ``_presets``).
+    ``sys.path``, as running a script there does, for the scripts' shared ``_flags``).
     """
     monkeypatch.syspath_prepend(str(EXAMPLES))
 

@@ -1,6 +1,9 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
-"""``--preset`` for the example scripts: named sets of flag defaults that explicit flags override."""
+"""
+Flags the experiment scripts share: ``--preset`` (named sets of flag defaults that explicit flags
+override) and the result-file flags ``--results``, ``--overwrite`` and ``--summary``.
+"""
 import argparse
 from collections.abc import Mapping, Sequence
 
@@ -29,3 +32,10 @@ def parse_with_preset(parser: argparse.ArgumentParser, presets: Mapping[str, Map
     preset = parser.parse_known_args(argv)[0].preset
     parser.set_defaults(**presets.get(preset, {}))
     return parser.parse_args(argv)
+
+
+def add_result_flags(parser: argparse.ArgumentParser, results: str) -> None:
+    """Adds ``--results DIR`` (default ``results``), ``--overwrite`` and ``--summary`` to ``parser``."""
+    parser.add_argument("--results", default=results, help="the folder of the result files")
+    parser.add_argument("--overwrite", action="store_true", help="recompute results that exist")
+    parser.add_argument("--summary", action="store_true", help="only print the table of the result files")
