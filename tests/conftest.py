@@ -33,6 +33,22 @@ def _clear_param_store():
 
 
 @pytest.fixture
+def failing_compiler(monkeypatch):
+    """Makes every torch.compile of the fused kernels fail as a machine without a C++ compiler does."""
+    from pyro_hfvae.ops import fused_marginals
+
+    def failing_compile(function):
+        def compiled(*args):
+            raise RuntimeError("InductorError: no working C++ compiler")
+
+        return compiled
+
+    monkeypatch.setattr(fused_marginals, "_compile", failing_compile)
+    monkeypatch.setattr(fused_marginals, "_COMPILED", {})
+    monkeypatch.setattr(fused_marginals, "_compile_error", [])
+
+
+@pytest.fixture
 def shared_data():
     """Path to ``../shared/data``; skips the test where that folder is absent."""
     if not SHARED_DATA.is_dir():

@@ -229,6 +229,16 @@ def _run(name: str, compiled: bool, *args):
         Distribution.set_default_validate_args(validate)
 
 
+def _incoming_grads(value: torch.Tensor, variables: torch.Tensor, batch: int, grad_variables: torch.Tensor | None,
+                    grad_site: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of both outputs for a backward kernel: zeros for an unused output, contiguous."""
+    if grad_variables is None:
+        grad_variables = torch.zeros_like(variables)
+    if grad_site is None:
+        grad_site = value.new_zeros(value.shape[:2] + (batch,))
+    return grad_variables.contiguous(), grad_site.contiguous()
+
+
 class _NormalPairwiseMarginals(torch.autograd.Function):
     @staticmethod
     def forward(ctx, value, loc, scale, log_weights, compiled):
@@ -240,12 +250,8 @@ class _NormalPairwiseMarginals(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_variables, grad_site):
         value, loc, scale, log_weights, variables = ctx.saved_tensors
-        if grad_variables is None:
-            grad_variables = torch.zeros_like(variables)
-        if grad_site is None:
-            grad_site = value.new_zeros(value.shape[:2] + loc.shape[1:2])
         grads = _run("normal_backward", ctx.compiled, value, loc, scale, log_weights, variables,
-                     grad_variables.contiguous(), grad_site.contiguous())
+                     *_incoming_grads(value, variables, loc.shape[1], grad_variables, grad_site))
         return (*grads, None, None)
 
 
@@ -261,12 +267,8 @@ class _ConcretePairwiseMarginals(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_variables, grad_site):
         value, logits, temperature, log_weights, variables = ctx.saved_tensors
-        if grad_variables is None:
-            grad_variables = torch.zeros_like(variables)
-        if grad_site is None:
-            grad_site = value.new_zeros(value.shape[:2] + logits.shape[1:2])
         grads = _run("concrete_backward", ctx.compiled, value, logits, temperature, log_weights, variables,
-                     grad_variables.contiguous(), grad_site.contiguous(), ctx.floor)
+                     *_incoming_grads(value, variables, logits.shape[1], grad_variables, grad_site), ctx.floor)
         return (*grads, None, None)
 
 

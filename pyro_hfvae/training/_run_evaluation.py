@@ -98,13 +98,14 @@ def _hold_out_summary(dataset, model, model_kwargs: Mapping[str, Any], device: t
     if not len(held_out):
         return None
     random_state = np.random.RandomState(seed)
+    elbo_loss = Trace_ELBO()
     summary = {}
     for name, indices in (("held_out", held_out), ("held_in_neighbours", dataset.held_out_neighbour_indices())):
         chosen = np.sort(random_state.choice(indices, min(num_items, len(indices)), replace=False))
         elbo, squared_error = 0.0, 0.0
         for batch in np.array_split(chosen, -(-len(chosen) // 256)):
             x = dataset.observations(torch.from_numpy(batch).to(device))
-            elbo -= Trace_ELBO().loss(model.model, model.guide, x, **model_kwargs)
+            elbo -= elbo_loss.loss(model.model, model.guide, x, **model_kwargs)
             squared_error += float((model.reconstruct(x) - x).pow(2).sum())
         summary[name] = {"items": len(chosen), "elbo": elbo / len(chosen),
                          "reconstruction_error": squared_error / len(chosen)}

@@ -55,16 +55,7 @@ def test_jit_loss_equals_eager_loss_in_float32():
     assert not fused_marginals._compile_error
 
 
-def test_jit_loss_falls_back_to_eager_with_a_warning_when_compilation_fails(monkeypatch):
-    def failing_compile(function):
-        def compiled(*args):
-            raise RuntimeError("InductorError: no working C++ compiler")
-
-        return compiled
-
-    monkeypatch.setattr(fused_marginals, "_compile", failing_compile)
-    monkeypatch.setattr(fused_marginals, "_COMPILED", {})
-    monkeypatch.setattr(fused_marginals, "_compile_error", [])
+def test_jit_loss_falls_back_to_eager_with_a_warning_when_compilation_fails(failing_compiler):
     model, guide, leaves = make_model_guide(torch.float64)
     # The fallback is the eager fused path, to the bit.
     eager, eager_grads = loss_and_grads(HFVAELoss(1.0, 4.0, 3.0, kernel="fused"), model, guide, leaves)

@@ -44,13 +44,21 @@ def _brute_force(value, loc, scale, log_weights):
 @pytest.mark.parametrize("particles,rows,batch,num_variables", [(1, 3, 3, 1), (2, 2, 5, 3), (1, 4, 4, 2)])
 def test_values_and_gradients_match_brute_force(particles, rows, batch, num_variables):
     value, loc, scale, log_weights = _inputs(particles, rows, batch, num_variables, torch.float64)
+    _check_against_brute_force(normal_pairwise_marginals, _brute_force, (value, loc, scale, log_weights),
+                               (value, loc, scale))
+
+
+def _check_against_brute_force(fused, brute_force, args, wrt):
+    """Both outputs of ``fused`` and ``brute_force`` on ``args``, and gradients of a random projection wrt ``wrt``."""
+    value, log_weights = args[0], args[-1]
+    (particles, rows, num_variables), batch = value.shape[:3], log_weights.shape[1]
     grad_variables = torch.randn(particles, rows, num_variables, dtype=torch.float64)
     grad_site = torch.randn(particles, rows, batch, dtype=torch.float64)
     results = []
-    for function in (normal_pairwise_marginals, _brute_force):
-        variables, site = function(value, loc, scale, log_weights)
+    for function in (fused, brute_force):
+        variables, site = function(*args)
         objective = (variables * grad_variables).sum() + (site * grad_site).sum()
-        results.append((variables, site, torch.autograd.grad(objective, (value, loc, scale))))
+        results.append((variables, site, torch.autograd.grad(objective, wrt)))
     (variables, site, grads), (expected_variables, expected_site, expected_grads) = results
     assert torch.allclose(variables, expected_variables, rtol=0, atol=1e-10)
     assert torch.allclose(site, expected_site, rtol=0, atol=1e-10)
@@ -142,19 +150,8 @@ def _concrete_brute_force(value, logits, temperature, log_weights):
 def test_concrete_values_and_gradients_match_brute_force(particles, rows, batch, num_variables, num_classes):
     inputs = _concrete_inputs(particles, rows, batch, num_variables, num_classes, torch.float64)
     value, logits, temperature, log_weights = inputs
-    grad_variables = torch.randn(particles, rows, num_variables, dtype=torch.float64)
-    grad_site = torch.randn(particles, rows, batch, dtype=torch.float64)
-    results = []
-    for function in (concrete_pairwise_marginals, _concrete_brute_force):
-        args = (value, logits, temperature.expand(particles, batch, num_variables), log_weights)
-        variables, site = function(*args)
-        objective = (variables * grad_variables).sum() + (site * grad_site).sum()
-        results.append((variables, site, torch.autograd.grad(objective, (value, logits, temperature))))
-    (variables, site, grads), (expected_variables, expected_site, expected_grads) = results
-    assert torch.allclose(variables, expected_variables, rtol=0, atol=1e-10)
-    assert torch.allclose(site, expected_site, rtol=0, atol=1e-10)
-    for grad, expected in zip(grads, expected_grads):
-        assert torch.allclose(grad, expected, rtol=0, atol=1e-10)
+    args = (value, logits, temperature.expand(particles, batch, num_variables), log_weights)
+    _check_against_brute_force(concrete_pairwise_marginals, _concrete_brute_force, args, (value, logits, temperature))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -204,19 +201,10 @@ def test_concrete_compiled_kernels_match_eager_in_float32():
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_compilation_failure_warns_once_and_runs_eager(monkeypatch):
-    def failing_compile(function):
-        def compiled(*args):
-            raise RuntimeError("no C++ compiler found")
-
-        return compiled
-
-    monkeypatch.setattr(fused_marginals, "_compile", failing_compile)
-    monkeypatch.setattr(fused_marginals, "_COMPILED", {})
-    monkeypatch.setattr(fused_marginals, "_compile_error", [])
+def test_compilation_failure_warns_once_and_runs_eager(failing_compiler):
     value, loc, scale, log_weights = _inputs(1, 4, 4, 2, torch.float64, seed=4)
     eager = normal_pairwise_marginals(value, loc, scale, log_weights)
-    with pytest.warns(RuntimeWarning, match="no C.. compiler found.*eager fused kernels") as caught:
+    with pytest.warns(RuntimeWarning, match="no working C.. compiler.*eager fused kernels") as caught:
         out = normal_pairwise_marginals(value, loc, scale, log_weights, compiled=True)
         grads = torch.autograd.grad(out[0].sum() + out[1].sum(), (value, loc, scale))
     assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
