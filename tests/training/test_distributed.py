@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyro
@@ -27,6 +26,7 @@ from pyro_hfvae.training.checkpoint import load_checkpoint
 from pyro_hfvae.training.config import ConfigError
 from pyro_hfvae.training.distributed import DistributedOptimizer
 from pyro_hfvae.training.trainer import CHECKPOINT_FILE, LOG_FILE, Trainer, read_jsonl
+from tests.spawned_ranks import join_ranks
 from tests.training.conftest import TINY, TINY_PROGRESSIVE
 
 WORLD_SIZE = 2
@@ -53,16 +53,9 @@ def _spawn(job, tmp_path, *args):
     out_dir.mkdir()
     context = mp.start_processes(_worker, args=(job, str(tmp_path / f"{job}_rendezvous"), str(out_dir), args),
                                  nprocs=WORLD_SIZE, join=False, start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT
-    try:
-        while not context.join(timeout=1):
-            if time.monotonic() > deadline:
-                pytest.fail(f"{job} did not finish within {TIMEOUT} s")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
-    return [torch.load(out_dir / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD_SIZE)]
+    paths = [out_dir / f"rank{rank}.pt" for rank in range(WORLD_SIZE)]
+    join_ranks(context, paths, TIMEOUT)
+    return [torch.load(path, weights_only=False) for path in paths]
 
 
 def _torchrun(*argv, timeout=60):
