@@ -24,22 +24,32 @@ def spawn_ranks(worker, world_size: int, scenarios, tmp_path) -> list:
 def join_ranks(context, result_paths: list, timeout: float) -> None:
     """
     Waits for the spawned ranks of ``context`` for at most ``timeout`` seconds (then kills them and
-    fails the test). A rank killed by a signal after every rank saved its ``result_paths`` passes: gloo
-    can abort a process while tearing down after the work is done ("terminate called without an active
-    exception"), which is not the job's failure. An exception raised by a rank fails the test.
+    fails the test). A rank killed by a signal after saving its result passes once every other rank has
+    saved its own: gloo can abort a process while tearing down after the work is done ("terminate called
+    without an active exception"), which is not the job's failure. An exception raised by a rank, or a
+    rank that dies before saving, fails the test.
+
+    ``context.join`` is called only once the outcome is known, because on any failed rank it kills the
+    others at once, and a rank aborted in teardown must not cut short a rank that is still saving.
     """
     deadline = time.monotonic() + timeout
+    processes = context.processes
     try:
-        while not context.join(timeout=max(0.1, deadline - time.monotonic())):
+        while True:
+            exited = [process.exitcode is not None for process in processes]
+            failed_unsaved = any(process.exitcode not in (None, 0) and not (process.exitcode < 0 and path.exists())
+                                 for process, path in zip(processes, result_paths))
+            if failed_unsaved:
+                context.join(timeout=0)  # raises the rank's own error and stops the others
+            if all(exited):
+                if all(process.exitcode == 0 for process in processes):
+                    context.join(timeout=0)
+                return
             if time.monotonic() >= deadline:
-                pytest.fail(f"{len(context.processes)} ranks did not finish within {timeout} s")
-    except mp.ProcessExitedException as error:
-        for process in context.processes:
-            process.join(max(0.1, deadline - time.monotonic()))
-        if error.signal_name is None or not all(path.exists() for path in result_paths):
-            raise
+                pytest.fail(f"{len(processes)} ranks did not finish within {timeout} s")
+            time.sleep(0.05)
     finally:
-        for process in context.processes:
+        for process in processes:
             if process.is_alive():
                 process.kill()
                 process.join(5)
