@@ -195,26 +195,32 @@ def _batches(num: int, batch_size: int):
         yield slice(start, min(start + batch_size, num))
 
 
-def _train(model, data: torch.Tensor, loss: HITLoss, steps: int, batch_size: int, lr: float, device) -> float:
+#: Equal parts of training whose mean losses make up a row's loss curve.
+CURVE_POINTS = 10
+
+
+def _train(model, data: torch.Tensor, loss: HITLoss, steps: int, batch_size: int, lr: float, device) -> list[float]:
     """
     ``steps`` SVI steps with :class:`pyro.optim.Adam` on shuffled minibatches (a new
     permutation of ``data`` whenever the current one runs out); clears the param store first.
-    :returns: the loss per image averaged over the last tenth of the steps.
+    :returns: the loss curve: the mean loss per image over each of :data:`CURVE_POINTS` equal
+        parts of the steps (fewer when there are fewer steps; ``[nan]`` without steps).
     """
     pyro.clear_param_store()
     svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": lr}), loss=loss)
     num_data = data.shape[0]
     order = torch.randperm(num_data)
-    position, recent = 0, []
+    position, losses = 0, []
     for _ in range(steps):
         if position + batch_size > num_data:
             order, position = torch.randperm(num_data), 0
         idx = order[position : position + batch_size]
         position += batch_size
         value = svi.step(data[idx].to(device), idx=idx.to(device), dataset_size=num_data)
-        recent.append(value / num_data)
-    recent = recent[-max(1, steps // 10) :]
-    return float(np.mean(recent)) if recent else float("nan")
+        losses.append(value / num_data)
+    if not losses:
+        return [float("nan")]
+    return [float(np.mean(part)) for part in np.array_split(np.asarray(losses), min(CURVE_POINTS, steps))]
 
 
 @torch.no_grad()
@@ -310,7 +316,7 @@ def _measure_setting(make_model, betas: Mapping[str, float], site_names: Sequenc
     loss = HITLoss(betas, analytic_kl=analytic_kl)
     start = time.perf_counter()
     model.train(True)
-    train_loss = _train(model, data, loss, steps, batch_size, lr, device)
+    curve = _train(model, data, loss, steps, batch_size, lr, device)
     seconds = time.perf_counter() - start
     model.train(False)
     results, means = _evaluate(model, eval_images, loss, eval_batch_size, device)
@@ -319,7 +325,8 @@ def _measure_setting(make_model, betas: Mapping[str, float], site_names: Sequenc
     row.update({key: results[key] for key in ("rate", "distortion", "elbo", "psnr")})
     if uses is not None:
         row.update(uses.scores(model, means, site_names))
-    row["train_loss"] = train_loss
+    row["train_loss"] = curve[-1]
+    row.update({f"train_loss/{part}": value for part, value in enumerate(curve, 1)})
     row["seconds"] = seconds
     return row
 
@@ -366,7 +373,8 @@ def rate_grid(
       a logistic regression on pixels fitted to the same half of the real images
       (generation). The pixel classifier is much weaker than the paper's ResNet, so this
       score sees class identity and sharpness only coarsely;
-    - ``train_loss`` (the loss per image over the last tenth of the steps) and
+    - ``train_loss`` (the loss per image over the last tenth of the steps), the loss curve
+      ``train_loss/1`` ... ``train_loss/10`` (the mean over each tenth, to judge convergence) and
       ``seconds`` (training time).
 
     :param make_model: builds a fresh model (called once per setting, plus once for the names).

@@ -1,15 +1,14 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
 import csv
-import importlib.util
 import math
-from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pytest
 import torch
 
+import pyro_hfvae.training.rate_grid as rate_grid_module
 from pyro_hfvae.infer.hit import HITLoss
 from pyro_hfvae.models import VLAE, HierarchicalVAE
 from pyro_hfvae.plots.rate_grid import best_row, is_diagonal, plot_rate_grid
@@ -24,7 +23,6 @@ from pyro_hfvae.training.rate_grid import (
 
 matplotlib.use("Agg")
 
-ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (1, 8, 8)
 
 
@@ -223,83 +221,6 @@ def test_plot_marks_the_diagonal_and_the_best():
         best_row(rows, "no_such")
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("hit_rates", ROOT / "examples" / "hit_rates.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TINY = [
-    "--num-train",
-    "120",
-    "--num-eval",
-    "60",
-    "--num-betas",
-    "2",
-    "--steps",
-    "2",
-    "--num-samples",
-    "20",
-    "--latent-dims",
-    "3",
-    "2",
-    "--channels",
-    "2",
-    "--hidden-dim",
-    "8",
-]
-
-
-def test_example_smoke(tmp_path):
-    example = load_example()
-    rows = example.main(example.make_parser().parse_args(TINY + ["--dataset", "digits", "--out-dir", str(tmp_path)]))
-    assert len(rows) == 4
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "hit_rates.csv",
-        "hit_rates.png",
-        "summary.md",
-    ]
-    summary = (tmp_path / "summary.md").read_text()
-    assert "| reconstruction | psnr |" in summary and "logistic/z2" in summary
-    # The figure and summary can be remade from the table alone.
-    again = tmp_path / "again"
-    args = ["--from-csv", str(tmp_path / "hit_rates.csv"), "--out-dir", str(again)]
-    example.main(example.make_parser().parse_args(args))
-    assert (again / "summary.md").read_text() == summary
-
-
-def test_example_reads_mnist(shared_data, tmp_path):
-    example = load_example()
-    parsed = example.make_parser().parse_args(["--data-dir", str(shared_data / "mnist")])
-    images, labels = example.load_images(parsed)
-    assert images.shape == (10000, 1, 28, 28) and labels.shape == (10000,)
-    assert set(images.unique().tolist()) == {0.0, 1.0}
-    assert np.bincount(labels).tolist()[:3] == [980, 1135, 1032]  # the official test split's class counts
-    args = TINY + [
-        "--data-dir",
-        str(shared_data / "mnist"),
-        "--channels",
-        "2",
-        "4",
-        "--out-dir",
-        str(tmp_path),
-    ]
-    rows = example.main(example.make_parser().parse_args(args))
-    assert len(rows) == 4
-
-
-def test_example_dominance_check():
-    example = load_example()
-    rows = [
-        {"beta/z1": 1.0, "beta/z2": 1.0, "rate": 10.0, "m": 0.5},
-        {"beta/z1": 0.5, "beta/z2": 2.0, "rate": 9.0, "m": 0.7},  # beats the diagonal at lower rate
-        {"beta/z1": 2.0, "beta/z2": 0.5, "rate": 12.0, "m": 0.9},  # better but at higher rate
-    ]
-    pairs = example.dominated_diagonal(rows, "m")
-    assert pairs == [(rows[0], rows[1])]
-
-
 def test_average_rate_grids_against_a_loop():
     generator = np.random.default_rng(0)
     settings = [(0.1, 0.1), (0.1, 1.0), (1.0, 0.1), (1.0, 1.0)]
@@ -322,23 +243,31 @@ def test_average_rate_grids_against_a_loop():
         average_rate_grids([])
 
 
-def test_example_compares_optima_grid_by_grid():
-    example = load_example()
+@pytest.mark.parametrize("steps, parts", [(23, 10), (10, 10), (3, 3), (0, 1)])
+def test_the_loss_curve_averages_equal_parts_of_the_steps(monkeypatch, steps, parts):
+    data, _ = tiny_data(16)
 
-    def grid(values):
-        settings = [(0.1, 0.1), (0.1, 1.0), (1.0, 0.1), (1.0, 1.0)]
-        return [{"beta/z1": a, "beta/z2": b, "m": v} for (a, b), v in zip(settings, values)]
+    class CountingSVI:
+        """Step ``i`` reports a loss of ``i`` per image, so each part's mean is known."""
 
-    # Unequal optimum (1, 0.1) on the mean; diagonal optimum (0.1, 0.1).
-    grids = [grid([0.50, 0.40, 0.60, 0.30]), grid([0.52, 0.41, 0.51, 0.31]),
-             grid([0.50, 0.60, 0.70, 0.30]), grid([0.40, 0.10, 0.50, 0.45])]
-    line = example.compare_over_seeds(grids, {"use": "m"}).splitlines()[2]
-    cells = [cell.strip() for cell in line.strip("|").split("|")]
-    assert cells[2:4] == ["(1, 0.1)", "(0.1, 0.1)"]
-    differences = np.array([0.10, -0.01, 0.20, 0.10])
-    assert cells[4] == ", ".join(f"{d:+.3g}" for d in differences)
-    assert cells[5] == f"{differences.mean():+.3g} ± {differences.std(ddof=1) / 2:.2g}"
-    assert cells[6] == "3/4"
-    # First half: unequal optimum (1, 0.1) (0.555), diagonal (0.1, 0.1) (0.51); on the second
-    # half their means are 0.60 and 0.45.
-    assert cells[7] == "(1, 0.1) vs (0.1, 0.1): +0.15"
+        def __init__(self, *args, **kwargs):
+            self.calls = 0
+
+        def step(self, *args, **kwargs):
+            self.calls += 1
+            return float((self.calls - 1) * data.shape[0])
+
+    monkeypatch.setattr(rate_grid_module, "SVI", CountingSVI)
+    row = rate_grid(tiny_model, data, [(1.0, 1.0)], steps=steps, batch_size=8)[0]
+    curve = [row[f"train_loss/{part}"] for part in range(1, parts + 1)]
+    assert f"train_loss/{parts + 1}" not in row
+    if steps == 0:
+        assert math.isnan(curve[0]) and math.isnan(row["train_loss"])
+        return
+    # Equal parts, the first ones one step longer where the steps do not divide evenly.
+    sizes = [steps // parts + (part < steps % parts) for part in range(parts)]
+    expected, start = [], 0
+    for size in sizes:
+        expected.append(sum(range(start, start + size)) / size)
+        start += size
+    assert curve == pytest.approx(expected) and row["train_loss"] == curve[-1]

