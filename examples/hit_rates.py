@@ -44,7 +44,14 @@ from _flags import add_preset_flag, parse_with_preset  # examples/_flags.py
 
 from pyro_hfvae.datasets import MNIST, Digits
 from pyro_hfvae.models import HierarchicalVAE
-from pyro_hfvae.plots.rate_grid import best_row, is_diagonal, plot_rate_grid
+from pyro_hfvae.plots.rate_grid import (
+    best_row,
+    is_diagonal,
+    last_part_change,
+    plot_rate_grid,
+    plot_rate_grid_convergence,
+    plot_rate_rate_distortion,
+)
 from pyro_hfvae.training.rate_grid import (
     average_rate_grids,
     default_betas_grid,
@@ -166,6 +173,58 @@ def compare_over_seeds(grids: list[list[dict]], uses: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def near_optimal(grids: list[list[dict]], uses: dict[str, str]) -> tuple[str, dict[str, set]]:
+    """
+    Where each use's optimum lies, with its uncertainty. The seed-to-seed standard deviation of a
+    metric is pooled over all settings (``s``), so the difference of two settings' means over ``n``
+    grids has standard error ``s * sqrt(2 / n)``; the settings whose mean is within two such errors
+    of the best mean cannot be told apart from the optimum (a pairwise check, not corrected for
+    having picked the best). Returns the Markdown table and, per use, that set of settings.
+    """
+    if len(grids) < 2:
+        raise ValueError(f"expected at least two grids (seeds) to measure the noise but got {len(grids)}")
+    mean = average_rate_grids(grids)
+    lines = [
+        "| use | metric | best betas (mean) | value | seed-to-seed sd (pooled) | settings within 2 s.e. of the best "
+        "| of them beta-VAE | best beta-VAE betas | its gap to the best (s.e.) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    sets = {}
+    for use, metric in uses.items():
+        values = np.array([[_value(grid, _setting(row), metric) for grid in grids] for row in mean])
+        spread = math.sqrt(values.var(axis=1, ddof=1).mean())
+        error = spread * math.sqrt(2 / len(grids))
+        best = best_row(mean, metric)
+        close = [row for row in mean if row[metric] >= best[metric] - 2 * error]
+        sets[use] = {_setting(row) for row in close}
+        diagonal = best_row([row for row in mean if is_diagonal(row)], metric)
+        lines.append(
+            f"| {use} | {metric} | {_betas(best)} | {best[metric]:.4g} | {spread:.2g} | {len(close)} of {len(mean)} | "
+            f"{sum(is_diagonal(row) for row in close)} | {_betas(diagonal)} | "
+            f"{(best[metric] - diagonal[metric]) / error:.1f} |"
+        )
+    names = list(sets)
+    lines.append("")
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            shared = sets[first] & sets[second]
+            lines.append(f"- {first} and {second}: {len(shared)} settings in both sets"
+                         + (f" ({', '.join(_betas_of(setting) for setting in sorted(shared))})" if shared else ""))
+    return "\n".join(lines) + "\n", sets
+
+
+def convergence(rows: list[dict]) -> str:
+    """One line on whether the grid's models converged: how much their training loss still fell over
+    the last tenth of training (:func:`~pyro_hfvae.plots.rate_grid.last_part_change`)."""
+    changes = np.array([last_part_change(row) for row in rows])
+    worst = rows[int(changes.argmax())]
+    return (
+        f"Convergence: over the last tenth of training the loss fell by {np.median(changes):.2f} % (median over "
+        f"{len(rows)} settings), at most {changes.max():.2f} % ({_betas(worst)}); {int((changes > 1).sum())} "
+        "settings fell by more than 1 %.\n"
+    )
+
+
 def _betas_of(setting: tuple) -> str:
     return "(" + ", ".join(f"{v:.3g}" for v in setting) + ")"
 
@@ -277,6 +336,10 @@ def main(args: argparse.Namespace) -> list[dict]:
         "generation": "inception_score",
     }
     plot(rows, uses, out_dir / "hit_rates.png")
+    best = {f"best {use}": best_row(rows, metric) for use, metric in uses.items()}
+    plot_rate_rate_distortion(rows, best, path=out_dir / "hit_rates_rate_rate_distortion.png")
+    if any(key.startswith("train_loss/") for key in rows[0]):
+        plot_rate_grid_convergence(rows, path=out_dir / "hit_rates_convergence.png")
     columns = (
         [f"beta/{site}" for site in sites]
         + [f"rate/{site}" for site in sites]
@@ -285,10 +348,13 @@ def main(args: argparse.Namespace) -> list[dict]:
         + ["inception_score"]
     )
     summary = summarise(rows, uses) + "\n"
+    if any(key.startswith("train_loss/") for key in rows[0]):
+        summary += convergence(rows) + "\n"
     if len(grids) > 1:
         summary = (
             f"Mean over {len(grids)} grids.\n\n" + summary + "\nThe unequal and beta-VAE optima grid by grid:\n\n"
-            + compare_over_seeds(grids, uses) + "\n"
+            + compare_over_seeds(grids, uses) + "\nWhere the optima lie, with their uncertainty:\n\n"
+            + near_optimal(grids, uses)[0] + "\n"
         )
     summary += table(rows, columns)
     with atomic_file(out_dir / "summary.md", "w") as file:

@@ -1,19 +1,29 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
 """
-The rate-rate-metric view of a :func:`~pyro_hfvae.training.rate_grid.rate_grid` table.
+Views of a :func:`~pyro_hfvae.training.rate_grid.rate_grid` table: the rate-rate-metric panels,
+the rate-rate-distortion surface, and the loss curves that say whether the models converged.
 """
 
 import logging
 import math
+import os
 from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from pyro_hfvae.plots._figure import save_figure
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "best_row",
     "is_diagonal",
+    "last_part_change",
     "plot_rate_grid",
+    "plot_rate_grid_convergence",
+    "plot_rate_rate_distortion",
 ]
 
 
@@ -125,3 +135,128 @@ def plot_rate_grid(
     ax.set_ylabel(f"rate of {sites[1]} (nats)")
     ax.set_title(metric if title is None else title)
     return ax
+
+
+def _loss_curve(row: Mapping[str, float]) -> list[float]:
+    parts = sorted((int(key.split("/")[1]), value) for key, value in row.items() if key.startswith("train_loss/"))
+    return [value for _, value in parts]
+
+
+def last_part_change(row: Mapping[str, float]) -> float:
+    """
+    How much a setting's training loss still fell over the last part of training: the relative
+    decrease from the second-to-last to the last part of its loss curve (``train_loss/<k>``
+    columns of :func:`~pyro_hfvae.training.rate_grid.rate_grid`), in percent. Near 0: converged.
+
+    :param dict row: a row with at least two ``train_loss/<k>`` columns.
+    :rtype: float
+
+    Example::
+
+        >>> last_part_change({"train_loss/1": 120.0, "train_loss/2": 101.0, "train_loss/3": 100.0})
+        1.0
+    """
+    curve = _loss_curve(row)
+    if len(curve) < 2:
+        raise ValueError(f"expected a row with at least two train_loss/<k> columns but got {len(curve)}; "
+                         "train with at least two steps")
+    return 100.0 * (curve[-2] - curve[-1]) / abs(curve[-1])
+
+
+def plot_rate_grid_convergence(rows: Sequence[Mapping[str, float]], *, path: str | os.PathLike | None = None) -> Figure:
+    """
+    Whether the models of a rate grid converged: left, every setting's training loss curve
+    (``train_loss/<k>``, the mean over each equal part of training) divided by its last value;
+    right, :func:`last_part_change` over the grid of the first two sites' weights.
+
+    :param rows: rows of :func:`~pyro_hfvae.training.rate_grid.rate_grid`.
+    :param path: where to save the PNG.
+    :returns: the figure.
+    :rtype: matplotlib.figure.Figure
+
+    Example::
+
+        >>> rows = [{"beta/z1": b1, "beta/z2": b2, "train_loss/1": 200.0, "train_loss/2": 100.0 + b1}
+        ...         for b1 in (0.1, 1.0) for b2 in (0.1, 1.0)]
+        >>> [ax.get_xlabel() for ax in plot_rate_grid_convergence(rows).axes[:2]]
+        ['part of training', 'beta of z1']
+    """
+    sites = [key[5:] for key in rows[0] if key.startswith("beta/")] if rows else []
+    if len(sites) < 2:
+        raise ValueError(f"expected rows with at least two beta/<site> columns but got {sites}")
+    first, second = (sorted({row[f"beta/{site}"] for row in rows}) for site in sites[:2])
+    change = np.full((len(second), len(first)), np.nan)
+    figure = Figure(figsize=(9.6, 3.8))
+    curves_ax, grid_ax = figure.subplots(1, 2)
+    for row in rows:
+        curve = np.asarray(_loss_curve(row))
+        parts = np.arange(1, len(curve) + 1) / len(curve)
+        curves_ax.plot(parts, curve / curve[-1], color="tab:blue", alpha=0.35, linewidth=0.8)
+        change[second.index(row[f"beta/{sites[1]}"]), first.index(row[f"beta/{sites[0]}"])] = last_part_change(row)
+    curves_ax.axhline(1.0, color="black", linewidth=0.6)
+    curves_ax.set_xlabel("part of training")
+    curves_ax.set_ylabel("training loss / its last value")
+    curves_ax.set_title(f"loss curves of {len(rows)} settings")
+    image = grid_ax.imshow(change, origin="lower", cmap="magma_r", aspect="auto")
+    figure.colorbar(image, ax=grid_ax, label="loss decrease over the last part (%)")
+    for axis_ticks, labels in ((grid_ax.set_xticks, first), (grid_ax.set_yticks, second)):
+        axis_ticks(range(len(labels)), [f"{b:.2g}" for b in labels])
+    grid_ax.tick_params(axis="x", labelrotation=60)
+    grid_ax.set_xlabel(f"beta of {sites[0]}")
+    grid_ax.set_ylabel(f"beta of {sites[1]}")
+    grid_ax.set_title("still falling at the end?")
+    figure.tight_layout()
+    save_figure(figure, path)
+    return figure
+
+
+def plot_rate_rate_distortion(
+    rows: Sequence[Mapping[str, float]],
+    best: Mapping[str, Mapping[str, float]] | None = None,
+    *,
+    sites: tuple[str, str] | None = None,
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """
+    The paper's rate-rate-distortion view: the distortion of every setting over its two layers'
+    rates, as a surface through the grid's points, with the beta-VAE settings (all weights equal)
+    circled in red and the settings of ``best`` (e.g. each use's optimum) marked.
+
+    :param rows: rows of :func:`~pyro_hfvae.training.rate_grid.rate_grid`.
+    :param best: label -> row to mark (e.g. ``{"reconstruction": best_row(rows, "psnr")}``).
+    :param sites: the sites on the two rate axes (default: the first two ``rate/<site>`` columns).
+    :param path: where to save the PNG.
+    :returns: the figure.
+    :rtype: matplotlib.figure.Figure
+
+    Example::
+
+        >>> rows = [{"beta/z1": b1, "beta/z2": b2, "rate/z1": 10 / b1, "rate/z2": 5 / b2,
+        ...          "distortion": 100 - 2 / b1 - 1 / b2} for b1 in (0.5, 1.0, 2.0) for b2 in (0.5, 1.0, 2.0)]
+        >>> figure = plot_rate_rate_distortion(rows, {"best": rows[0]})
+        >>> figure.axes[0].get_zlabel()
+        'distortion (nats)'
+    """
+    rate_columns = [key[5:] for key in rows[0] if key.startswith("rate/")] if rows else []
+    sites = sites or tuple(rate_columns[:2])
+    if len(sites) < 2:
+        raise ValueError(f"expected rows with at least two rate/<site> columns but got {rate_columns}")
+    x, y, z = (np.array([row[key] for row in rows]) for key in (f"rate/{sites[0]}", f"rate/{sites[1]}", "distortion"))
+    figure = Figure(figsize=(6.4, 5.2))
+    ax = figure.add_subplot(projection="3d")
+    if len(rows) >= 3:
+        ax.plot_trisurf(x, y, z, cmap="viridis", alpha=0.6, linewidth=0.2, edgecolor="grey")
+    ax.scatter(x, y, z, c="black", s=6)
+    diagonal = np.array([is_diagonal(row) for row in rows])
+    ax.scatter(x[diagonal], y[diagonal], z[diagonal], s=60, facecolors="none", edgecolors="red",
+               label="beta-VAE (all betas equal)")
+    for (label, row), marker in zip((best or {}).items(), "*^sPD"):
+        ax.scatter([row[f"rate/{sites[0]}"]], [row[f"rate/{sites[1]}"]], [row["distortion"]], marker=marker, s=160,
+                   depthshade=False, label=label)
+    ax.set_xlabel(f"rate of {sites[0]} (nats)")
+    ax.set_ylabel(f"rate of {sites[1]} (nats)")
+    ax.set_zlabel("distortion (nats)")
+    ax.view_init(elev=24, azim=-128)
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    save_figure(figure, path)
+    return figure

@@ -1,5 +1,6 @@
 """The HIT rate-grid example: smoke runs, resuming, the summaries it draws from saved grids."""
 import numpy as np
+import pytest
 
 
 def parse(example, *argv):
@@ -13,10 +14,13 @@ def test_example_smoke(load_example, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "hit_rates.csv",
         "hit_rates.png",
+        "hit_rates_convergence.png",
+        "hit_rates_rate_rate_distortion.png",
         "summary.md",
     ]
     summary = (tmp_path / "summary.md").read_text()
     assert "| reconstruction | psnr |" in summary and "logistic/z2" in summary
+    assert "Convergence: over the last tenth of training the loss fell by" in summary
     # The figure and summary can be remade from the table alone.
     again = tmp_path / "again"
     args = ["--from-csv", str(tmp_path / "hit_rates.csv"), "--out-dir", str(again)]
@@ -86,3 +90,23 @@ def test_example_compares_optima_grid_by_grid(load_example):
     # First half: unequal optimum (1, 0.1) (0.555), diagonal (0.1, 0.1) (0.51); on the second
     # half their means are 0.60 and 0.45.
     assert cells[7] == "(1, 0.1) vs (0.1, 0.1): +0.15"
+
+
+def test_near_optimal_sets_against_a_hand_computation(load_example):
+    example = load_example("hit_rates")
+    settings = [(0.1, 0.1), (0.1, 1.0), (1.0, 0.1), (1.0, 1.0)]
+
+    def grid(values):
+        return [{"beta/z1": a, "beta/z2": b, "m": v} for (a, b), v in zip(settings, values)]
+
+    # Seed-to-seed differences of +-0.1 everywhere: pooled sd 0.1 * sqrt(2), s.e. of a difference of two
+    # two-seed means 0.1 * sqrt(2); two of them: 0.283. Means 0.9, 0.7, 0.5, 0.65: the best is (0.1, 0.1),
+    # and (0.1, 1) (gap 0.2) and (1, 1) (gap 0.25) are within reach; (1, 0.1) (gap 0.4) is not.
+    grids = [grid([1.0, 0.8, 0.6, 0.75]), grid([0.8, 0.6, 0.4, 0.55])]
+    text, sets = example.near_optimal(grids, {"use": "m", "other": "m"})
+    assert sets["use"] == {(0.1, 0.1), (0.1, 1.0), (1.0, 1.0)}
+    cells = [cell.strip() for cell in text.splitlines()[2].strip("|").split("|")]
+    assert cells[2:] == ["(0.1, 0.1)", "0.9", "0.14", "3 of 4", "2", "(0.1, 0.1)", "0.0"]
+    assert "- use and other: 3 settings in both sets" in text
+    with pytest.raises(ValueError, match="at least two grids"):
+        example.near_optimal(grids[:1], {"use": "m"})

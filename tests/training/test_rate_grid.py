@@ -11,7 +11,14 @@ import torch
 import pyro_hfvae.training.rate_grid as rate_grid_module
 from pyro_hfvae.infer.hit import HITLoss
 from pyro_hfvae.models import VLAE, HierarchicalVAE
-from pyro_hfvae.plots.rate_grid import best_row, is_diagonal, plot_rate_grid
+from pyro_hfvae.plots.rate_grid import (
+    best_row,
+    is_diagonal,
+    last_part_change,
+    plot_rate_grid,
+    plot_rate_grid_convergence,
+    plot_rate_rate_distortion,
+)
 from pyro_hfvae.training.rate_grid import (
     average_rate_grids,
     default_betas_grid,
@@ -219,6 +226,46 @@ def test_plot_marks_the_diagonal_and_the_best():
     assert best_row(rows, "psnr") is rows[0]
     with pytest.raises(ValueError, match="no_such"):
         best_row(rows, "no_such")
+
+
+def _grid_with_curves():
+    # Setting (b1, b2) loses b1 + b2 percent over its last part; its curve has three parts.
+    return [
+        {"beta/z1": b1, "beta/z2": b2, "rate/z1": 10 / b1, "rate/z2": 5 / b2, "distortion": 90 + b1 + 2 * b2,
+         "train_loss/1": 300.0, "train_loss/2": 100.0 * (1 + (b1 + b2) / 100), "train_loss/3": 100.0}
+        for b1 in (0.5, 1.0, 2.0)
+        for b2 in (0.5, 2.0)
+    ]
+
+
+def test_last_part_change_and_the_convergence_figure():
+    rows = _grid_with_curves()
+    assert [last_part_change(row) for row in rows] == pytest.approx([row["beta/z1"] + row["beta/z2"] for row in rows])
+    with pytest.raises(ValueError, match="at least two train_loss"):
+        last_part_change({"train_loss/1": 1.0})
+    curves_ax, grid_ax = plot_rate_grid_convergence(rows).axes[:2]
+    assert len(curves_ax.lines) == len(rows) + 1  # and the reference line at 1
+    for line in curves_ax.lines[:-1]:
+        np.testing.assert_allclose(line.get_xdata(), [1 / 3, 2 / 3, 1])
+        assert line.get_ydata()[0] == pytest.approx(3.0) and line.get_ydata()[-1] == 1.0
+    # Columns: beta of z1; rows: beta of z2 (both ascending).
+    np.testing.assert_allclose(grid_ax.images[0].get_array(), [[1.0, 1.5, 2.5], [2.5, 3.0, 4.0]])
+
+
+def test_rate_rate_distortion_marks_the_diagonal_and_the_chosen_settings():
+    rows = _grid_with_curves()
+    figure = plot_rate_rate_distortion(rows, {"reconstruction": rows[0], "generation": rows[5]})
+    ax = figure.axes[0]
+    _, points, diagonal, first, second = ax.collections
+    np.testing.assert_allclose(np.array(points._offsets3d).T, [[r["rate/z1"], r["rate/z2"], r["distortion"]]
+                                                               for r in rows])
+    np.testing.assert_allclose(np.array(diagonal._offsets3d).T, [[20.0, 10.0, 91.5], [5.0, 2.5, 96.0]])
+    np.testing.assert_allclose(np.array(first._offsets3d).T, [[20.0, 10.0, 91.5]])
+    np.testing.assert_allclose(np.array(second._offsets3d).T, [[5.0, 2.5, 96.0]])
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == [
+        "beta-VAE (all betas equal)", "reconstruction", "generation"]
+    with pytest.raises(ValueError, match="two rate/<site> columns"):
+        plot_rate_rate_distortion([{"rate/z1": 1.0, "distortion": 1.0}])
 
 
 def test_average_rate_grids_against_a_loop():
