@@ -318,9 +318,7 @@ class Experiments:
         flow = self.information_flow(vlae) if measure else None
         self.train(run, vlae, HITLoss(betas=schedule), schedule.total_steps, schedule, flow)
         if measure and not run.failed:
-            run.information = flow.state_dict()["records"]
-            if "compare" in args.experiments:
-                self.disentanglement(run, lambda x: torch.cat(list(vlae.encode(x).values()), -1))
+            self.measure(run, vlae, flow)
         return run
 
     def plain_vlae(self, seed: int) -> Run:
@@ -333,10 +331,14 @@ class Experiments:
         if not run.failed:
             flow = self.information_flow(vlae)
             flow.record(args.levels - 1, args.levels * args.steps_per_level, vlae.sites)
-            run.information = flow.state_dict()["records"]
-            if "compare" in args.experiments:
-                self.disentanglement(run, lambda x: torch.cat(list(vlae.encode(x).values()), -1))
+            self.measure(run, vlae, flow)
         return run
+
+    def measure(self, run: Run, vlae: VLAE, flow: InformationFlow) -> None:
+        """Keeps the information records of a trained ladder model, and its MIG and MIG-sup for compare."""
+        run.information = flow.state_dict()["records"]
+        if "compare" in self.args.experiments:
+            self.disentanglement(run, lambda x: torch.cat(list(vlae.encode(x).values()), -1))
 
     def beta_vae(self, seed: int) -> Run:
         args = self.args
