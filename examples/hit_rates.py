@@ -10,8 +10,9 @@ binarised MNIST digits (the test split in ``../shared/data/mnist``, read with
 distortion and the three uses of the paper:
 
 - reconstruction: PSNR of the mean reconstruction;
-- representation: accuracy of a logistic regression (and of 5-NN) on the top layer's
-  posterior means, fitted on half of the held-out images and tested on the other half;
+- representation: accuracy of a logistic regression on the top layer's posterior means (and of
+  the paper's other classifiers: linear and RBF support vector machines, 5-NN), fitted on half of
+  the held-out images and tested on the other half;
 - generation: an inception-style score of 1,000 model samples under a logistic regression
   on pixels fitted to real held-out images (a cheap proxy: it rewards confident and
   class-balanced samples, not fidelity).
@@ -344,7 +345,8 @@ def main(args: argparse.Namespace) -> list[dict]:
         [f"beta/{site}" for site in sites]
         + [f"rate/{site}" for site in sites]
         + ["rate", "distortion", "psnr"]
-        + [f"{kind}/{site}" for kind in ("logistic", "knn") for site in sites]
+        + [f"{kind}/{site}" for kind in ("logistic", "svm_linear", "svm_rbf", "knn") for site in sites
+           if f"{kind}/{site}" in rows[0]]
         + ["inception_score"]
     )
     summary = summarise(rows, uses) + "\n"

@@ -51,10 +51,9 @@ import time
 import numpy as np
 import pyro
 import torch
+from _flags import add_preset_flag, parse_with_preset  # examples/_flags.py
 from pyro.infer import SVI
 from pyro.optim import Adam
-
-from _flags import add_preset_flag, parse_with_preset  # examples/_flags.py
 
 from pyro_hfvae.datasets import MNIST, DSprites
 from pyro_hfvae.infer.hit import HITLoss
@@ -73,7 +72,8 @@ from pyro_hfvae.util import atomic_file
 
 logger = logging.getLogger("progressive_vlae")
 
-DEFAULT_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "shared", "data", "mnist")
+DEFAULT_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "shared", "data",
+                             "mnist")
 
 #: Iterations averaged on each side of a growth step to measure its shock.
 SHOCK_WINDOW = 20

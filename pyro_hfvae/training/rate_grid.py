@@ -28,6 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from pyro_hfvae.distributions.util import latent_sites
 from pyro_hfvae.infer.hit import HITLoss
@@ -248,6 +249,8 @@ def _classifiers(knn_neighbors: int) -> dict[str, Callable[[], object]]:
     return {
         "logistic": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
         "knn": lambda: KNeighborsClassifier(n_neighbors=knn_neighbors),
+        "svm_linear": lambda: make_pipeline(StandardScaler(), SVC(kernel="linear")),
+        "svm_rbf": lambda: make_pipeline(StandardScaler(), SVC(kernel="rbf")),
     }
 
 
@@ -365,10 +368,12 @@ def rate_grid(
       KL where torch has it);
     - ``psnr``: :math:`10 \log_{10}(1 / \mathrm{MSE})` of ``reconstruct`` against the images
       (reconstruction);
-    - with ``eval_labels``: ``logistic/<site>`` and ``knn/<site>``, the test accuracy of a
-      standardised logistic regression and of a ``knn_neighbors``-nearest-neighbour
-      classifier on the site's posterior means, fitted on a fixed random half of the
-      evaluation images and tested on the other half (representation); and
+    - with ``eval_labels``: ``logistic/<site>``, ``svm_linear/<site>``, ``svm_rbf/<site>`` and
+      ``knn/<site>``, the test accuracy of the paper's four classifiers on the site's posterior
+      means: a logistic regression and support vector machines with a linear and an RBF kernel
+      (each on standardised means) and a ``knn_neighbors``-nearest-neighbour classifier, fitted
+      on a fixed random half of the evaluation images and tested on the other half
+      (representation); and
       ``inception_score`` (:func:`inception_score`) of ``num_samples`` generated images under
       a logistic regression on pixels fitted to the same half of the real images
       (generation). The pixel classifier is much weaker than the paper's ResNet, so this

@@ -37,7 +37,8 @@ def test_an_interrupted_command_resumes_with_the_runs_it_lacks(load_example, tmp
     (tmp_path / "results.json").write_text(json.dumps(saved))
     trained = []
     real_run_job = example.run_job
-    monkeypatch.setattr(example, "run_job", lambda args, job, *rest: trained.append(job) or real_run_job(args, job, *rest))
+    monkeypatch.setattr(example, "run_job",
+                        lambda args, job, *rest: trained.append(job) or real_run_job(args, job, *rest))
     again = example.main(parse(example, *argv))
     assert trained == [("VLAE", 0, "-")]
     assert again["report"] == first["report"]

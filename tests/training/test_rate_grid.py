@@ -7,6 +7,11 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 import pyro_hfvae.training.rate_grid as rate_grid_module
 from pyro_hfvae.infer.hit import HITLoss
@@ -110,8 +115,20 @@ def test_rate_grid_rows_against_independent_computations():
             assert row[name] == pytest.approx(loss.terms[name], rel=0.2), name
         assert row["rate"] == pytest.approx(row["rate/z1"] + row["rate/z2"], rel=1e-6)
         assert row["elbo"] == pytest.approx(-row["rate"] - row["distortion"], rel=1e-6)
-        for key in ("logistic/z1", "logistic/z2", "knn/z1", "knn/z2"):
-            assert 0.0 <= row[key] <= 1.0
+        # The paper's classifiers, fitted on a fixed random half of the evaluation images.
+        fit, test = np.split(np.random.default_rng(0).permutation(len(labels)), [len(labels) // 2])
+        with torch.no_grad():
+            means = {name: mean.numpy() for name, mean in model.encode(data).items()}
+        for name in ("z1", "z2"):
+            classifiers = {
+                "logistic": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+                "svm_linear": make_pipeline(StandardScaler(), SVC(kernel="linear")),
+                "svm_rbf": make_pipeline(StandardScaler(), SVC(kernel="rbf")),
+                "knn": KNeighborsClassifier(n_neighbors=3),
+            }
+            for kind, classifier in classifiers.items():
+                expected = classifier.fit(means[name][fit], labels[fit]).score(means[name][test], labels[test])
+                assert row[f"{kind}/{name}"] == pytest.approx(expected), (kind, name)
         assert 1.0 <= row["inception_score"] <= 2.0
         assert row["rate/z1"] >= 0 and row["rate/z2"] >= 0
 
