@@ -47,9 +47,11 @@ import math
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pyro
+import scipy.stats
 import torch
 from _flags import add_preset_flag, parse_with_preset  # examples/_flags.py
 from pyro.infer import SVI
@@ -377,6 +379,38 @@ def _mean_std(values, digits: int = 3) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
+def paired_differences(runs: list[Run], quantities: dict[str, Callable[[Run], float | None]],
+                       baselines: tuple[str, ...]) -> str:
+    """
+    Markdown: per quantity and baseline model, pro-VLAE minus the baseline seed by seed (runs of the
+    same seed share the data order and initial random state), their mean ± sd, the seeds where
+    pro-VLAE is ahead, and two-sided p-values of the paired t-test and the Wilcoxon signed-rank test.
+    """
+    by_seed = {(r.model, r.seed): r for r in runs
+               if r.failed is None and (r.model != "pro-VLAE" or r.strategy == "both")}
+    lines = ["| quantity | pro-VLAE minus | seeds | differences | mean ± sd | pro-VLAE ahead | paired t p "
+             "| Wilcoxon p |", "|---|---|---|---|---|---|---|---|"]
+    for name, value in quantities.items():
+        for baseline in baselines:
+            pairs = [(value(r), value(by_seed[(baseline, seed)])) for (model, seed), r in sorted(by_seed.items())
+                     if model == "pro-VLAE" and (baseline, seed) in by_seed]
+            differences = np.array([a - b for a, b in pairs if a is not None and b is not None])
+            if len(differences) < 2:
+                continue
+            t_p = scipy.stats.ttest_1samp(differences, 0.0).pvalue
+            w_p = scipy.stats.wilcoxon(differences).pvalue if np.any(differences != 0) else 1.0
+            lines.append(
+                f"| {name} | {baseline} | {len(differences)} | " + ", ".join(f"{d:+.3f}" for d in differences)
+                + f" | {_mean_std(differences)} | {int((differences > 0).sum())}/{len(differences)} | {t_p:.3g} | "
+                f"{w_p:.3g} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def _final_information(level: str) -> Callable[[Run], float | None]:
+    return lambda run: run.information[-1]["levels"][level] if run.information else None
+
+
 def report(runs: list[Run], args: argparse.Namespace) -> str:
     """The Markdown tables of all experiments that ran."""
     sections = []
@@ -393,6 +427,12 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
             f"Information per level, VLAE without growth ({len(plain)} runs):\n\n"
             + information_table([[_record(item) for item in r.information] for r in plain])
         )
+        levels = [f"z{level}" for level in range(args.levels, 0, -1)]
+        quantities = {f"I(x;{level})": _final_information(level) for level in levels}
+        quantities["total I(x;z)"] = lambda run: run.information[-1]["total"] if run.information else None
+        paired = paired_differences(runs, quantities, ("VLAE",))
+        if paired:
+            sections.append("Information at the end, seed by seed:\n\n" + paired)
     compared = [r for r in runs if r.mig is not None]
     if compared:
         lines = ["| model | runs | MIG | MIG-sup |", "|---|---|---|---|"]
@@ -403,7 +443,10 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
                     f"| {model} | {len(chosen)} | {_mean_std([r.mig for r in chosen])} | "
                     f"{_mean_std([r.mig_sup for r in chosen])} |"
                 )
-        sections.append("Disentanglement (mean ± std over runs):\n\n" + "\n".join(lines))
+        paired = paired_differences(runs, {"MIG": lambda r: r.mig, "MIG-sup": lambda r: r.mig_sup},
+                                    ("VLAE", "beta-VAE"))
+        sections.append("Disentanglement (mean ± std over runs):\n\n" + "\n".join(lines)
+                        + ("\n\nSeed by seed:\n\n" + paired if paired else ""))
     ablation = [r for r in runs if r.model == "pro-VLAE"]
     if {r.strategy for r in ablation} - {"both"}:
         levels = [f"z{level}" for level in range(args.levels - 1, 0, -1)]

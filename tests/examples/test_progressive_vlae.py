@@ -2,6 +2,7 @@ import json
 import math
 
 import pytest
+import scipy.stats
 
 
 def parse(example, *argv):
@@ -68,3 +69,25 @@ def _numbers(obj):
             yield from _numbers(value)
     elif hasattr(obj, "__dataclass_fields__"):
         yield from _numbers(vars(obj))
+
+
+def test_paired_differences_against_a_hand_computation(load_example):
+    example = load_example("progressive_vlae")
+    Run = example.Run
+    runs = [Run("pro-VLAE", "both", 0, mig=0.3), Run("pro-VLAE", "both", 1, mig=0.2),
+            Run("pro-VLAE", "both", 2, mig=0.5),
+            Run("pro-VLAE", "no strategy", 0, mig=9.0),  # an ablation arm: not the pro-VLAE of the comparison
+            Run("VLAE", "-", 0, mig=0.1), Run("VLAE", "-", 1, mig=0.25), Run("VLAE", "-", 2, mig=0.2),
+            Run("VLAE", "-", 3, mig=0.0), Run("beta-VAE", "-", 0, mig=0.0, failed="non-finite loss")]
+    text = example.paired_differences(runs, {"MIG": lambda r: r.mig}, ("VLAE", "beta-VAE"))
+    lines = text.splitlines()
+    assert len(lines) == 3  # one failed beta-VAE run leaves no pair against it
+    cells = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    differences = [0.2, -0.05, 0.3]
+    mean = sum(differences) / 3
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / 2)
+    t = mean / (sd / math.sqrt(3))
+    assert cells[:7] == ["MIG", "VLAE", "3", "+0.200, -0.050, +0.300", f"{mean:.3f} ± {sd:.3f}", "2/3",
+                         f"{2 * scipy.stats.t.sf(abs(t), df=2):.3g}"]
+    # Wilcoxon, exact: ranks 2, 1, 3 of |d|; the negative rank sum is 1, and P(W <= 1) = 2/8 under the null.
+    assert float(cells[7]) == pytest.approx(2 * 2 / 8)
