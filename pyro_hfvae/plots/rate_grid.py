@@ -245,11 +245,11 @@ def plot_rate_rate_distortion(
     figure = Figure(figsize=(6.4, 5.2))
     ax = figure.add_subplot(projection="3d")
     if len(rows) >= 3:
-        ax.plot_trisurf(x, y, z, cmap="viridis", alpha=0.6, linewidth=0.2, edgecolor="grey")
+        ax.plot_trisurf(x, y, z, cmap="viridis", alpha=0.45, linewidth=0.2, edgecolor="grey")
     ax.scatter(x, y, z, c="black", s=6)
     diagonal = np.array([is_diagonal(row) for row in rows])
-    ax.scatter(x[diagonal], y[diagonal], z[diagonal], s=60, facecolors="none", edgecolors="red",
-               label="beta-VAE (all betas equal)")
+    ax.scatter(x[diagonal], y[diagonal], z[diagonal], s=90, facecolors="none", edgecolors="red", linewidths=1.5,
+               depthshade=False, label="beta-VAE (all betas equal)")
     for (label, row), marker in zip((best or {}).items(), "*^sPD"):
         ax.scatter([row[f"rate/{sites[0]}"]], [row[f"rate/{sites[1]}"]], [row["distortion"]], marker=marker, s=160,
                    depthshade=False, label=label)
