@@ -91,3 +91,30 @@ def test_paired_differences_against_a_hand_computation(load_example):
                          f"{2 * scipy.stats.t.sf(abs(t), df=2):.3g}"]
     # Wilcoxon, exact: ranks 2, 1, 3 of |d|; the negative rank sum is 1, and P(W <= 1) = 2/8 under the null.
     assert float(cells[7]) == pytest.approx(2 * 2 / 8)
+
+
+def _finished(example, strategy, seed, z3, z2, z1):
+    record = {"stage": 2, "iteration": 12, "active": ["z3", "z2", "z1"], "levels": {"z3": z3, "z2": z2, "z1": z1},
+              "total": max(z3, z2, z1)}
+    return example.Run("pro-VLAE", strategy, seed, information=[record])
+
+
+def test_an_ablation_run_whose_information_is_at_the_wrong_level_fails(load_example):
+    example = load_example("progressive_vlae")
+    tolerance = example.ORDER_TOLERANCE
+    runs = [
+        _finished(example, "both", 0, 7.0, 4.0, 2.0),  # top-down: a success
+        _finished(example, "both", 1, 4.0, 4.0 + tolerance / 2, 2.0),  # a tie within the tolerance: a success
+        _finished(example, "no strategy", 0, 2.0, 5.0, 1.0),  # z2 above z3
+        _finished(example, "no strategy", 1, 6.0, 3.0, 3.0 + 2 * tolerance),  # z1 above z2
+        example.Run("pro-VLAE", "no strategy", 2, failed="non-finite loss at iteration 1", failed_iteration=1),
+    ]
+    assert [example.wrong_level(run) is None for run in runs] == [True, True, False, False, True]
+    assert "I(x;z2) = 5.00 > I(x;z3) = 2.00" in example.wrong_level(runs[2])
+    args = example.parse_with_preset(example.build_parser(), example.PRESETS, ["--preset", "smoke"])
+    report = example.report(runs, args)
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.strip("|").split("|")]
+            for line in report.splitlines() if line.startswith("| both") or line.startswith("| no strategy")}
+    assert rows["both"][1:5] == ["2/2", "1.00", "0 / 0 / 0", "0"]
+    assert rows["no strategy"][1:5] == ["0/3", "0.00", "1 / 0 / 0", "2"]
+    assert "- no strategy, seed 1: information went to the wrong level: I(x;z1)" in report
