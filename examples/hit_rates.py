@@ -52,6 +52,7 @@ from pyro_hfvae.plots.rate_grid import (
     plot_rate_grid,
     plot_rate_grid_convergence,
     plot_rate_rate_distortion,
+    rate_sites,
 )
 from pyro_hfvae.training.rate_grid import (
     average_rate_grids,
@@ -295,7 +296,8 @@ def train_grid(args: argparse.Namespace, out_dir: Path) -> list[dict]:
     if done:
         logger.info("resuming: %d of %d settings are in %s", len(done), len(settings), partial)
     for betas in settings:
-        if _key(tuple(betas.values())) in done:
+        key = _key(tuple(betas.values()))
+        if key in done:
             continue
         (row,) = rate_grid(
             make_model,
@@ -309,9 +311,8 @@ def train_grid(args: argparse.Namespace, out_dir: Path) -> list[dict]:
             num_samples=args.num_samples,
             seed=args.seed,
         )
-        done[_key(tuple(betas.values()))] = row
-        logger.info("setting %d of %d %s: %.0f s", len(done), len(settings), _betas_of(tuple(betas.values())),
-                    row["seconds"])
+        done[key] = row
+        logger.info("setting %d of %d %s: %.0f s", len(done), len(settings), _betas_of(key), row["seconds"])
         write_rate_grid_csv(list(done.values()), partial)
     rows = [done[_key(tuple(betas.values()))] for betas in settings]
     partial.unlink(missing_ok=True)
@@ -333,7 +334,7 @@ def main(args: argparse.Namespace) -> list[dict]:
         rows = train_grid(args, out_dir)
         grids = [rows]
         write_rate_grid_csv(rows, out_dir / "hit_rates.csv")
-    sites = [key[5:] for key in rows[0] if key.startswith("rate/")]
+    sites = rate_sites(rows)
     uses = {
         "reconstruction": "psnr",
         "representation": f"logistic/{sites[-1]}",
@@ -342,7 +343,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     plot(rows, uses, out_dir / "hit_rates.png")
     best = {f"best {use}": best_row(rows, metric) for use, metric in uses.items()}
     plot_rate_rate_distortion(rows, best, path=out_dir / "hit_rates_rate_rate_distortion.png")
-    if any(key.startswith("train_loss/") for key in rows[0]):
+    has_curves = any(key.startswith("train_loss/") for key in rows[0])
+    if has_curves:
         plot_rate_grid_convergence(rows, path=out_dir / "hit_rates_convergence.png")
     columns = (
         [f"beta/{site}" for site in sites]
@@ -353,7 +355,7 @@ def main(args: argparse.Namespace) -> list[dict]:
         + ["inception_score"]
     )
     summary = summarise(rows, uses) + "\n"
-    if any(key.startswith("train_loss/") for key in rows[0]):
+    if has_curves:
         summary += convergence(rows) + "\n"
     if len(grids) > 1:
         summary = (

@@ -555,17 +555,27 @@ _RUN_ONLY_SETTINGS = {"seeds", "first_seed", "out", "workers", "threads", "devic
                       "preset", "data_dir"}
 
 
+def trained_settings(settings: dict) -> dict:
+    """The settings that say what was trained (without those of :data:`_RUN_ONLY_SETTINGS`)."""
+    return {k: v for k, v in settings.items() if k not in _RUN_ONLY_SETTINGS}
+
+
+def changed_settings(first: dict, second: dict) -> list[str]:
+    """The names of the settings in which ``first`` and ``second`` differ, sorted."""
+    return sorted(k for k in first.keys() | second.keys() if first.get(k) != second.get(k))
+
+
 def load_results(paths: list[str]) -> tuple[argparse.Namespace, list[Run]]:
     """The settings and the pooled runs of saved ``results.json`` files."""
     settings, runs = None, []
     for path in paths:
         with open(path) as file:
             saved = json.load(file)
-        these = {k: v for k, v in saved["args"].items() if k not in _RUN_ONLY_SETTINGS}
+        these = trained_settings(saved["args"])
         if settings is not None and these != settings:
-            changed = sorted(k for k in settings.keys() | these.keys() if settings.get(k) != these.get(k))
             raise ValueError(
-                f"expected results made with the settings of {paths[0]} but {path} differs in {changed}; "
+                f"expected results made with the settings of {paths[0]} but {path} differs in "
+                f"{changed_settings(settings, these)}; "
                 "pool only runs of one configuration"
             )
         settings = these
@@ -598,14 +608,14 @@ def finished_runs(args: argparse.Namespace) -> list[Run]:
     if not os.path.exists(path):
         return []
     saved_args, runs = load_results([path])
-    wanted = {k: v for k, v in vars(args).items() if k not in _RUN_ONLY_SETTINGS}
+    wanted = trained_settings(vars(args))
     if vars(saved_args) != wanted:
-        changed = sorted(k for k in wanted.keys() | vars(saved_args).keys() if wanted.get(k) != vars(saved_args).get(k))
         raise ValueError(
-            f"expected {path} to hold runs of these settings but it differs in {changed}; "
-            "choose another --out or delete the file"
+            f"expected {path} to hold runs of these settings but it differs in "
+            f"{changed_settings(wanted, vars(saved_args))}; choose another --out or delete the file"
         )
-    return [r for r in runs if (r.model, r.seed, r.strategy) in set(jobs(args))]
+    todo = set(jobs(args))
+    return [r for r in runs if (r.model, r.seed, r.strategy) in todo]
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -24,7 +24,23 @@ __all__ = [
     "plot_rate_grid",
     "plot_rate_grid_convergence",
     "plot_rate_rate_distortion",
+    "rate_sites",
 ]
+
+
+def rate_sites(rows: Sequence[Mapping[str, float]]) -> list[str]:
+    """
+    The latent sites of a table, from its ``rate/<site>`` columns, in column order.
+
+    :param rows: rows of :func:`~pyro_hfvae.training.rate_grid.rate_grid`.
+    :rtype: list
+
+    Example::
+
+        >>> rate_sites([{"beta/z1": 1.0, "rate/z1": 3.0, "rate/z2": 1.0, "rate": 4.0}])
+        ['z1', 'z2']
+    """
+    return [key[len("rate/"):] for key in rows[0] if key.startswith("rate/")] if rows else []
 
 
 def is_diagonal(row: Mapping[str, float], rel_tol: float = 1e-9) -> bool:
@@ -99,7 +115,7 @@ def plot_rate_grid(
     import matplotlib.pyplot as plt
 
     if sites is None:
-        rate_columns = [key[5:] for key in rows[0] if key.startswith("rate/")] if rows else []
+        rate_columns = rate_sites(rows)
         if len(rate_columns) < 2:
             raise ValueError(f"expected rows with at least two rate/<site> columns but got {rate_columns}")
         sites = (rate_columns[0], rate_columns[1])
@@ -237,7 +253,7 @@ def plot_rate_rate_distortion(
         >>> figure.axes[0].get_zlabel()
         'distortion (nats)'
     """
-    rate_columns = [key[5:] for key in rows[0] if key.startswith("rate/")] if rows else []
+    rate_columns = rate_sites(rows)
     sites = sites or tuple(rate_columns[:2])
     if len(sites) < 2:
         raise ValueError(f"expected rows with at least two rate/<site> columns but got {rate_columns}")
