@@ -173,11 +173,13 @@ def _train(args: argparse.Namespace) -> int:
             f"({trainer.dataset_size} items) on {trainer.device}{ranks} for {config['training']['steps']} steps; "
             f"run directory {trainer.run_dir}")
     status = trainer.train()
+    rank = _rank()
+    _leave_process_group()
     if status == "interrupted":
         say(f"interrupted at step {trainer.step_count}; checkpoint written. Continue with: "
             f"pyro-hfvae train --resume {trainer.run_dir}")
         return 130
-    if not args.no_report and _rank() == 0:
+    if not args.no_report and rank == 0:
         _report(trainer)
     return 0
 
@@ -259,6 +261,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if _process_group():
             _process_group().destroy_process_group()
+
+
+def _leave_process_group() -> None:
+    """
+    Under ``torchrun``, every rank meets the others and then destroys the process group: a rank
+    that left while a peer still held its gloo connections could abort (SIGABRT) on exit.
+    """
+    if _process_group():
+        _process_group().barrier()
+        _process_group().destroy_process_group()
 
 
 def _process_group():
