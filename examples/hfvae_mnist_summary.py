@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from _flags import mean_sd  # examples/_flags.py
 
 from pyro_hfvae.util import atomic_file
 
@@ -38,12 +39,6 @@ def read(paths: list[str]) -> list[dict]:
         for name, result in record["models"].items():
             records.append({"name": name, "path": str(path), "settings": record["settings"], **result})
     return records
-
-
-def mean_sd(values: list[float]) -> str:
-    values = np.asarray(values, dtype=float)
-    sd = values.std(ddof=1) if len(values) > 1 else float("nan")
-    return f"{values.mean():.3f} +- {sd:.3f}"
 
 
 def runs_table(records: list[dict]) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _flags import add_preset_flag, add_result_flags, parse_with_preset  # examples/_flags.py
+from _flags import add_preset_flag, add_result_flags, mean_sd, parse_with_preset  # examples/_flags.py
 
 from pyro_hfvae.training import Trainer
 from pyro_hfvae.training.config import resolve_config
@@ -88,10 +88,6 @@ def summary(results: Path) -> str:
              "reconstruction error, left-out | reconstruction error, neighbours | images seen |",
              "|---|---|---|---|---|---|---|---|---|"]
 
-    def mean_sd(values):
-        sd = np.std(values, ddof=1) if len(values) > 1 else float("nan")
-        return f"{np.mean(values):.2f} +- {sd:.2f}"
-
     for model in MODELS:
         for held_out in (True, False):
             rows = [r for r in records if r["model"] == model and r["held_out"] == held_out]
@@ -101,10 +97,10 @@ def summary(results: Path) -> str:
             near = [r["scores"]["held_in_neighbours"] for r in rows]
             gap = [n["elbo"] - o["elbo"] for o, n in zip(out, near)]
             lines.append(f"| {model} | {'held-in only' if held_out else 'every image'} "
-                         f"| {', '.join(str(r['seed']) for r in rows)} | {mean_sd([o['elbo'] for o in out])} "
-                         f"| {mean_sd([n['elbo'] for n in near])} | {mean_sd(gap)} "
-                         f"| {mean_sd([o['reconstruction_error'] for o in out])} "
-                         f"| {mean_sd([n['reconstruction_error'] for n in near])} | {rows[0]['images_seen']:,} |")
+                         f"| {', '.join(str(r['seed']) for r in rows)} | {mean_sd([o['elbo'] for o in out], 2)} "
+                         f"| {mean_sd([n['elbo'] for n in near], 2)} | {mean_sd(gap, 2)} "
+                         f"| {mean_sd([o['reconstruction_error'] for o in out], 2)} "
+                         f"| {mean_sd([n['reconstruction_error'] for n in near], 2)} | {rows[0]['images_seen']:,} |")
     return "\n".join(lines)
 
 
