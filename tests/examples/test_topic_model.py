@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -35,27 +36,74 @@ def test_model_and_guide_have_one_site_per_group(example):
     assert lda.topic_word_matrix().shape == (7, 30)
 
 
-def _check(results, num_topics):
-    assert len(results) == 2
-    for result in results.values():
-        assert len(result["topics"]) == num_topics
-        assert result["num_active"] == sum(t["active"] for t in result["topics"])
-        for pair in result["pairs"]:
-            assert -1.0 <= pair[0] <= 1.0
-        assert all(math.isfinite(t["info"]) for t in result["topics"])
+def test_heldout_perplexity_is_the_exponentiated_elbo_per_word(example):
+    # a hand computation: the same noise, one document and one sample at a time, the KL in closed form
+    torch.manual_seed(0)
+    lda = example.ProdLDA(5, (3,), hidden_dim=4).eval()
+    counts = torch.tensor([[2.0, 0.0, 1.0, 0.0, 3.0], [0.0, 1.0, 0.0, 0.0, 0.0]])
+    posterior = lda.posterior(counts)["topics_0"].base_dist
+    mean, std = lda.priors[0]
+    generator, num_samples = torch.Generator().manual_seed(7), 3
+    noise = [torch.randn(2, 3, generator=generator) for _ in range(num_samples)]
+    bound = 0.0
+    for d in range(2):
+        log_likelihood = 0.0
+        for eps in noise:
+            z = posterior.loc[d] + posterior.scale[d] * eps[d]
+            probs = lda.word_norm(lda.topic_words[0](z.softmax(-1))[None])[0].softmax(-1)
+            log_likelihood += sum(n * math.log(p) for n, p in zip(counts[d].tolist(), probs.tolist())) / num_samples
+        kl = sum(math.log(std / s) + (s ** 2 + (m - mean) ** 2) / (2 * std ** 2) - 0.5
+                 for m, s in zip(posterior.loc[d].tolist(), posterior.scale[d].tolist()))
+        bound += log_likelihood - kl
+    expected = math.exp(-bound / counts.sum().item())
+    assert example.heldout_perplexity(lda, counts, num_samples, seed=7) == pytest.approx(expected, rel=1e-5)
 
 
-def test_main_on_a_fabricated_corpus(example, tmp_path, caplog):
-    args = example.make_parser().parse_args(["--data", str(tmp_path / "absent.npz"), "--num-docs", "200",
-                                             "--num-topics", "6", "--epochs", "2", "--batch-size", "50",
-                                             "--info-samples", "50", "--threads", "1"])
-    results = example.main(args)
+def test_load_corpus_filters_both_splits_by_the_training_split(example, tmp_path):
+    args = example.make_parser().parse_args(["--data", str(tmp_path / "absent.npz"), "--num-docs", "80",
+                                             "--max-df", "0.5"])
+    train, test, vocab, description = example.load_corpus(args)
+    assert "fabricated" in description and len(train) == 80 and 0 < len(test) <= 20
+    assert train.shape[1] == test.shape[1] == len(vocab)
+    # the common words occur in nearly every document, so they are the ones dropped
+    assert not any(word.startswith("common") for word in vocab)
+    assert (train.sum(-1) > 0).all() and (test.sum(-1) > 0).all()
+
+
+def _check(records, num_topics, models=("hfvae", "prodlda")):
+    assert [r["model"] for r in records] == list(models)
+    for record in records:
+        assert len(record["topics"]) == num_topics
+        assert record["num_active"] == sum(t["active"] for t in record["topics"])
+        for r, a, b, across in record["pairs"]:
+            assert -1.0 <= r <= 1.0 and a < b
+            assert across == (record["topics"][a]["group"] != record["topics"][b]["group"])
+        assert all(math.isfinite(t["info"]) for t in record["topics"])
+        assert record["heldout_perplexity"] == record["curve"][-1]["heldout_perplexity"] > 1.0
+        assert [row["epoch"] for row in record["curve"]] == list(range(1, len(record["curve"]) + 1))
+
+
+def test_main_on_a_fabricated_corpus_writes_resumable_results(example, tmp_path, caplog, capsys):
+    argv = ["--preset", "smoke", "--data", str(tmp_path / "absent.npz"), "--results", str(tmp_path / "results"),
+            "--figure"]
+    records = example.main(example.parse_with_preset(example.make_parser(), example.PRESETS, argv))
     assert "fabricated" in caplog.text
-    _check(results, 6)
+    _check(records, 6)
+    assert (tmp_path / "results" / "topics.png").stat().st_size > 0
+    # a second call reads the saved runs instead of training again, and --summary prints their table
+    again = example.main(example.parse_with_preset(example.make_parser(), example.PRESETS, argv))
+    assert again == json.loads(json.dumps(records))
+    with pytest.raises(ValueError, match=r"differs in \['epochs'\]"):
+        example.main(example.parse_with_preset(example.make_parser(), example.PRESETS, argv + ["--epochs", "3"]))
+    capsys.readouterr()
+    example.main(example.parse_with_preset(example.make_parser(), example.PRESETS, argv + ["--summary"]))
+    table = capsys.readouterr().out
+    assert "| HFVAE, two groups of topics | 0 |" in table and "| ProdLDA, one group of topics (ELBO) | 0 |" in table
+    assert "### HFVAE, two groups of topics, seed 0" in table
+    assert "### ProdLDA, one group of topics (ELBO), seed 0" in table
 
 
-def test_main_on_20_newsgroups(example, shared_data):
-    args = example.make_parser().parse_args(["--data", str(shared_data / "20newsgroups" / "20news_bydate_bow.npz"),
-                                             "--num-docs", "300", "--num-topics", "6", "--epochs", "1",
-                                             "--batch-size", "100", "--info-samples", "50", "--threads", "1"])
-    _check(example.main(args), 6)
+def test_main_on_20_newsgroups(example, shared_data, tmp_path):
+    argv = ["--preset", "smoke", "--data", str(shared_data / "20newsgroups" / "20news_bydate_bow.npz"),
+            "--results", str(tmp_path), "--models", "hfvae", "--epochs", "1"]
+    _check(example.main(example.parse_with_preset(example.make_parser(), example.PRESETS, argv)), 6, ("hfvae",))
