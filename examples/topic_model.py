@@ -416,9 +416,13 @@ def run(args: argparse.Namespace, model: str, seed: int, counts: torch.Tensor, t
 
 
 def run_settings(args: argparse.Namespace) -> dict:
-    """The flags that decide a run's result (not where it is written, which runs, nor the threads)."""
+    """
+    The flags that decide a run's result: not where the data and the results are (a clone of the
+    repository elsewhere continues the committed runs), which runs, the device nor the threads.
+    """
     return {key: value for key, value in vars(args).items()
-            if key not in ("results", "overwrite", "summary", "seeds", "models", "threads", "preset", "figure")}
+            if key not in ("data", "results", "overwrite", "summary", "seeds", "models", "device", "threads", "preset",
+                           "figure")}
 
 
 def saved_run(path: Path, args: argparse.Namespace) -> dict:
