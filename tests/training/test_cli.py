@@ -188,3 +188,21 @@ def test_console_script_lists_the_shipped_configs():
                             text=True, check=True)
     names = [line.split()[0] for line in result.stdout.splitlines()]
     assert names == ["hfvae_dsprites", "hfvae_mnist", "hfvae_mnist_ss", "hit_mnist", "provlae_dsprites"]
+
+
+def test_under_a_process_group_every_rank_leaves_it_before_the_report(tmp_path, monkeypatch):
+    # A rank that exits while a peer still holds its gloo connections can abort, and rank 0's report
+    # takes a while: so the ranks meet and destroy the group first (one rank here, the same code path).
+    import torch.distributed as dist
+
+    from pyro_hfvae.training import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_report", lambda trainer, preset=None: seen.append(dist.is_initialized()))
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        assert main(["train", "--out", str(tmp_path), "--steps", "2", *TINY_FLAGS]) == 0
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert seen == [False]
