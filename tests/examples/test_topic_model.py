@@ -107,3 +107,25 @@ def test_main_on_20_newsgroups(example, shared_data, tmp_path):
     argv = ["--preset", "smoke", "--data", str(shared_data / "20newsgroups" / "20news_bydate_bow.npz"),
             "--results", str(tmp_path), "--models", "hfvae", "--epochs", "1"]
     _check(example.main(example.parse_with_preset(example.make_parser(), example.PRESETS, argv)), 6, ("hfvae",))
+
+
+def test_the_control_has_the_hfvae_groups_on_the_elbo(example, tmp_path):
+    argv = ["--preset", "smoke", "--data", str(tmp_path / "absent.npz"), "--results", str(tmp_path / "results"),
+            "--models", "two_groups_elbo", "prodlda", "--epochs", "1"]
+    control, one_group = example.main(example.parse_with_preset(example.make_parser(), example.PRESETS, argv))
+    assert [t["group"] for t in control["topics"]] == [0, 0, 0, 1, 1, 1]
+    assert {t["group"] for t in one_group["topics"]} == {0}
+    # the same seed, data and objective (the ELBO): only the split into groups differs
+    assert control["curve"][0]["train_loss"] != one_group["curve"][0]["train_loss"]
+
+
+@pytest.mark.parametrize("groups, active", [([0, 0, 1, 1, 1], [1, 1, 1, 0, 1]), ([0] * 4, [1] * 4),
+                                            ([0, 1, 2, 2], [1, 1, 1, 1]), ([0, 1], [1, 0])])
+def test_pairs_possible_counts_every_pair_of_active_topics(example, groups, active):
+    topics = [{"group": g, "active": bool(a)} for g, a in zip(groups, active)]
+    chosen = [t for t in topics if t["active"]]
+    brute = {"across": 0, "within": 0}
+    for i in range(len(chosen)):
+        for j in range(i + 1, len(chosen)):
+            brute["across" if chosen[i]["group"] != chosen[j]["group"] else "within"] += 1
+    assert example.pairs_possible(topics) == brute
