@@ -17,7 +17,7 @@ setup(
     long_description=long_description,
     long_description_content_type="text/markdown",
     packages=find_packages(include=["pyro_hfvae", "pyro_hfvae.*"]),
-    package_data={"pyro_hfvae": ["py.typed", "training/configs/*.toml"]},
+    package_data={"pyro_hfvae": ["py.typed", "training/configs/*.toml", "training/reference/*.json"]},
     python_requires=">=3.10",
     # torch is pinned by the installer (see .ci/run and the README): never let pip pick one.
     install_requires=[

@@ -1,12 +1,13 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
 """
-HFVAE against VAE, beta-VAE and beta-TCVAE on dSprites, scored by disentanglement metrics.
+HFVAE against VAE, beta-VAE and beta-TCVAE on dSprites: the HFVAE paper's Table 3.
 
-The HFVAE paper's Table 3 (Esmaeili et al., AISTATS 2019) compares these objectives on
-dSprites with the FactorVAE ("Kim") and DCI ("Eastwood") scores. Here every model is the
-same network (:class:`~pyro_hfvae.models.conv_hfvae.ConvHFVAE`) and three of the
-objectives are special cases of one loss, :class:`~pyro_hfvae.HFVAELoss`:
+Esmaeili et al. (AISTATS 2019) compare these objectives on dSprites with the FactorVAE
+("Kim") score and DCI ("Eastwood") disentanglement. Here every model is the default run's
+network (:class:`~pyro_hfvae.models.conv_hfvae.ConvHFVAE`, MLP encoder and decoder on a CPU,
+``--architecture conv`` for the paper's convolutional one) and three of the objectives are
+special cases of one loss, :class:`~pyro_hfvae.HFVAELoss`:
 
 ==============  =============================  ==============================================
 model           latents                        objective
@@ -18,232 +19,317 @@ HFVAE           Concrete(3) + Normal(10)       ``HFVAELoss(1, beta, gamma)``
 ==============  =============================  ==============================================
 
 (``HFVAELoss(beta, beta, beta)`` is *not* the beta-VAE: it leaves the dimension-wise KL at
-weight 1, so the beta-VAE is ``HITLoss`` with every site's rate times beta.) The HFVAE
-scores its Concrete by the probability of the argmax (``concrete_scoring="argmax"``,
-as probtorch does; see ``hfvae_mnist.py``). Its
-representation is its Concrete class probabilities and its Normal means (13 codes); the
-others' are their 10 Normal means. Metrics: MIG, MIG-sup and the FactorVAE
-score through :func:`~pyro_hfvae.metrics.evaluate`, with a CPU-size preset (fewer points and
-votes) or disentanglement_lib's full protocol (``--metrics full``); DCI either from random
-forests as in the HFVAE paper (``--dci forest``, the default) or from disentanglement_lib's
-gradient-boosted trees (``--dci boosting``, through ``evaluate``; minutes per model on a CPU).
+weight 1, so the beta-VAE is ``HITLoss`` with every site's rate times beta.) The HFVAE scores
+its Concrete by the probability of the argmax, as the default run does.
 
-Training images are rendered on demand from uniformly drawn factors (no 47 MB grid on the
-CPU); ``--load-grid`` reads them from the pre-rendered grid on the device instead (GPU).
+Each model and seed is a run directory of the library's trainer (what ``pyro-hfvae train``
+writes), so an interrupted run continues where it stopped, bit for bit, and a finished run
+continues to a larger ``--steps``. Every ``--eval-every`` steps the trainer scores the model
+with its ``fast`` preset (MIG, MIG-sup, FactorVAE score on 1,000 / 500 votes, I(x; z)): the
+curve against images seen. At the end the model's representation (the Concrete's class
+probabilities, if any, and the Normal means) is scored once more at disentanglement_lib's sizes:
+MIG and MIG-sup on 10,000 points, the FactorVAE score with 10,000 / 5,000 votes and 10,000
+points for the variances, and DCI from random-forest regressors on 10,000 / 5,000 points, as
+the HFVAE paper computes it (``--dci boosting`` adds disentanglement_lib's gradient-boosted
+classifiers, minutes per model on a CPU). One result file per run; ``--summary`` and
+``--figure`` rebuild the table and the curves from the result files alone::
 
-CPU run (the table in docs/examples_results.md, about 10 minutes)::
+    # one process per model and seed; two at a time on the 2-core machine
+    python examples/hfvae_dsprites.py --preset cpu --models hfvae --seeds 0
+    python examples/hfvae_dsprites.py --summary --figure
 
-    python examples/hfvae_dsprites.py --steps 2000 --models beta-vae beta-tcvae hfvae --threads 1
+GPU, the paper's convolutional setting::
 
-GPU, the paper's setting (convolutional nets, 10 seeds, full metric protocol)::
-
-    python examples/hfvae_dsprites.py --architecture conv --steps 100000 --batch-size 256 \\
-        --seeds 10 --metrics full --dci boosting --load-grid --device cuda
+    python examples/hfvae_dsprites.py --preset paper --device cuda
 """
 import argparse
+import json
 import logging
-import time
+from pathlib import Path
 
 import numpy as np
-import pyro
-import torch
-from pyro.infer import SVI
-from pyro.optim import Adam
-from sklearn.ensemble import RandomForestClassifier
+from _flags import add_preset_flag, add_result_flags, mean_sd, parse_with_preset  # examples/_flags.py
 
-from pyro_hfvae import HFVAELoss, HITLoss
-from pyro_hfvae.datasets import DSprites
 from pyro_hfvae.metrics import disentanglement_completeness, evaluate, sample_codes
-from pyro_hfvae.models.conv_hfvae import ConvHFVAE
+from pyro_hfvae.training import Trainer
+from pyro_hfvae.training.config import resolve_config
+from pyro_hfvae.training.trainer import EVALUATIONS_FILE, read_jsonl
+from pyro_hfvae.util import atomic_file
 
 logger = logging.getLogger("hfvae_dsprites")
 
-MODELS = ("vae", "beta-vae", "beta-tcvae", "hfvae")
+#: Each model: its name in the tables, and its ``[objective]`` and ``[model]`` settings (the rest
+#: is the default run's). ``{beta}`` and ``{gamma}`` stand for the flags' values.
+MODELS = {
+    "vae": ("VAE", {"alpha": 1.0, "beta": 1.0, "gamma": 1.0}, {"num_classes": 0}),
+    "beta-vae": ("beta-VAE", {"name": "hit", "default_beta": "{beta}"}, {"num_classes": 0}),
+    "beta-tcvae": ("beta-TCVAE", {"alpha": 1.0, "beta": "{beta}", "gamma": "{beta}"}, {"num_classes": 0}),
+    "hfvae": ("HFVAE", {"alpha": 1.0, "beta": "{beta}", "gamma": "{gamma}"}, {"num_classes": 3}),
+}
 
-#: The HFVAE paper's Table 3 (mean over 10 restarts): FactorVAE score, DCI disentanglement.
-PAPER = {"vae": (0.63, 0.30), "beta-vae": (0.63, 0.41), "beta-tcvae": (0.62, 0.29), "hfvae": (0.63, 0.39)}
+#: The HFVAE paper's Table 3 (mean +- sd over 10 restarts): FactorVAE score, DCI disentanglement.
+PAPER = {"vae": ((0.63, 0.06), (0.30, 0.10)), "beta-vae": ((0.63, 0.10), (0.41, 0.11)),
+         "beta-tcvae": ((0.62, 0.07), (0.29, 0.10)), "hfvae": ((0.63, 0.08), (0.39, 0.16))}
 
-#: Metric sizes: a CPU preset, disentanglement_lib's defaults, and a seconds-long smoke test.
-METRIC_PRESETS = {
-    "cpu": {"num_train": 2000, "num_test": 1000, "forest_trees": 100,
-            "options": {"factor_vae": {"num_train": 800, "num_eval": 400, "num_variance_estimate": 2000}}},
+#: Sizes of the final scoring: disentanglement_lib's, and a seconds-long one for the smoke test.
+FINAL_METRICS = {
     "full": {"num_train": 10000, "num_test": 5000, "forest_trees": 100, "options": {}},
     "tiny": {"num_train": 100, "num_test": 50, "forest_trees": 10,
              "options": {"factor_vae": {"batch_size": 8, "num_train": 40, "num_eval": 20,
                                         "num_variance_estimate": 100}}},
 }
 
+#: Settings of ``--preset``; flags given explicitly take precedence. ``cpu``: the results page's
+#: runs (3.1M images per run, about 15 minutes each on one thread); ``paper``: the paper's
+#: convolutional networks and batch size (a GPU).
+PRESETS = {
+    "smoke": {"steps": 4, "batch_size": 16, "eval_every": 2, "hidden_dim": 16, "final_metrics": "tiny",
+              "eval_preset": "none", "seeds": [0], "checkpoint_every": 2},
+    "cpu": {"steps": 12000, "batch_size": 256, "eval_every": 2000, "seeds": [0, 1, 2]},
+    "paper": {"steps": 60000, "batch_size": 512, "eval_every": 10000, "architecture": "conv",
+              "seeds": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "threads": 4},
+}
 
-def build(kind: str, args: argparse.Namespace):
-    """The network, model, guide and loss of one kind of model."""
-    num_classes = 3 if kind == "hfvae" else 0
-    vae = ConvHFVAE((1, 64, 64), num_classes, args.style_dim, args.temperature,
-                    architecture=args.architecture, hidden_dim=args.hidden_dim).to(args.device)
-    model, guide = vae.model, vae.guide
-    if kind == "vae":
-        loss = HFVAELoss(1.0, 1.0, 1.0)
-    elif kind == "beta-vae":
-        loss = HITLoss(default_beta=args.beta, analytic_kl=False)
-    elif kind == "beta-tcvae":
-        loss = HFVAELoss(1.0, args.beta, args.beta)
+
+def _filled(options: dict, args: argparse.Namespace) -> dict:
+    return {key: float(value.format(beta=args.beta, gamma=args.gamma)) if isinstance(value, str) and "{" in value
+            else value for key, value in options.items()}
+
+
+def run_config(args: argparse.Namespace, model: str, seed: int) -> dict:
+    """The default run's configuration with ``model``'s objective and latents."""
+    _, objective, latents = MODELS[model]
+    overrides = {"training.steps": args.steps, "training.seed": seed, "training.batch_size": args.batch_size,
+                 "training.eval_every": args.eval_every, "training.checkpoint_every": args.checkpoint_every,
+                 "training.num_threads": args.threads, "training.device": args.device,
+                 "evaluation.preset": args.eval_preset, "model.architecture": args.architecture,
+                 "model.hidden_dim": args.hidden_dim, "model.style_dim": args.style_dim}
+    overrides.update({f"objective.{k}": v for k, v in _filled(objective, args).items()})
+    overrides.update({f"model.{k}": v for k, v in latents.items()})
+    return resolve_config(None, overrides)
+
+
+def train(args: argparse.Namespace, model: str, seed: int) -> Trainer:
+    """Trains (or continues) one run to ``args.steps``; a run made with other settings is an error."""
+    run_dir = Path(args.runs_dir) / f"{model}_seed{seed}"
+    if (run_dir / "checkpoint.pt").exists():
+        trainer = Trainer.from_run(run_dir, {"training.steps": args.steps, "training.device": args.device,
+                                             "training.num_threads": args.threads})
+        wanted = run_config(args, model, seed)
+        differ = [f"{section}.{key}" for section, options in wanted.items() for key, value in options.items()
+                  if section not in ("training", "evaluation") and trainer.config[section].get(key) != value]
+        if differ:
+            raise SystemExit(f"expected {run_dir} to be a run with these settings but its {', '.join(differ)} "
+                             "differ; choose another --runs-dir")
     else:
-        loss = HFVAELoss(1.0, args.beta, args.gamma, concrete_scoring=args.concrete_scoring)
-    return vae, model, guide, loss
+        trainer = Trainer(run_config(args, model, seed), run_dir, overwrite=True)
+    if trainer.train() != "completed":
+        raise SystemExit(f"run {run_dir} was interrupted; rerun the same command to resume it")
+    return trainer
 
 
-def train(kind: str, dataset: DSprites, args: argparse.Namespace, seed: int) -> tuple[ConvHFVAE, dict, float]:
-    """Trains one model; returns it, the ELBO decomposition on fresh batches, and the seconds."""
-    pyro.clear_param_store()  # every ConvHFVAE registers as "hfvae"
-    pyro.set_rng_seed(seed)
-    vae, model, guide, loss = build(kind, args)
-    svi = SVI(model, guide, Adam({"lr": args.lr}), loss)
-    rng = np.random.RandomState(seed)
-    num_data = len(dataset)
-
-    def batch(size: int):
-        factors = dataset.sample_factors(size, rng)
-        idx = torch.from_numpy(dataset.index_of(factors)).to(args.device)
-        return dataset.sample_observations_from_factors(factors, rng).to(args.device), idx
-
-    start = time.perf_counter()
-    for step in range(1, args.steps + 1):
-        x, idx = batch(args.batch_size)
-        value = svi.step(x, idx, num_data)
-        if step % args.log_every == 0 or step == args.steps:
-            logger.info("%s seed %d step %d loss/N %.2f", kind, seed, step, value / num_data)
-    seconds = time.perf_counter() - start
-    # The decomposition with all weights 1 (nats per image), whatever the training objective.
-    terms: dict[str, float] = {}
-    report_loss = HFVAELoss(concrete_scoring=args.concrete_scoring)
-    with torch.no_grad():
-        for _ in range(args.eval_batches):
-            x, idx = batch(args.eval_batch_size)
-            report_loss.loss(vae.model, vae.guide, x, idx, num_data)
-            for key, value in report_loss.terms.items():
-                terms[key] = terms.get(key, 0.0) + float(value) / args.eval_batches
-    return vae, terms, seconds
-
-
-def representation(vae: ConvHFVAE):
-    """Codes for the metrics: Concrete class probabilities (if any), then Normal means."""
-
-    def encode(x: torch.Tensor) -> torch.Tensor:
-        codes = vae.encode(x.to(vae.temperature.device))
-        return torch.cat([codes[key] for key in ("y", "z") if key in codes], dim=-1)
-
-    return encode
-
-
-def forest_dci(dataset: DSprites, encode, preset: dict, seed: int) -> dict[str, float]:
+def forest_dci(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarray, factors_test: np.ndarray,
+               factor_sizes: list[int], trees: int = 100, seed: int = 0) -> dict[str, float]:
     """
-    DCI from random-forest feature importances (the HFVAE paper's choice for its Table 3;
-    disentanglement_lib uses gradient-boosted trees, which cost minutes per model on a CPU).
+    DCI as the HFVAE paper computes it for its Table 3: one random-forest regressor per factor
+    (the factor's class scaled to [0, 1]) from all codes; their feature importances form the
+    importance matrix (:func:`~pyro_hfvae.metrics.disentanglement_completeness`). Informativeness:
+    the forests' mean R^2 on the test points.
     """
-    rng = np.random.RandomState(seed)
-    codes_train, factors_train = sample_codes(dataset, encode, preset["num_train"], rng, batch_size=256)
-    codes_test, factors_test = sample_codes(dataset, encode, preset["num_test"], rng, batch_size=256)
-    codes_train, codes_test = codes_train.cpu().numpy(), codes_test.cpu().numpy()
-    importance = np.zeros((codes_train.shape[1], dataset.num_factors))
-    accuracy = []
-    for k in range(dataset.num_factors):
-        forest = RandomForestClassifier(preset["forest_trees"], random_state=seed).fit(codes_train, factors_train[:, k])
+    from sklearn.ensemble import RandomForestRegressor
+
+    scale = np.maximum(np.asarray(factor_sizes) - 1, 1)
+    importance = np.zeros((codes_train.shape[1], len(scale)))
+    fit = []
+    for k in range(len(scale)):
+        forest = RandomForestRegressor(trees, random_state=seed).fit(codes_train, factors_train[:, k] / scale[k])
         importance[:, k] = forest.feature_importances_
-        accuracy.append(forest.score(codes_test, factors_test[:, k]))
+        fit.append(forest.score(codes_test, factors_test[:, k] / scale[k]))
     scores = disentanglement_completeness(importance)
-    return {f"dci_{key}": value for key, value in scores.items()} | {
-        "dci_informativeness_test": float(np.mean(accuracy))}
+    return {f"dci_{key}": value for key, value in scores.items()} | {"dci_informativeness_r2": float(np.mean(fit))}
 
 
-def summarise(rows: list[dict]) -> str:
-    """A Markdown table: mean (and standard deviation over seeds) per model."""
-    columns = [("mig", "MIG"), ("mig_sup", "MIG-sup"), ("factor_vae_eval_accuracy", "FactorVAE"),
-               ("dci_disentanglement", "DCI D"), ("dci_completeness", "DCI C"),
-               ("dci_informativeness_test", "DCI I (test)"), ("elbo", "ELBO"), ("mutual_info", "I(x;z)"),
-               ("tc_between", "TC between"), ("tc_within", "TC within"), ("seconds", "train s")]
-    lines = ["| model | seeds | " + " | ".join(title for _, title in columns) + " | paper FactorVAE / DCI D |",
-             "|" + "---|" * (len(columns) + 3)]
-    for kind in dict.fromkeys(row["model"] for row in rows):
-        group = [row for row in rows if row["model"] == kind]
-        cells = []
-        for key, _ in columns:
-            values = np.array([row[key] for row in group])
-            digits = 0 if key == "seconds" else 1 if key == "elbo" else 2 if key in ("mutual_info", "tc_between",
-                                                                                  "tc_within") else 3
-            cell = f"{values.mean():.{digits}f}"
-            if len(values) > 1:
-                cell += f" ± {values.std(ddof=1):.{digits}f}"
-            cells.append(cell)
-        paper = "{:.2f} / {:.2f}".format(*PAPER[kind])
-        lines.append(f"| {group[0]['label']} | {len(group)} | " + " | ".join(cells) + f" | {paper} |")
+def final_scores(trainer: Trainer, args: argparse.Namespace, seed: int) -> dict[str, float]:
+    """The final model's metrics at the sizes of ``args.final_metrics``."""
+    sizes = FINAL_METRICS[args.final_metrics]
+    boosting = args.dci in ("boosting", "both")
+    with trainer.evaluation_mode():
+        scores = evaluate(trainer.dataset, trainer.encode, metrics=("mig", "mig_sup", "factor_vae")
+                          + (("dci",) if boosting else ()), random_state=seed, num_train=sizes["num_train"],
+                          num_test=sizes["num_test"], options=sizes["options"])
+        if boosting:
+            scores = {("boosted_" + key if key.startswith("dci_") else key): value for key, value in scores.items()}
+        if args.dci in ("forest", "both"):
+            rng = np.random.RandomState(seed)
+            train = sample_codes(trainer.dataset, trainer.encode, sizes["num_train"], rng, batch_size=256)
+            test = sample_codes(trainer.dataset, trainer.encode, sizes["num_test"], rng, batch_size=256)
+            scores |= forest_dci(train[0].cpu().numpy(), train[1], test[0].cpu().numpy(), test[1],
+                                 trainer.dataset.factor_sizes, sizes["forest_trees"], seed)
+    return scores
+
+
+def curve(trainer: Trainer, last: dict, earlier: list[dict]) -> list[dict]:
+    """
+    The run's evaluations under its preset against images seen: the trainer's periodic ones, the
+    ``last`` (:meth:`Trainer.evaluate`) at the final step, which the trainer leaves to its caller,
+    and the ``earlier`` points of a result file written before the run was continued.
+    """
+    batch_size = trainer.config["training"]["batch_size"]
+    final = {"step": last["step"], **last["metrics"], "information_total": last["information"]["total"]}
+    final |= {f"information/{group}": value for group, value in last["information"]["groups"].items()}
+    points = {p["step"]: p for p in earlier} | {p["step"]: p for p in read_jsonl(trainer.run_dir / EVALUATIONS_FILE)}
+    points[final["step"]] = final
+    return [dict(points[step], images=step * batch_size) for step in sorted(points)]
+
+
+def run(args: argparse.Namespace, model: str, seed: int, earlier: dict | None = None) -> dict:
+    """Trains one run (continuing the run of the result file ``earlier``) and scores it: the result file's record."""
+    trainer = train(args, model, seed)
+    config = trainer.config
+    last = trainer.evaluate(write=False)
+    return {"model": model, "seed": seed, "steps": trainer.step_count,
+            "images": trainer.step_count * config["training"]["batch_size"], "seconds": trainer.train_seconds,
+            "curve": curve(trainer, last, earlier["curve"] if earlier else []), "information": last["information"],
+            "final": final_scores(trainer, args, seed), "final_metrics": args.final_metrics,
+            "objective": config["objective"], "model_settings": config["model"]}
+
+
+def summary(results: Path) -> str:
+    """The table over seeds of the result files in ``results``: mean +- sd (sample sd)."""
+    records = [json.loads(path.read_text()) for path in sorted(results.glob("*_seed*.json"))]
+    columns = [("factor_vae_eval_accuracy", "FactorVAE"), ("dci_disentanglement", "DCI D"),
+               ("dci_completeness", "DCI C"), ("dci_informativeness_r2", "DCI I (R^2)"), ("mig", "MIG"),
+               ("mig_sup", "MIG-sup")]
+    lines = ["| model | seeds | images seen | " + " | ".join(title for _, title in columns)
+             + " | I(x; z), nats | paper FactorVAE | paper DCI D |", "|---" * (len(columns) + 6) + "|"]
+    for model, (name, _, _) in MODELS.items():
+        rows = sorted((r for r in records if r["model"] == model), key=lambda r: r["seed"])
+        if not rows:
+            continue
+        (kim, kim_sd), (dci, dci_sd) = PAPER[model]
+        cells = [mean_sd([r["final"][key] for r in rows]) if key in rows[0]["final"] else "-" for key, _ in columns]
+        lines.append(f"| {name} | {', '.join(str(r['seed']) for r in rows)} | {rows[0]['images']:,} | "
+                     + " | ".join(cells) + f" | {mean_sd([r['information']['total'] for r in rows], 2)} "
+                     f"| {kim:.2f} +- {kim_sd:.2f} | {dci:.2f} +- {dci_sd:.2f} |")
     return "\n".join(lines)
 
 
-def label(kind: str, args: argparse.Namespace) -> str:
-    return {"vae": "VAE", "beta-vae": f"beta-VAE (beta={args.beta:g})",
-            "beta-tcvae": f"beta-TCVAE (beta={args.beta:g})",
-            "hfvae": f"HFVAE (beta={args.beta:g}, gamma={args.gamma:g})"}[kind]
+def reference_curve(results: Path, args: argparse.Namespace) -> dict:
+    """
+    The HFVAE runs' curve as a reference curve (:mod:`pyro_hfvae.training.reference_runs`): the
+    mean and sd over seeds at every step all runs evaluated, under the runs' configuration.
+    """
+    records = [json.loads(p.read_text()) for p in sorted(results.glob("hfvae_seed*.json"))]
+    if not records:
+        raise SystemExit(f"expected HFVAE result files in {results} but found none; train them first")
+    config = run_config(args, "hfvae", seed=0)
+    batch_size = records[0]["images"] // records[0]["steps"]
+    if batch_size != config["training"]["batch_size"]:
+        raise SystemExit(f"expected the runs' batch size {batch_size} in --batch-size but got "
+                         f"{config['training']['batch_size']}; pass the flags the runs were made with")
+    steps = sorted(set.intersection(*({p["step"] for p in r["curve"]} for r in records)))
+    points = []
+    for step in steps:
+        chosen = [next(p for p in r["curve"] if p["step"] == step) for r in records]
+        names = [name for name in ("mig", "mig_sup", "factor_vae_eval_accuracy", "information/class")
+                 if all(name in p for p in chosen)]  # the metrics of the runs' evaluation preset
+        points.append({"images": step * batch_size, "metrics": {
+            name: [float(np.mean([p[name] for p in chosen])), float(np.std([p[name] for p in chosen], ddof=1))
+                   if len(chosen) > 1 else float("nan")] for name in names}})
+    (kim, kim_sd), _ = PAPER["hfvae"]
+    return {"name": "hfvae_dsprites_mlp", "source": "docs/dsprites_results, examples/hfvae_dsprites.py",
+            "seeds": [r["seed"] for r in records], "dataset_size": 737280,
+            "configuration": {"data": config["data"], "model": config["model"], "optimizer": config["optimizer"],
+                              "objective": {k: v for k, v in config["objective"].items()
+                                            if k not in ("compile", "global_batch")},
+                              "training": {"batch_size": batch_size}},
+            "points": points,
+            "paper": {"images": 60000 * 512, "configuration": "hfvae_dsprites",
+                      "metrics": {"factor_vae_eval_accuracy": f"{kim:.2f} ± {kim_sd:.2f}"}}}
+
+
+def plot_curves(results: Path, path: Path) -> None:
+    """MIG, MIG-sup and the FactorVAE score of every run against images seen (the periodic evaluations)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(p.read_text()) for p in sorted(results.glob("*_seed*.json"))]
+    panels = (("mig", "MIG"), ("mig_sup", "MIG-sup"), ("factor_vae_eval_accuracy", "FactorVAE score (fast)"))
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), constrained_layout=True)
+    for color, (model, (name, _, _)) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], MODELS.items()):
+        for index, record in enumerate(r for r in records if r["model"] == model):
+            points = record["curve"]
+            for axis, (key, _) in zip(axes, panels):
+                axis.plot([p["images"] / 1e6 for p in points], [p.get(key, np.nan) for p in points], "o-", color=color,
+                          markersize=3, linewidth=1, label=name if index == 0 else None)
+    for axis, (_, title) in zip(axes, panels):
+        axis.set_xlabel("images seen (millions)")
+        axis.set_title(title)
+    axes[0].legend(fontsize=8)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    dataset = DSprites(args.data, device=args.device)
-    if args.load_grid:
-        dataset.load_grid()
-    preset = METRIC_PRESETS[args.metrics]
-    rows = []
-    for seed in range(args.seed, args.seed + args.seeds):
-        for kind in args.models:
-            vae, terms, seconds = train(kind, dataset, args, seed)
-            start = time.perf_counter()
-            metrics = ("mig", "mig_sup", "factor_vae") + (("dci",) if args.dci == "boosting" else ())
-            scores = evaluate(dataset, representation(vae), metrics=metrics, random_state=seed,
-                              num_train=preset["num_train"], num_test=preset["num_test"],
-                              options=preset["options"])
-            if args.dci == "forest":
-                scores |= forest_dci(dataset, representation(vae), preset, seed)
-            logger.info("%s seed %d: metrics in %.0f s: %s", kind, seed, time.perf_counter() - start,
-                        {key: round(value, 3) for key, value in scores.items()})
-            rows.append({"model": kind, "label": label(kind, args), "seed": seed, "seconds": seconds,
-                         **scores, **terms})
-    print(f"dSprites ({'official file ' + str(args.data) if args.data else 'rendered'}), "
-          f"{args.steps} steps of batch {args.batch_size}, {args.architecture} nets, metrics preset "
-          f"{args.metrics!r}:\n")
-    print(summarise(rows))
-    return rows
+    results = Path(args.results)
+    records = []
+    if not args.summary:
+        for seed in args.seeds:
+            for model in args.models:
+                path = results / f"{model}_seed{seed}.json"
+                saved = json.loads(path.read_text()) if path.exists() and not args.overwrite else None
+                if saved is not None and saved["steps"] >= args.steps:
+                    records.append(saved)
+                    continue
+                record = run(args, model, seed, saved)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_file(path, "w") as file:
+                    json.dump(record, file, indent=1, sort_keys=True)
+                records.append(record)
+    print(summary(results))
+    if args.figure:
+        plot_curves(results, results / "curves.png")
+    if args.reference_out:
+        with atomic_file(args.reference_out, "w") as file:
+            json.dump(reference_curve(results, args), file, indent=1)
+    return records
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", default=None, help="the official dSprites npz/hdf5 (default: render it)")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--steps", type=int, default=1000, help="Adam steps per model")
+    add_preset_flag(parser, PRESETS)
+    add_result_flags(parser, "docs/_static/dsprites")
+    parser.add_argument("--models", nargs="+", choices=tuple(MODELS), default=list(MODELS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--steps", type=int, default=2000, help="training steps per run")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--beta", type=float, default=4.0, help="beta of beta-VAE, beta-TCVAE and HFVAE")
     parser.add_argument("--gamma", type=float, default=3.0, help="HFVAE weight of the TC within style")
     parser.add_argument("--style-dim", type=int, default=10)
-    parser.add_argument("--temperature", type=float, default=0.66, help="Concrete temperature")
-    parser.add_argument("--concrete-scoring", choices=("relaxed", "argmax"), default="argmax",
-                        help="how HFVAELoss scores the Concrete (relaxed density or argmax pmf)")
     parser.add_argument("--architecture", choices=("mlp", "conv"), default="mlp")
     parser.add_argument("--hidden-dim", type=int, default=256)
-    parser.add_argument("--metrics", choices=tuple(METRIC_PRESETS), default="cpu", help="metric sizes")
-    parser.add_argument("--dci", choices=("forest", "boosting"), default="forest",
-                        help="DCI importances from random forests (the HFVAE paper) or gradient-boosted "
-                             "trees (disentanglement_lib, slow on a CPU)")
-    parser.add_argument("--eval-batches", type=int, default=4, help="batches for the ELBO decomposition")
-    parser.add_argument("--eval-batch-size", type=int, default=512, help="their size")
-    parser.add_argument("--seeds", type=int, default=1, help="restarts per model")
-    parser.add_argument("--seed", type=int, default=0, help="first seed")
-    parser.add_argument("--load-grid", action="store_true", help="train from the pre-rendered grid")
-    parser.add_argument("--log-every", type=int, default=250)
+    parser.add_argument("--eval-every", type=int, default=500, help="steps between points of the curve")
+    parser.add_argument("--eval-preset", choices=("fast", "full", "none"), default="fast",
+                        help="the trainer's evaluation preset for the curve")
+    parser.add_argument("--checkpoint-every", type=int, default=1000)
+    parser.add_argument("--final-metrics", choices=tuple(FINAL_METRICS), default="full",
+                        help="sizes of the final scoring")
+    parser.add_argument("--dci", choices=("forest", "boosting", "both"), default="forest",
+                        help="DCI from random-forest regressors (the HFVAE paper), gradient-boosted classifiers "
+                             "(disentanglement_lib; minutes per model on a CPU), or both")
+    parser.add_argument("--runs-dir", default="runs/dsprites", help="the run directories")
+    parser.add_argument("--figure", action="store_true", help="draw the curves of the result files")
+    parser.add_argument("--reference-out", default=None,
+                        help="write the HFVAE runs' curve here as a reference curve for run summaries "
+                             "(pyro_hfvae/training/reference/)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     return parser
 
 
 if __name__ == "__main__":
-    main(make_parser().parse_args())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    main(parse_with_preset(make_parser(), PRESETS))

@@ -7,7 +7,7 @@ The ``pyro-hfvae`` command line: train, evaluate and plot runs.
 
     pyro-hfvae train --out runs/dsprites              # the embedded default: HFVAE on procedural dSprites
     pyro-hfvae train --config hfvae_dsprites --device cuda --out runs/paper
-    pyro-hfvae train --resume runs/dsprites --steps 4000
+    pyro-hfvae train --resume runs/dsprites --steps 8000
     pyro-hfvae evaluate runs/dsprites --preset full
     pyro-hfvae plot runs/dsprites
     pyro-hfvae compare runs/a runs/b --out comparison.png

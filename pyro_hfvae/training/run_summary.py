@@ -146,6 +146,7 @@ def _blocks(run_dir: Path) -> list[tuple]:
         rows.append(["all latents", format_number(information["total"], 2)])
         blocks.append(("table", ["latents", "I(x; z) [nats]"], rows))
         blocks += _hold_out_blocks(evaluation.get("hold_out"), data.get("hold_out"))
+    blocks += _budget_blocks(config, step)
     figures = run_dir / FIGURES_DIR
     shown = [(name, caption) for name, caption in _FIGURES if (figures / f"{name}.png").is_file()]
     if shown:
@@ -157,6 +158,41 @@ def _blocks(run_dir: Path) -> list[tuple]:
                            f"pyro-hfvae evaluate {run_dir} --preset full   # disentanglement_lib protocol\n"
                            f"pyro-hfvae plot {run_dir}                     # redraw the figures"))
     return blocks
+
+
+def _images(count: int) -> str:
+    """``1.02M`` from a million up, else the count with thousands separators."""
+    return f"{count / 1e6:.2f}M" if count >= 1_000_000 else f"{count:,}"
+
+
+def _budget_blocks(config: dict, step: int) -> list[tuple]:
+    """Where the run's images seen stand on the reference curve of its configuration (none if no curve matches)."""
+    from pyro_hfvae.training.reference_runs import matching_reference
+
+    reference = matching_reference(config)
+    if reference is None or not reference["points"]:
+        return []
+    images = step * config["training"]["batch_size"]
+    paper, size = reference["paper"], reference["dataset_size"]
+    names = list(reference["points"][0]["metrics"])
+    nearest = min(reference["points"], key=lambda point: abs(point["images"] - images))
+    rows = []
+    for point in reference["points"]:
+        mark = " (nearest to this run)" if point is nearest else ""
+        rows.append([f"{_images(point['images'])}{mark}"]
+                    + [f"{format_number(mean, 3)} ± {format_number(sd, 3)}" for mean, sd in
+                       (point["metrics"][name] for name in names)])
+    rows.append([f"{_images(paper['images'])} (paper, Table 3)"] + [paper["metrics"].get(name, "") for name in names])
+    headers = ["images seen"] + [_METRIC_NOTES.get(name, (f"I(x; {name.split('/', 1)[1]}) [nats]"
+                                                          if name.startswith("information/") else name,))[0]
+                                 for name in names]
+    beyond = " (beyond the curve's end)" if images > reference["points"][-1]["images"] else ""
+    return [("h2", "Where this budget stands"),
+            ("p", f"This run saw {_images(images)} images{beyond}, {images / size:.2f} epochs of the {size:,} "
+                  f"items; the paper-size configuration (`--config {paper['configuration']}`) trains on "
+                  f"{_images(paper['images'])}. The same configuration as this run, trained "
+                  f"longer on a CPU ({len(reference['seeds'])} seeds, mean ± sd; {reference['source']}):"),
+            ("table", headers, rows)]
 
 
 def _collapse_hint(objective: dict) -> str:

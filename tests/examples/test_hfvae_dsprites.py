@@ -1,9 +1,11 @@
+import json
 import math
 
+import numpy as np
 import pytest
 
-TINY = ["--steps", "2", "--batch-size", "8", "--hidden-dim", "16", "--metrics", "tiny", "--eval-batches", "1",
-        "--eval-batch-size", "16", "--threads", "1"]
+from pyro_hfvae import HFVAELoss, HITLoss
+from pyro_hfvae.training import Trainer
 
 
 @pytest.fixture
@@ -11,26 +13,96 @@ def example(load_example):
     return load_example("hfvae_dsprites")
 
 
-def test_objectives_are_the_special_cases_of_one_loss(example):
-    args = example.make_parser().parse_args(["--beta", "5", "--gamma", "2"])
-    weights = {}
-    for kind in example.MODELS:
-        _, _, _, loss = example.build(kind, args)
-        weights[kind] = getattr(loss, "alpha", None), getattr(loss, "beta", None), getattr(loss, "gamma", None)
-    assert weights["vae"] == (1.0, 1.0, 1.0)
-    assert weights["beta-tcvae"] == (1.0, 5.0, 5.0)
-    assert weights["hfvae"] == (1.0, 5.0, 2.0)
-    assert weights["beta-vae"] == (None, None, None)  # Trace_ELBO on scaled latent sites
+def _args(example, tmp_path, *flags):
+    argv = ["--preset", "smoke", "--runs-dir", str(tmp_path / "runs"), "--results", str(tmp_path / "results"), *flags]
+    return example.parse_with_preset(example.make_parser(), example.PRESETS, argv)
 
 
-def test_main_tiny(example):
-    args = example.make_parser().parse_args(TINY + ["--models", "beta-vae", "hfvae"])
-    rows = example.main(args)
-    assert [row["model"] for row in rows] == ["beta-vae", "hfvae"]
-    for row in rows:
-        for key in ("mig", "mig_sup", "factor_vae_eval_accuracy", "dci_disentanglement", "dci_completeness",
-                    "dci_informativeness_test"):
-            assert 0.0 <= row[key] <= 1.0, key
-        assert math.isfinite(row["elbo"]) and row["elbo"] < 0
-    summary = example.summarise(rows)
-    assert summary.count("\n") == 3 and "HFVAE (beta=4, gamma=3)" in summary
+def test_objectives_are_the_special_cases_of_one_loss(example, tmp_path):
+    args = _args(example, tmp_path, "--beta", "5", "--gamma", "2")
+    losses, classes = {}, {}
+    for model in example.MODELS:
+        trainer = Trainer(example.run_config(args, model, seed=0))
+        losses[model], classes[model] = trainer.loss, trainer.config["model"]["num_classes"]
+    weights = {m: (loss.alpha, loss.beta, loss.gamma) for m, loss in losses.items() if isinstance(loss, HFVAELoss)}
+    assert weights == {"vae": (1.0, 1.0, 1.0), "beta-tcvae": (1.0, 5.0, 5.0), "hfvae": (1.0, 5.0, 2.0)}
+    assert isinstance(losses["beta-vae"], HITLoss) and losses["beta-vae"].default_beta == 5.0
+    assert classes == {"vae": 0, "beta-vae": 0, "beta-tcvae": 0, "hfvae": 3}
+
+
+def test_forest_dci_of_a_perfect_and_of_an_uninformative_representation(example):
+    rng = np.random.RandomState(0)
+    sizes = [3, 6, 10]
+    factors = np.stack([rng.randint(size, size=600) for size in sizes], axis=1)
+    perfect = example.forest_dci(factors[:400] * 1.0, factors[:400], factors[400:] * 1.0, factors[400:], sizes,
+                                 trees=10)
+    assert perfect["dci_disentanglement"] == pytest.approx(1.0, abs=1e-6)
+    assert perfect["dci_completeness"] == pytest.approx(1.0, abs=1e-6)
+    assert perfect["dci_informativeness_r2"] == pytest.approx(1.0, abs=1e-6)
+    noise = rng.randn(600, 3)
+    useless = example.forest_dci(noise[:400], factors[:400], noise[400:], factors[400:], sizes, trees=10)
+    assert useless["dci_disentanglement"] < 0.1 and useless["dci_informativeness_r2"] < 0
+
+
+def test_smoke_runs_score_and_continue_with_their_curve(example, tmp_path):
+    records = example.main(_args(example, tmp_path, "--models", "beta-vae", "hfvae"))
+    assert [r["model"] for r in records] == ["beta-vae", "hfvae"]
+    for record in records:
+        assert [(p["step"], p["images"]) for p in record["curve"]] == [(2, 32), (4, 64)]
+        for key in ("mig", "mig_sup", "factor_vae_eval_accuracy", "dci_disentanglement", "dci_completeness"):
+            assert 0.0 <= record["final"][key] <= 1.0, key
+        assert math.isfinite(record["information"]["total"])
+    assert set(records[1]["information"]["groups"]) == {"class", "style"}
+    # a finished result file is reused; a larger --steps continues the run and keeps the earlier points
+    again = example.main(_args(example, tmp_path, "--models", "hfvae"))
+    assert again[0] == json.loads((tmp_path / "results" / "hfvae_seed0.json").read_text()) == records[1]
+    longer = example.main(_args(example, tmp_path, "--models", "hfvae", "--steps", "6"))[0]
+    assert [p["step"] for p in longer["curve"]] == [2, 4, 6] and longer["curve"][:2] == records[1]["curve"]
+    table = example.summary(tmp_path / "results")
+    assert table.count("\n") == 3 and "| HFVAE | 0 | 96 |" in table and "| beta-VAE | 0 | 64 |" in table
+
+
+def test_a_run_made_with_other_settings_is_refused(example, tmp_path):
+    example.main(_args(example, tmp_path, "--models", "beta-tcvae"))
+    (tmp_path / "results" / "beta-tcvae_seed0.json").unlink()
+    with pytest.raises(SystemExit, match="objective.beta, objective.gamma differ"):
+        example.main(_args(example, tmp_path, "--models", "beta-tcvae", "--steps", "6", "--beta", "2"))
+
+
+def test_the_figure_draws_every_run(example, tmp_path):
+    example.main(_args(example, tmp_path, "--models", "vae", "hfvae", "--figure"))
+    assert (tmp_path / "results" / "curves.png").stat().st_size > 10_000
+
+
+def test_the_hfvae_runs_make_a_reference_curve_that_their_configuration_matches(example, tmp_path):
+    from pyro_hfvae.training.reference_runs import matching_reference
+
+    args = _args(example, tmp_path, "--models", "hfvae", "--seeds", "0", "1",
+                 "--reference-out", str(tmp_path / "reference" / "curve.json"))
+    records = example.main(args)
+    curve = json.loads((tmp_path / "reference" / "curve.json").read_text())
+    assert [p["images"] for p in curve["points"]] == [32, 64] and curve["seeds"] == [0, 1]
+    for point, first, second in zip(curve["points"], records[0]["curve"], records[1]["curve"]):
+        values = [first["information/class"], second["information/class"]]
+        assert point["metrics"]["information/class"] == pytest.approx([np.mean(values), np.std(values, ddof=1)])
+    config = example.run_config(args, "hfvae", seed=5)
+    assert matching_reference(config, tmp_path / "reference")["name"] == "hfvae_dsprites_mlp"
+    config["training"]["batch_size"] = 64
+    assert matching_reference(config, tmp_path / "reference") is None
+    assert matching_reference(example.run_config(args, "beta-tcvae", seed=0), tmp_path / "reference") is None
+
+
+def test_the_gpu_script_runs_the_four_models_on_a_cpu_at_smoke_size(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "examples" / "dsprites_gpu.sh"
+    env = dict(os.environ, OUT=str(tmp_path), STEPS="4", PYTHON=sys.executable)
+    result = subprocess.run(["bash", str(script), "--allow-cpu"], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = (tmp_path / "summary.md").read_text()
+    assert all(f"| {name} | 0 | 32 |" in summary for name in ("VAE", "beta-VAE", "beta-TCVAE", "HFVAE"))
+    assert (tmp_path / "results" / "curves.png").is_file()

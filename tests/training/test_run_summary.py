@@ -80,3 +80,35 @@ def test_collapse_says_what_to_change(tmp_path, scoring, hint):
     (tmp_path / "metrics.json").write_text(json.dumps(evaluation))
     text = write_summary(tmp_path, write_html=False).read_text()
     assert hint in text
+
+
+def _reference(folder, batch_size, points):
+    curve = {"name": "demo", "source": "a results page", "seeds": [0, 1], "dataset_size": 1000,
+             "configuration": {"data": {"name": "dsprites"}, "training": {"batch_size": batch_size}},
+             "points": [{"images": images, "metrics": {"mig": [mig, 0.01], "information/class": [1.5, 0.25]}}
+                        for images, mig in points],
+             "paper": {"images": 30_720_000, "configuration": "hfvae_dsprites", "metrics": {"mig": "0.5"}}}
+    folder.mkdir(exist_ok=True)
+    (folder / "demo.json").write_text(json.dumps(curve))
+
+
+# the run: 4 steps of the default run's 256 = 1,024 images
+@pytest.mark.parametrize("points, nearest, beyond", [
+    ([(512, 0.1), (2048, 0.2)], "| 512 (nearest to this run) | 0.100 ± 0.010 | 1.500 ± 0.250 |", False),
+    ([(256, 0.1), (768, 0.2)], "| 768 (nearest to this run) | 0.200 ± 0.010 |", True),
+])
+def test_summary_places_the_run_on_its_reference_curve(run_dir, tmp_path, monkeypatch, points, nearest, beyond):
+    monkeypatch.setattr("pyro_hfvae.training.reference_runs.REFERENCE_DIR", tmp_path / "reference")
+    _reference(tmp_path / "reference", 256, points)
+    text = write_summary(run_dir).read_text()
+    assert "## Where this budget stands" in text
+    assert (f"This run saw 1,024 images{' (beyond the curve' + chr(39) + 's end)' if beyond else ''}, 1.02 epochs "
+            "of the 1,000 items; the paper-size configuration (`--config hfvae_dsprites`) trains on 30.72M.") in text
+    assert "| images seen | MIG | I(x; class) [nats] |" in text and nearest in text
+    assert text.count("nearest to this run") == 1 and "| 30.72M (paper, Table 3) | 0.5 |  |" in text
+
+
+def test_summary_without_a_matching_reference_curve(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("pyro_hfvae.training.reference_runs.REFERENCE_DIR", tmp_path / "reference")
+    _reference(tmp_path / "reference", 64, [(512, 0.2)])
+    assert "Where this budget stands" not in write_summary(run_dir).read_text()
