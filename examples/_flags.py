@@ -2,13 +2,18 @@
 # SPDX-License-Identifier: Apache-2.0
 """
 Flags the experiment scripts share: ``--preset`` (named sets of flag defaults that explicit flags
-override) and the result-file flags ``--results``, ``--overwrite`` and ``--summary``; and how their
-tables write a mean over seeds.
+override) and the result-file flags ``--results``, ``--overwrite`` and ``--summary``; how a result
+file is written; and how their tables write a mean over seeds.
 """
 import argparse
+import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
+
+from pyro_hfvae.util import atomic_file
 
 
 def add_preset_flag(parser: argparse.ArgumentParser, presets: Mapping[str, Mapping]) -> None:
@@ -56,3 +61,14 @@ def mean_sd(values: Sequence[float], digits: int = 3) -> str:
     values = np.asarray(values, dtype=float)
     sd = values.std(ddof=1) if len(values) > 1 else float("nan")
     return f"{values.mean():.{digits}f} +- {sd:.{digits}f}"
+
+
+def write_json(path: str | os.PathLike, record, sort_keys: bool = True) -> None:
+    """
+    Writes ``record`` as JSON to ``path`` atomically (a killed run leaves the old file or none),
+    creating the folder.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, "w") as file:
+        json.dump(record, file, indent=1, sort_keys=sort_keys)

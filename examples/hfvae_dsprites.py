@@ -48,13 +48,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from _flags import add_preset_flag, add_result_flags, mean_sd, parse_with_preset  # examples/_flags.py
+from _flags import add_preset_flag, add_result_flags, mean_sd, parse_with_preset, write_json  # examples/_flags.py
 
 from pyro_hfvae.metrics import disentanglement_completeness, evaluate, sample_codes
 from pyro_hfvae.training import Trainer
 from pyro_hfvae.training.config import resolve_config
 from pyro_hfvae.training.trainer import EVALUATIONS_FILE, read_jsonl
-from pyro_hfvae.util import atomic_file
 
 logger = logging.getLogger("hfvae_dsprites")
 
@@ -284,16 +283,13 @@ def main(args: argparse.Namespace) -> list[dict]:
                     records.append(saved)
                     continue
                 record = run(args, model, seed, saved)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_file(path, "w") as file:
-                    json.dump(record, file, indent=1, sort_keys=True)
+                write_json(path, record)
                 records.append(record)
     print(summary(results))
     if args.figure:
         plot_curves(results, results / "curves.png")
     if args.reference_out:
-        with atomic_file(args.reference_out, "w") as file:
-            json.dump(reference_curve(results, args), file, indent=1)
+        write_json(args.reference_out, reference_curve(results, args), sort_keys=False)
     return records
 
 

@@ -48,7 +48,6 @@ GPU, longer (the paper's batch sizes are 512-1024)::
     python examples/hfvae_mnist.py --steps 50000 --batch-size 512 --device cuda
 """
 import argparse
-import json
 import logging
 import math
 import time
@@ -57,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
-from _flags import add_preset_flag, parse_with_preset  # examples/_flags.py
+from _flags import add_preset_flag, parse_with_preset, write_json  # examples/_flags.py
 from pyro.infer import SVI
 from pyro.optim import Adam
 from scipy.optimize import linear_sum_assignment
@@ -349,10 +348,7 @@ def main(args: argparse.Namespace) -> dict[str, dict]:
     if args.json is not None:
         record = {"data": description, "settings": vars(args),
                   "models": {name: {k: v for k, v in r.items() if k != "figure_frames"} for name, r in results.items()}}
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path, "w") as file:
-            json.dump(record, file, indent=1, sort_keys=True)
+        write_json(args.json, record)
     if args.out_dir is not None:
         path = Path(args.out_dir) / "hfvae_mnist_traversals.png"
         plot_traversals(results, path)

@@ -53,7 +53,7 @@ import numpy as np
 import pyro
 import scipy.stats
 import torch
-from _flags import add_preset_flag, parse_with_preset  # examples/_flags.py
+from _flags import add_preset_flag, parse_with_preset, write_json  # examples/_flags.py
 from pyro.infer import SVI
 from pyro.optim import Adam
 
@@ -70,7 +70,6 @@ from pyro_hfvae.metrics.information_flow import (
 )
 from pyro_hfvae.models.conv_hfvae import ConvHFVAE
 from pyro_hfvae.models.vlae import VLAE
-from pyro_hfvae.util import atomic_file
 
 logger = logging.getLogger("progressive_vlae")
 
@@ -512,9 +511,6 @@ def _record(item: dict) -> InformationRecord:
     return InformationRecord(item["stage"], item["iteration"], tuple(item["active"]), item["levels"], item["total"])
 
 
-def _write_json(data, path: str) -> None:
-    with atomic_file(path, "w") as file:
-        json.dump(data, file, indent=1)
 
 
 def jobs(args: argparse.Namespace) -> list[tuple]:
@@ -636,10 +632,8 @@ def main(args: argparse.Namespace) -> dict:
         logger.info("resuming: %d runs are in %s, %d to go", len(done), args.out, len(todo))
 
     def save() -> None:
-        _write_json(
-            {"args": vars(args), "runs": [dataclasses.asdict(r) for r in runs]},
-            os.path.join(args.out, "results.json"),
-        )
+        write_json(os.path.join(args.out, "results.json"),
+                   {"args": vars(args), "runs": [dataclasses.asdict(r) for r in runs]}, sort_keys=False)
 
     if args.workers == 1:
         experiments = Experiments(args)

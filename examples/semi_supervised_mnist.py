@@ -44,13 +44,12 @@ import numpy as np
 import pyro
 import torch
 import torch.nn.functional as F
-from _flags import add_preset_flag, add_result_flags, parse_with_preset  # examples/_flags.py
+from _flags import add_preset_flag, add_result_flags, parse_with_preset, write_json  # examples/_flags.py
 
 from pyro_hfvae.datasets import MNIST
 from pyro_hfvae.models.semi_supervised import SemiSupervisedHFVAE
 from pyro_hfvae.training import Trainer
 from pyro_hfvae.training.config import load_config
-from pyro_hfvae.util import atomic_file
 
 logger = logging.getLogger("semi_supervised_mnist")
 
@@ -167,9 +166,7 @@ def train_classifier(args: argparse.Namespace, seed: int) -> dict:
 
 
 def write(record: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, "w") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
+    write_json(path, record)
     logger.info("%s: held-out accuracy %.4f", path.name, record["held_out_accuracy"])
 
 

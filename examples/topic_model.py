@@ -59,7 +59,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from _flags import add_preset_flag, add_result_flags, mean_sd, parse_with_preset  # examples/_flags.py
+from _flags import add_preset_flag, add_result_flags, mean_sd, parse_with_preset, write_json  # examples/_flags.py
 from pyro.infer import SVI
 from pyro.optim import Adam
 from torch import nn
@@ -485,9 +485,7 @@ def main(args: argparse.Namespace) -> list[dict]:
                 continue
             record = run(args, model, seed, counts, test, vocab)
             print(report(MODELS[model], record, args) + "\n")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_file(path, "w") as file:
-                json.dump(record, file, indent=1)
+            write_json(path, record, sort_keys=False)
             records.append(record)
     print(summary(results, args.correlated_above))
     if args.figure:

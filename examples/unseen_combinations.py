@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _flags import add_preset_flag, add_result_flags, mean_sd, parse_with_preset  # examples/_flags.py
+from _flags import add_preset_flag, add_result_flags, mean_sd, parse_with_preset, write_json  # examples/_flags.py
 
 from pyro_hfvae.training import Trainer
 from pyro_hfvae.training.config import resolve_config
@@ -151,9 +151,7 @@ def main(args: argparse.Namespace) -> list[dict]:
                     records.append(json.loads(path.read_text()))
                     continue
                 record = run(args, model, held_out, seed)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_file(path, "w") as file:
-                    json.dump(record, file, indent=1, sort_keys=True)
+                write_json(path, record)
                 records.append(record)
     print(summary(results))
     if args.figure and 0 in args.seeds and list(args.models) == list(MODELS):
