@@ -50,7 +50,14 @@ from pathlib import Path
 import numpy as np
 from _flags import add_preset_flag, add_result_flags, mean_sd, parse_with_preset, write_json  # examples/_flags.py
 
-from pyro_hfvae.metrics import disentanglement_completeness, evaluate, sample_codes
+from pyro_hfvae.datasets import DSprites
+from pyro_hfvae.metrics import (
+    discrete_entropy,
+    discrete_mutual_information,
+    disentanglement_completeness,
+    evaluate,
+    sample_codes,
+)
 from pyro_hfvae.training import Trainer
 from pyro_hfvae.training.config import resolve_config
 from pyro_hfvae.training.trainer import EVALUATIONS_FILE, read_jsonl
@@ -148,6 +155,21 @@ def forest_dci(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: n
     return {f"dci_{key}": value for key, value in scores.items()} | {"dci_informativeness_r2": float(np.mean(fit))}
 
 
+def class_information(trainer: Trainer, num_points: int, seed: int) -> dict[str, float]:
+    """
+    I(argmax of the class; factor) / H(factor) for every factor, on ``num_points`` sampled
+    images: the share of each factor that the Concrete class names.
+    """
+    def argmax_class(x):
+        return trainer.posterior(x)["y"].probs.argmax(-1, keepdim=True)
+
+    classes, factors = sample_codes(trainer.dataset, argmax_class, num_points, np.random.RandomState(seed),
+                                    batch_size=256)
+    information = discrete_mutual_information(classes, factors, num_bins=trainer.config["model"]["num_classes"])
+    normalised = information[0] / discrete_entropy(factors)
+    return {name: float(value) for name, value in zip(trainer.dataset.factor_names, normalised)}
+
+
 def final_scores(trainer: Trainer, args: argparse.Namespace, seed: int) -> dict[str, float]:
     """The final model's metrics at the sizes of ``args.final_metrics``."""
     sizes = FINAL_METRICS[args.final_metrics]
@@ -158,6 +180,8 @@ def final_scores(trainer: Trainer, args: argparse.Namespace, seed: int) -> dict[
                           num_test=sizes["num_test"], options=sizes["options"])
         if boosting:
             scores = {("boosted_" + key if key.startswith("dci_") else key): value for key, value in scores.items()}
+        if "y" in trainer.site_groups:  # the HFVAE's class: which factor does its argmax name?
+            scores["class_information"] = class_information(trainer, sizes["num_train"], seed)
         if args.dci in ("forest", "both"):
             rng = np.random.RandomState(seed)
             train = sample_codes(trainer.dataset, trainer.encode, sizes["num_train"], rng, batch_size=256)
@@ -210,6 +234,11 @@ def summary(results: Path) -> str:
         lines.append(f"| {name} | {', '.join(str(r['seed']) for r in rows)} | {rows[0]['images']:,} | "
                      + " | ".join(cells) + f" | {mean_sd([r['information']['total'] for r in rows], 2)} "
                      f"| {kim:.2f} +- {kim_sd:.2f} | {dci:.2f} +- {dci_sd:.2f} |")
+    shares = [r["final"]["class_information"] for r in records if "class_information" in r["final"]]
+    if shares:
+        lines += ["", f"The HFVAE's class (its argmax) against each factor, I(class; factor) / H(factor), over "
+                      f"{len(shares)} seeds: " + ", ".join(f"{name} {mean_sd([s[name] for s in shares])}"
+                                                        for name in DSprites.factor_names) + "."]
     return "\n".join(lines)
 
 

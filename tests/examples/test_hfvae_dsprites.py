@@ -53,13 +53,18 @@ def test_smoke_runs_score_and_continue_with_their_curve(example, tmp_path):
             assert 0.0 <= record["final"][key] <= 1.0, key
         assert math.isfinite(record["information"]["total"])
     assert set(records[1]["information"]["groups"]) == {"class", "style"}
+    shares = records[1]["final"]["class_information"]
+    assert list(shares) == ["shape", "scale", "orientation", "posX", "posY"]
+    assert all(0.0 <= share <= 1.0 for share in shares.values())
+    assert "class_information" not in records[0]["final"]
     # a finished result file is reused; a larger --steps continues the run and keeps the earlier points
     again = example.main(_args(example, tmp_path, "--models", "hfvae"))
     assert again[0] == json.loads((tmp_path / "results" / "hfvae_seed0.json").read_text()) == records[1]
     longer = example.main(_args(example, tmp_path, "--models", "hfvae", "--steps", "6"))[0]
     assert [p["step"] for p in longer["curve"]] == [2, 4, 6] and longer["curve"][:2] == records[1]["curve"]
     table = example.summary(tmp_path / "results")
-    assert table.count("\n") == 3 and "| HFVAE | 0 | 96 |" in table and "| beta-VAE | 0 | 64 |" in table
+    assert table.count("\n") == 5 and "| HFVAE | 0 | 96 |" in table and "| beta-VAE | 0 | 64 |" in table
+    assert "I(class; factor) / H(factor), over 1 seeds: shape " in table
 
 
 def test_a_run_made_with_other_settings_is_refused(example, tmp_path):
