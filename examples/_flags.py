@@ -63,6 +63,11 @@ def mean_sd(values: Sequence[float], digits: int = 3) -> str:
     return f"{values.mean():.{digits}f} +- {sd:.{digits}f}"
 
 
+def read_results(folder: str | os.PathLike, pattern: str = "*_seed*.json") -> list[dict]:
+    """The result files in ``folder`` whose names match ``pattern``, read in name order."""
+    return [json.loads(path.read_text()) for path in sorted(Path(folder).glob(pattern))]
+
+
 def write_json(path: str | os.PathLike, record, sort_keys: bool = True) -> None:
     """
     Writes ``record`` as JSON to ``path`` atomically (a killed run leaves the old file or none),

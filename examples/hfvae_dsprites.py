@@ -48,7 +48,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from _flags import add_preset_flag, add_result_flags, mean_sd, parse_with_preset, write_json  # examples/_flags.py
+from _flags import (  # examples/_flags.py
+    add_preset_flag,
+    add_result_flags,
+    mean_sd,
+    parse_with_preset,
+    read_results,
+    write_json,
+)
 
 from pyro_hfvae.datasets import DSprites
 from pyro_hfvae.metrics import (
@@ -64,14 +71,19 @@ from pyro_hfvae.training.trainer import EVALUATIONS_FILE, read_jsonl
 
 logger = logging.getLogger("hfvae_dsprites")
 
-#: Each model: its name in the tables, and its ``[objective]`` and ``[model]`` settings (the rest
-#: is the default run's). ``{beta}`` and ``{gamma}`` stand for the flags' values.
-MODELS = {
-    "vae": ("VAE", {"alpha": 1.0, "beta": 1.0, "gamma": 1.0}, {"num_classes": 0}),
-    "beta-vae": ("beta-VAE", {"name": "hit", "default_beta": "{beta}"}, {"num_classes": 0}),
-    "beta-tcvae": ("beta-TCVAE", {"alpha": 1.0, "beta": "{beta}", "gamma": "{beta}"}, {"num_classes": 0}),
-    "hfvae": ("HFVAE", {"alpha": 1.0, "beta": "{beta}", "gamma": "{gamma}"}, {"num_classes": 3}),
-}
+#: The models: file name -> name in the tables.
+MODELS = {"vae": "VAE", "beta-vae": "beta-VAE", "beta-tcvae": "beta-TCVAE", "hfvae": "HFVAE"}
+
+
+def model_settings(model: str, args: argparse.Namespace) -> tuple[dict, dict]:
+    """``model``'s ``[objective]`` and ``[model]`` settings (the rest is the default run's)."""
+    return {
+        "vae": ({"alpha": 1.0, "beta": 1.0, "gamma": 1.0}, {"num_classes": 0}),
+        "beta-vae": ({"name": "hit", "default_beta": args.beta}, {"num_classes": 0}),
+        "beta-tcvae": ({"alpha": 1.0, "beta": args.beta, "gamma": args.beta}, {"num_classes": 0}),
+        "hfvae": ({"alpha": 1.0, "beta": args.beta, "gamma": args.gamma}, {"num_classes": 3}),
+    }[model]
+
 
 #: The HFVAE paper's Table 3 (mean +- sd over 10 restarts): FactorVAE score, DCI disentanglement.
 PAPER = {"vae": ((0.63, 0.06), (0.30, 0.10)), "beta-vae": ((0.63, 0.10), (0.41, 0.11)),
@@ -97,20 +109,15 @@ PRESETS = {
 }
 
 
-def _filled(options: dict, args: argparse.Namespace) -> dict:
-    return {key: float(value.format(beta=args.beta, gamma=args.gamma)) if isinstance(value, str) and "{" in value
-            else value for key, value in options.items()}
-
-
 def run_config(args: argparse.Namespace, model: str, seed: int) -> dict:
     """The default run's configuration with ``model``'s objective and latents."""
-    _, objective, latents = MODELS[model]
+    objective, latents = model_settings(model, args)
     overrides = {"training.steps": args.steps, "training.seed": seed, "training.batch_size": args.batch_size,
                  "training.eval_every": args.eval_every, "training.checkpoint_every": args.checkpoint_every,
                  "training.num_threads": args.threads, "training.device": args.device,
                  "evaluation.preset": args.eval_preset, "model.architecture": args.architecture,
                  "model.hidden_dim": args.hidden_dim, "model.style_dim": args.style_dim}
-    overrides.update({f"objective.{k}": v for k, v in _filled(objective, args).items()})
+    overrides.update({f"objective.{k}": v for k, v in objective.items()})
     overrides.update({f"model.{k}": v for k, v in latents.items()})
     return resolve_config(None, overrides)
 
@@ -219,13 +226,13 @@ def run(args: argparse.Namespace, model: str, seed: int, earlier: dict | None = 
 
 def summary(results: Path) -> str:
     """The table over seeds of the result files in ``results``: mean +- sd (sample sd)."""
-    records = [json.loads(path.read_text()) for path in sorted(results.glob("*_seed*.json"))]
+    records = read_results(results)
     columns = [("factor_vae_eval_accuracy", "FactorVAE"), ("dci_disentanglement", "DCI D"),
                ("dci_completeness", "DCI C"), ("dci_informativeness_r2", "DCI I (R^2)"), ("mig", "MIG"),
                ("mig_sup", "MIG-sup")]
     lines = ["| model | seeds | images seen | " + " | ".join(title for _, title in columns)
              + " | I(x; z), nats | paper FactorVAE | paper DCI D |", "|---" * (len(columns) + 6) + "|"]
-    for model, (name, _, _) in MODELS.items():
+    for model, name in MODELS.items():
         rows = sorted((r for r in records if r["model"] == model), key=lambda r: r["seed"])
         if not rows:
             continue
@@ -247,7 +254,7 @@ def reference_curve(results: Path, args: argparse.Namespace) -> dict:
     The HFVAE runs' curve as a reference curve (:mod:`pyro_hfvae.training.reference_runs`): the
     mean and sd over seeds at every step all runs evaluated, under the runs' configuration.
     """
-    records = [json.loads(p.read_text()) for p in sorted(results.glob("hfvae_seed*.json"))]
+    records = read_results(results, "hfvae_seed*.json")
     if not records:
         raise SystemExit(f"expected HFVAE result files in {results} but found none; train them first")
     config = run_config(args, "hfvae", seed=0)
@@ -284,10 +291,10 @@ def plot_curves(results: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(p.read_text()) for p in sorted(results.glob("*_seed*.json"))]
+    records = read_results(results)
     panels = (("mig", "MIG"), ("mig_sup", "MIG-sup"), ("factor_vae_eval_accuracy", "FactorVAE score (fast)"))
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), constrained_layout=True)
-    for color, (model, (name, _, _)) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], MODELS.items()):
+    for color, (model, name) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], MODELS.items()):
         for index, record in enumerate(r for r in records if r["model"] == model):
             points = record["curve"]
             for axis, (key, _) in zip(axes, panels):

@@ -59,7 +59,14 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from _flags import add_preset_flag, add_result_flags, mean_sd, parse_with_preset, write_json  # examples/_flags.py
+from _flags import (  # examples/_flags.py
+    add_preset_flag,
+    add_result_flags,
+    mean_sd,
+    parse_with_preset,
+    read_results,
+    write_json,
+)
 from pyro.infer import SVI
 from pyro.optim import Adam
 from torch import nn
@@ -368,7 +375,7 @@ def summary(results: Path, correlated_above: float) -> str:
     Correlated pairs are counted and, in brackets, given as a percentage of the pairs of active
     topics there are (models that keep more topics have more pairs to correlate).
     """
-    records = [json.loads(path.read_text()) for path in sorted(results.glob("*_seed*.json"))]
+    records = read_results(results)
     lines = ["| model | seeds | topics active | held-out perplexity | test NPMI (active topics) "
              f"| pairs with abs(r) > {correlated_above:g} across groups | within a group | epochs | train s |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -400,7 +407,7 @@ def plot_results(results: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(p.read_text()) for p in sorted(results.glob("*_seed*.json"))]
+    records = read_results(results)
     fig, (curve_ax, info_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     colours = {model: f"C{i}" for i, model in enumerate(MODELS)}
     labelled = set()

@@ -25,7 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _flags import add_preset_flag, add_result_flags, mean_sd, parse_with_preset, write_json  # examples/_flags.py
+from _flags import (  # examples/_flags.py
+    add_preset_flag,
+    add_result_flags,
+    mean_sd,
+    parse_with_preset,
+    read_results,
+    write_json,
+)
 
 from pyro_hfvae.training import Trainer
 from pyro_hfvae.training.config import resolve_config
@@ -83,7 +90,7 @@ def run(args: argparse.Namespace, model: str, held_out: bool, seed: int) -> dict
 
 def summary(results: Path) -> str:
     """Per model and condition: the ELBO and reconstruction error of both item sets, mean +- sd over seeds."""
-    records = [json.loads(p.read_text()) for p in sorted(results.glob("*_seed*.json"))]
+    records = read_results(results)
     lines = ["| model | trained on | seeds | ELBO, left-out | ELBO, neighbours | ELBO gap | "
              "reconstruction error, left-out | reconstruction error, neighbours | images seen |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -165,6 +165,13 @@ def _images(count: int) -> str:
     return f"{count / 1e6:.2f}M" if count >= 1_000_000 else f"{count:,}"
 
 
+def _metric_title(name: str) -> str:
+    """A metric's name in the tables; ``information/<group>`` is I(x; group)."""
+    if name.startswith("information/"):
+        return f"I(x; {name.partition('/')[2]}) [nats]"
+    return _METRIC_NOTES.get(name, (name,))[0]
+
+
 def _budget_blocks(config: dict, step: int) -> list[tuple]:
     """Where the run's images seen stand on the reference curve of its configuration (none if no curve matches)."""
     from pyro_hfvae.training.reference_runs import matching_reference
@@ -183,9 +190,7 @@ def _budget_blocks(config: dict, step: int) -> list[tuple]:
                     + [f"{format_number(mean, 3)} ± {format_number(sd, 3)}" for mean, sd in
                        (point["metrics"][name] for name in names)])
     rows.append([f"{_images(paper['images'])} (paper, Table 3)"] + [paper["metrics"].get(name, "") for name in names])
-    headers = ["images seen"] + [_METRIC_NOTES.get(name, (f"I(x; {name.split('/', 1)[1]}) [nats]"
-                                                          if name.startswith("information/") else name,))[0]
-                                 for name in names]
+    headers = ["images seen"] + [_metric_title(name) for name in names]
     beyond = " (beyond the curve's end)" if images > reference["points"][-1]["images"] else ""
     return [("h2", "Where this budget stands"),
             ("p", f"This run saw {_images(images)} images{beyond}, {images / size:.2f} epochs of the {size:,} "
