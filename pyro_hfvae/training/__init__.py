@@ -2,16 +2,19 @@
 # SPDX-License-Identifier: Apache-2.0
 """
 The training machinery behind the ``pyro-hfvae`` command: the :class:`Trainer`, run
-configurations (:mod:`~pyro_hfvae.training.config`, with the shipped configurations),
-checkpoints, the run summary and figures, the command line, and the HIT rate grid. Modules
-whose names start with an underscore are the trainer's private helpers.
+configurations (:mod:`~pyro_hfvae.training.config`, with the shipped configurations), the
+optimiser that steps all parameters together (:class:`GroupedOptim`), checkpoints, the run
+summary and figures, the command line, and the HIT rate grid. Modules whose names start with
+an underscore are the trainer's private helpers.
 """
 from pyro_hfvae.training.checkpoint import load_checkpoint, save_checkpoint
 from pyro_hfvae.training.config import ConfigError, load_config, shipped_configs
+from pyro_hfvae.training.grouped_optim import GroupedOptim
 from pyro_hfvae.training.trainer import Trainer
 
 __all__ = [
     "ConfigError",
+    "GroupedOptim",
     "Trainer",
     "load_checkpoint",
     "load_config",

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from pyro_hfvae.training.config import ConfigError, component_factory
+from pyro_hfvae.training.grouped_optim import GroupedOptim
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +81,9 @@ def _build_objective(objective: Mapping[str, Any], schedule, distributed: bool =
     return _construct("objective", name, options)
 
 
-def _build_optimizer(optimizer: Mapping[str, Any]):
-    """The ``[optimizer]`` Pyro optimiser."""
+def _build_optimizer(optimizer: Mapping[str, Any]) -> GroupedOptim:
+    """The ``[optimizer]`` optimiser: the ``pyro.optim`` one it names, its parameters stepped together."""
     options = dict(optimizer)
     name = options.pop("name")
-    return component_factory("optimizer", name)({k: _to_constructor(v) for k, v in options.items()})
+    return GroupedOptim.from_pyro_optim(component_factory("optimizer", name)({k: _to_constructor(v)
+                                                                             for k, v in options.items()}))

@@ -36,6 +36,7 @@ from pyro.optim import PyroOptim
 from pyro_hfvae.infer.terms_elbo import NonFiniteLossError
 from pyro_hfvae.ops.distributed import PeerRankError
 from pyro_hfvae.training.config import ConfigError
+from pyro_hfvae.training.grouped_optim import GroupedOptim
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +95,15 @@ def _average_gradients(params: Sequence[torch.Tensor], group: "dist.ProcessGroup
     return seconds
 
 
-class DistributedOptimizer(PyroOptim):
+class DistributedOptimizer(GroupedOptim):
     """
-    A :class:`~pyro.optim.optim.PyroOptim` that averages every parameter's gradient over the
-    ranks of a :mod:`torch.distributed` process group (``all_reduce``, then divided by the
-    number of ranks) before it steps, like :class:`pyro.optim.HorovodOptimizer` with Horovod.
-    The parameters are taken in the order of their names in the param store, so every rank
-    reduces them alike; every rank must step the same parameters at every step. Its state
-    (:meth:`get_state`) is that of ``pyro_optim``, so checkpoints are interchangeable.
+    A :class:`~pyro_hfvae.training.grouped_optim.GroupedOptim` that averages every
+    parameter's gradient over the ranks of a :mod:`torch.distributed` process group
+    (``all_reduce``, then divided by the number of ranks) before it steps, like
+    :class:`pyro.optim.HorovodOptimizer` with Horovod. The parameters are taken in the order
+    of their names in the param store, so every rank reduces them alike; every rank must step
+    the same parameters at every step. Its state (:meth:`get_state`) is in the format of
+    :class:`~pyro.optim.optim.PyroOptim`, so checkpoints are interchangeable.
 
     :param pyro_optim: the optimiser to wrap, e.g. ``pyro.optim.Adam({"lr": 1e-3})``.
     :type pyro_optim: ~pyro.optim.optim.PyroOptim
