@@ -23,11 +23,10 @@ step is the library's and how much the networks'.
     python benchmarks/bench_main_job.py --repeats 30
 """
 import argparse
-import statistics
-import time
 
 import pyro
 import torch
+from _timing import interleaved_median_ms
 
 from pyro_hfvae.training.config import load_config
 from pyro_hfvae.training.trainer import Trainer
@@ -78,15 +77,7 @@ def main(args: argparse.Namespace) -> dict:
         "plain_torch": lambda: plain_step(plain, optimizer, batch, trainer.dataset_size),
         "networks": lambda: networks_step(plain, batch),
     }
-    times = {name: [] for name in steps}
-    for repeat in range(args.warmup + args.repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(args.inner):
-                step()
-            if repeat >= args.warmup:
-                times[name].append((time.perf_counter() - start) * 1000 / args.inner)
-    ms = {name: statistics.median(values) for name, values in times.items()}
+    ms = interleaved_median_ms(steps, args.repeats, args.warmup, args.inner, device=trainer.device)
     batch_size = trainer.config["training"]["batch_size"]
     print(f"default job, batch {batch_size}, threads {args.threads}, torch {torch.__version__}; "
           f"median of {args.repeats} interleaved repeats of {args.inner} steps")

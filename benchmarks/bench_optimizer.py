@@ -9,10 +9,9 @@ interleaved so that machine noise hits each alike.
     python benchmarks/bench_optimizer.py --architectures mlp conv --repeats 30
 """
 import argparse
-import statistics
-import time
 
 import torch
+from _timing import interleaved_median_ms
 from pyro.optim import PyroOptim
 
 from pyro_hfvae.training.config import load_config
@@ -33,23 +32,13 @@ def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         trainer.step()  # registers the parameters in the param store
         params = set(trainer.model.parameters())
         device = next(iter(params)).device
-        synchronize = torch.cuda.synchronize if device.type == "cuda" else lambda: None
         for p in params:
             p.grad = torch.randn_like(p) * 1e-3
         grouped = trainer.optimizer  # the job's: a GroupedOptim of its [optimizer] settings
         optimizers = {"PyroOptim": PyroOptim(grouped.pt_optim_constructor, grouped.pt_optim_args),
                       "GroupedOptim": GroupedOptim(grouped.pt_optim_constructor, grouped.pt_optim_args)}
-        times = {name: [] for name in optimizers}
-        for repeat in range(args.warmup + args.repeats):
-            for name, optimizer in optimizers.items():
-                synchronize()
-                start = time.perf_counter()
-                for _ in range(args.inner):
-                    optimizer(params)
-                synchronize()
-                if repeat >= args.warmup:
-                    times[name].append((time.perf_counter() - start) * 1000 / args.inner)
-        ms = {name: statistics.median(values) for name, values in times.items()}
+        calls = {name: (lambda optimizer=optimizer: optimizer(params)) for name, optimizer in optimizers.items()}
+        ms = interleaved_median_ms(calls, args.repeats, args.warmup, args.inner, device=device)
         results[architecture] = ms
         print(f"{architecture:>8} | {len(params):>7} | {sum(p.numel() for p in params):>10,} | "
               f"{ms['PyroOptim']:9.3f} | {ms['GroupedOptim']:12.3f} | {ms['GroupedOptim'] / ms['PyroOptim']:5.2f}")

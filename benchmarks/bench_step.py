@@ -30,12 +30,11 @@ import argparse
 import importlib.util
 import json
 import math
-import statistics
-import time
 
 import pyro
 import pyro.distributions as dist
 import torch
+from _timing import interleaved_median_ms
 from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
@@ -149,23 +148,6 @@ def pythae_step(encoder, decoder, x, lr, latent):
     return step
 
 
-def time_methods(steps: dict, repeats: int, warmup: int, device: torch.device) -> dict:
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    timings = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            timings[name].append(1000 * (time.perf_counter() - start))
-    return {name: statistics.median(values) for name, values in timings.items()}
-
-
 def build_steps(args, batch: int, device: torch.device) -> dict:
     torch.manual_seed(0)
     x = (torch.rand(batch, INPUT_DIM, device=device) < 0.05).float()
@@ -207,7 +189,7 @@ def main(args):
     results = []
     for batch in args.batch_sizes:
         pyro.clear_param_store()
-        ms = time_methods(build_steps(args, batch, device), args.repeats, args.warmup, device)
+        ms = interleaved_median_ms(build_steps(args, batch, device), args.repeats, args.warmup, device=device)
         results.append({"batch": batch, "ms": ms})
     print(f"net: {args.net}, latent: {args.latent}, device: {device} "
           f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "

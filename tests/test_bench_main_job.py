@@ -12,7 +12,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_main_job.py
 
 
 @pytest.fixture
-def bench():
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the benchmarks' shared _timing module
     spec = importlib.util.spec_from_file_location("bench_main_job", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -8,7 +8,8 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_optimizer.py"
 
 
-def test_both_optimizers_are_timed(capsys):
+def test_both_optimizers_are_timed(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the benchmarks' shared _timing module
     spec = importlib.util.spec_from_file_location("bench_optimizer", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
