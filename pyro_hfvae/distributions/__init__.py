@@ -1,11 +1,13 @@
 # Copyright Contributors to the pyro_hfvae project.
 # SPDX-License-Identifier: Apache-2.0
 """
-Density helpers for the objectives and the metrics: per-variable log densities (Pyro's
+A Bernoulli likelihood that stays fast for confident decoders (:class:`LogitBernoulli`), and
+density helpers for the objectives and the metrics: per-variable log densities (Pyro's
 ``Masked``/``Expanded``/``Independent`` wrappers unwrapped, masks applied), the numerically
 stable Concrete log density, the soft value of a straight-through sample, the latent
 sites of a trace, a distribution's mask and its mean.
 """
+from pyro_hfvae.distributions.logit_bernoulli import LogitBernoulli
 from pyro_hfvae.distributions.util import (
     CONCRETE_SCORINGS,
     concrete_log_prob,
@@ -20,6 +22,7 @@ from pyro_hfvae.distributions.util import (
 
 __all__ = [
     "CONCRETE_SCORINGS",
+    "LogitBernoulli",
     "concrete_log_prob",
     "distribution_mask",
     "distribution_mean",

@@ -12,6 +12,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyro_hfvae.distributions.logit_bernoulli import LogitBernoulli
 from pyro_hfvae.models.layers import data_plate
 from pyro_hfvae.poutine.groups import group
 
@@ -216,7 +217,7 @@ class ConvHFVAE(nn.Module):
             if self.style_dim:
                 z = pyro.sample("z", dist.Normal(x.new_zeros(self.style_dim), 1.0).to_event(1))
             logits = self._logits(y, z)
-            pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(3), obs=x)
+            pyro.sample("x", LogitBernoulli(logits=logits, validate_args=False).to_event(3), obs=x)
 
     def guide(self, x: torch.Tensor, idx: torch.Tensor | None = None, dataset_size: int | None = None) -> None:
         """

@@ -13,6 +13,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyro_hfvae.distributions.logit_bernoulli import LogitBernoulli
 from pyro_hfvae.models.layers import ConvEncoder, DeconvDecoder, GaussianHead, check_image_shape, data_plate
 
 logger = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ class HierarchicalVAE(nn.Module):
     def _likelihood(self, z1: torch.Tensor) -> dist.TorchDistribution:
         out = self.decoder(z1)
         if self.likelihood == "bernoulli":
-            return dist.Bernoulli(logits=out, validate_args=False).to_event(3)
+            return LogitBernoulli(logits=out, validate_args=False).to_event(3)
         return dist.Normal(torch.sigmoid(out), self.log_obs_scale.exp()).to_event(3)
 
     def _mean(self, z1: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pyro import poutine
 from torch import nn
 
+from pyro_hfvae.distributions.logit_bernoulli import LogitBernoulli
 from pyro_hfvae.models.layers import data_plate
 from pyro_hfvae.poutine.groups import group
 
@@ -236,7 +237,7 @@ class SemiSupervisedHFVAE(nn.Module):
                 y = pyro.sample("y", prior, obs=onehot, obs_mask=label_mask)
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.style_dim), 1.0).to_event(1))
             logits = self._logits(y, z)
-            pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(3), obs=x)
+            pyro.sample("x", LogitBernoulli(logits=logits, validate_args=False).to_event(3), obs=x)
 
     def guide(
         self,

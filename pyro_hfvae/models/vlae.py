@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyro_hfvae.distributions.logit_bernoulli import LogitBernoulli
 from pyro_hfvae.infer.progressive import ProgressiveSchedule
 from pyro_hfvae.models.layers import data_plate
 
@@ -261,7 +262,7 @@ class VLAE(nn.Module):
                 prior = dist.Normal(x.new_zeros(x.shape[0], self.latent_dim), 1.0).to_event(1)
                 z[site] = pyro.sample(site, prior)
             logits = self._logits(z, schedule)
-            pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(3), obs=x)
+            pyro.sample("x", LogitBernoulli(logits=logits, validate_args=False).to_event(3), obs=x)
 
     def guide(
         self,

@@ -21,7 +21,6 @@ from pyro_hfvae.ops.distributed import (
     global_marginals,
     global_stratified_log_weights,
     rank_and_world_size,
-    safe_logsumexp,
 )
 from pyro_hfvae.ops.fused_marginals import (
     KERNELS,
@@ -30,6 +29,7 @@ from pyro_hfvae.ops.fused_marginals import (
     fused_table,
     normal_pairwise_marginals,
 )
+from pyro_hfvae.ops.logsumexp import EXP_FLOOR, floored_exp, safe_logsumexp
 from pyro_hfvae.ops.mixture import (
     LogMarginals,
     check_memory_budget,
@@ -40,6 +40,7 @@ from pyro_hfvae.ops.mixture import (
 from pyro_hfvae.ops.pairwise import pairwise_log_prob
 
 __all__ = [
+    "EXP_FLOOR",
     "KERNELS",
     "FusedTable",
     "GlobalBatch",
@@ -50,6 +51,7 @@ __all__ = [
     "aggregate_log_marginals",
     "check_memory_budget",
     "concrete_pairwise_marginals",
+    "floored_exp",
     "fused_table",
     "gather_rows",
     "global_logsumexp",

@@ -43,7 +43,6 @@ from pyro_hfvae.ops.distributed import (
     gather_rows,
     global_logsumexp,
     global_stratified_log_weights,
-    safe_logsumexp,
 )
 from pyro_hfvae.ops.fused_marginals import FusedTable, check_kernel, fused_table
 from pyro_hfvae.ops.mixture import LogMarginals, groups_to_tree, mixture_log_marginals
@@ -197,7 +196,7 @@ def tree_marginals(
        components), with :func:`~pyro_hfvae.ops.distributed.global_stratified_log_weights`
        (global ``B``, global indices; the prior mixtures weigh ``1/B``), and reduce them over
        the local components to partial log-sum-exps
-       (:func:`~pyro_hfvae.ops.distributed.safe_logsumexp`; the fused kernels take the
+       (:func:`~pyro_hfvae.ops.logsumexp.safe_logsumexp`; the fused kernels take the
        ``(R, B_r)`` weights of gathered rows as they are). The chunks of rows under
        ``pairwise_memory_mb`` and their recomputation in the backward pass hold no
        collective: only the local partials are recomputed;
@@ -249,8 +248,6 @@ def tree_marginals(
                 .numel() // (layout.num_particles * batch_size) for name, value in values.items()}
     options = {"dtype": some_value.dtype, "pairwise_memory_mb": pairwise_memory_mb,
                "num_elements": {name: max(elements[name], num_variables[name]) for name in values}}
-    if global_batch:
-        options["logsumexp"] = safe_logsumexp
 
     def tables(fns: Mapping[str, Distribution]) -> dict:
         def table(rows: slice, name: str) -> torch.Tensor:

@@ -22,7 +22,7 @@ computed without moving any distribution parameters:
    (autograd-aware, its backward sums every rank's gradient for the local slice);
 2. every rank scores the ``B`` gathered rows under its *local* posteriors and forms the
    partial log-sum-exps :math:`p_{r,b} = \log \sum_{b' \in r} W_{bb'} q(v_b \mid x_{b'})`
-   (:func:`safe_logsumexp`);
+   (:func:`~pyro_hfvae.ops.logsumexp.safe_logsumexp`);
 3. :func:`global_logsumexp` combines them, :math:`\log \hat q(v_b) = \log \sum_r e^{p_{r,b}}`,
    exactly and differentiably (a max-shift by a ``MAX`` all-reduce, which needs no gradient,
    then a differentiable ``SUM`` all-reduce);
@@ -81,6 +81,8 @@ from typing import Callable, Sequence
 import torch
 import torch.distributed as dist
 
+from pyro_hfvae.ops.logsumexp import safe_logsumexp, shifted_logsumexp
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -91,7 +93,6 @@ __all__ = [
     "global_marginals",
     "global_stratified_log_weights",
     "rank_and_world_size",
-    "safe_logsumexp",
 ]
 
 # The shape check exchanges a fixed-length header: ndim, dtype code, dim, then the shape.
@@ -293,43 +294,6 @@ def gather_rows(
     return gathered.movedim(0, dim), batch
 
 
-def _shifted_logsumexp(x: torch.Tensor, shift: torch.Tensor, total: Callable[[torch.Tensor], torch.Tensor]):
-    # log total(exp(x - shift)) + shift (total keeps the shape of shift), with a -inf result and
-    # zero gradients where the total is 0. The shift needs no gradient: the result does not depend on it.
-    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-    s = total(torch.exp(x - shift))
-    positive = s > 0
-    log_s = torch.log(torch.where(positive, s, torch.ones_like(s)))
-    return torch.where(positive, log_s + shift, torch.full_like(s, -math.inf))
-
-
-def safe_logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """
-    :func:`torch.logsumexp` whose gradient is zero, not NaN, on slices that are all ``-inf``.
-
-    (``torch.logsumexp``'s backward multiplies by ``exp(x - result)``, which is NaN there even
-    when the incoming gradient is zero.) Empty slices give ``-inf``.
-
-    :param torch.Tensor x: the input.
-    :param int dim: the dim to reduce.
-    :rtype: torch.Tensor
-
-    Example::
-
-        >>> x = torch.tensor([[-math.inf, -math.inf], [0.0, 0.0]], requires_grad=True)
-        >>> y = safe_logsumexp(x, 1)
-        >>> y.detach()
-        tensor([  -inf, 0.6931])
-        >>> torch.autograd.grad(y[1], x)[0]
-        tensor([[0.0000, 0.0000],
-                [0.5000, 0.5000]])
-    """
-    if x.size(dim) == 0:
-        return x.sum(dim) - math.inf  # keeps the graph: the caller's backward collectives still run
-    shift = x.detach().amax(dim, keepdim=True)
-    return _shifted_logsumexp(x, shift, lambda e: e.sum(dim, keepdim=True)).squeeze(dim)
-
-
 def global_logsumexp(partial: torch.Tensor, *, group: "dist.ProcessGroup | None" = None) -> torch.Tensor:
     r"""
     The element-wise :math:`\log \sum_r e^{p_r}` of every rank's ``partial``, differentiable.
@@ -352,7 +316,7 @@ def global_logsumexp(partial: torch.Tensor, *, group: "dist.ProcessGroup | None"
     rank_and_world_size(group)
     shift = partial.detach().clone(memory_format=torch.contiguous_format)
     dist.all_reduce(shift, op=dist.ReduceOp.MAX, group=group)
-    return _shifted_logsumexp(partial, shift, lambda e: _AllReduceSum.apply(e, group))
+    return shifted_logsumexp(partial, shift, lambda e: _AllReduceSum.apply(e, group))
 
 
 def _stratified_log_weight_values(batch_size: int, dataset_size: int) -> tuple[float, float]:
@@ -428,7 +392,7 @@ def global_marginals(
     """
     The global-batch stratified log marginals at this rank's own samples: the reference
     composition of :func:`gather_rows`, :func:`global_stratified_log_weights`,
-    :func:`safe_logsumexp` and :func:`global_logsumexp`.
+    :func:`~pyro_hfvae.ops.logsumexp.safe_logsumexp` and :func:`global_logsumexp`.
 
     ``score(rows)`` scores gathered rows (global rows in order, ``(R, ...)``) under this rank's
     posteriors (its ``B_local`` components, in order) and returns the ``(R, B_local, V)``

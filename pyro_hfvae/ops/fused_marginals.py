@@ -69,6 +69,7 @@ from torch.distributions import Distribution, Normal, RelaxedOneHotCategorical
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from pyro_hfvae.distributions.util import _unwrap, distribution_mask, soft_value
+from pyro_hfvae.ops.logsumexp import floored_exp, safe_logsumexp
 from pyro_hfvae.poutine.plate_layout import PlateLayout
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def check_kernel(kernel: str) -> str:
 
 def _grad_table(table, log_weights, variables, grad_variables, grad_site):
     # dL/dt (P, R, B, V) from the gradients of the two outputs.
-    weights = torch.exp(table + log_weights[..., None] - variables.unsqueeze(2))
+    weights = floored_exp(table + log_weights[..., None] - variables.unsqueeze(2))
     return grad_variables.unsqueeze(2) * weights + grad_site.unsqueeze(-1)
 
 
@@ -119,7 +120,7 @@ def _normal_table(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -
 
 def _normal_forward(value, loc, scale, log_weights):
     table = _normal_table(value, loc, scale)
-    variables = torch.logsumexp(table + log_weights[..., None], dim=2)
+    variables = safe_logsumexp(table + log_weights[..., None], 2)
     return variables, table.sum(-1)
 
 
@@ -154,8 +155,8 @@ def _concrete_table(log_value, logits, temperature, scores, log_normaliser):
 def _concrete_forward(value, logits, temperature, log_weights, floor: float):
     log_value = value.clamp(min=floor).log()
     scores = _concrete_scores(log_value, logits, temperature)
-    table = _concrete_table(log_value, logits, temperature, scores, scores.logsumexp(-1))
-    variables = torch.logsumexp(table + log_weights[..., None], dim=2)
+    table = _concrete_table(log_value, logits, temperature, scores, safe_logsumexp(scores, -1))
+    variables = safe_logsumexp(table + log_weights[..., None], 2)
     return variables, table.sum(-1)
 
 
@@ -163,10 +164,10 @@ def _concrete_backward(value, logits, temperature, log_weights, variables, grad_
     num_classes = logits.shape[-1]
     log_value = value.clamp(min=floor).log()
     scores = _concrete_scores(log_value, logits, temperature)
-    log_normaliser = scores.logsumexp(-1)
+    log_normaliser = safe_logsumexp(scores, -1)
     table = _concrete_table(log_value, logits, temperature, scores, log_normaliser)
     grad_table = _grad_table(table, log_weights, variables, grad_variables, grad_site)  # (P, R, B, V)
-    softmax = torch.exp(scores - log_normaliser.unsqueeze(-1))
+    softmax = floored_exp(scores - log_normaliser.unsqueeze(-1))
     weighted = grad_table.unsqueeze(-1) * softmax  # G * s: (P, R, B, V, K)
     grad_over_rows = grad_table.sum(1)  # (P, B, V)
     grad_logits = grad_over_rows.unsqueeze(-1) - num_classes * weighted.sum(1)

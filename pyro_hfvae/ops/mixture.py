@@ -45,6 +45,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from pyro_hfvae.ops.fused_marginals import FusedTable
+from pyro_hfvae.ops.logsumexp import safe_logsumexp
 from pyro_hfvae.poutine.groups import GroupNode, build_group_tree, site_group
 
 logger = logging.getLogger(__name__)
@@ -230,7 +231,6 @@ def mixture_log_marginals(
     num_elements: Mapping[str, int] | None = None,
     dtype: torch.dtype = torch.float32,
     pairwise_memory_mb: float = 1024.0,
-    logsumexp: Callable[[torch.Tensor, int], torch.Tensor] = torch.logsumexp,
 ) -> LogMarginals:
     r"""
     :math:`\log \sum_m W_{sm}\, q(v_s \mid x_m)` for every variable, site and node of ``tree``
@@ -251,12 +251,6 @@ def mixture_log_marginals(
         memory estimate.
     :param torch.dtype dtype: the tables' dtype, for the memory estimate.
     :param float pairwise_memory_mb: memory budget for the tables of one chunk.
-    :param callable logsumexp: ``logsumexp(x, dim)``, the reduction over the components of
-        the generic tables (fused kernels reduce with their own). Where the ``M`` components
-        are one rank's share of a larger mixture (the global batch of
-        :func:`~pyro_hfvae.ops.tree_marginals`), a row may lie outside the support of every
-        one of them: pass :func:`~pyro_hfvae.ops.distributed.safe_logsumexp`, whose
-        gradient is zero, not NaN, on such rows.
     :rtype: LogMarginals
 
     Example::
@@ -284,8 +278,8 @@ def mixture_log_marginals(
 
     def reduce(table: torch.Tensor, log_w: torch.Tensor | None) -> torch.Tensor:
         if constant is None:
-            return logsumexp(table + log_w, 2)
-        out = logsumexp(table, 2)
+            return safe_logsumexp(table + log_w, 2)
+        out = safe_logsumexp(table, 2)
         return out + constant if constant else out
 
     def chunk(start: int, stop: int) -> tuple:

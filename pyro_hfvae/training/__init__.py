@@ -3,10 +3,12 @@
 """
 The training machinery behind the ``pyro-hfvae`` command: the :class:`Trainer`, run
 configurations (:mod:`~pyro_hfvae.training.config`, with the shipped configurations), the
-optimiser that steps all parameters together (:class:`GroupedOptim`), checkpoints, the run
+optimiser that steps all parameters together (:class:`GroupedOptim`), the allocator setting
+that keeps freed memory for the next step (:func:`retain_freed_memory`), checkpoints, the run
 summary and figures, the command line, and the HIT rate grid. Modules whose names start with
 an underscore are the trainer's private helpers.
 """
+from pyro_hfvae.training.allocator import retain_freed_memory
 from pyro_hfvae.training.checkpoint import load_checkpoint, save_checkpoint
 from pyro_hfvae.training.config import ConfigError, load_config, shipped_configs
 from pyro_hfvae.training.grouped_optim import GroupedOptim
@@ -18,6 +20,7 @@ __all__ = [
     "Trainer",
     "load_checkpoint",
     "load_config",
+    "retain_freed_memory",
     "save_checkpoint",
     "shipped_configs",
 ]

@@ -13,7 +13,7 @@ from pyro_hfvae.training.config import ConfigError
 
 # Settings that may change when a run is resumed (the rest define the run).
 _RESUMABLE = {"training.steps", "training.log_every", "training.checkpoint_every", "training.eval_every",
-              "training.device", "training.num_threads", "optimizer.lr"}
+              "training.device", "training.num_threads", "training.retain_freed_memory", "optimizer.lr"}
 
 
 def _changed_settings(original: Mapping[str, Mapping[str, Any]], config: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -60,6 +60,7 @@ from pyro_hfvae.training._run_evaluation import (
 )
 from pyro_hfvae.training._run_log import _append_record, _keep_records_through, _write_json, read_jsonl
 from pyro_hfvae.training._stop_requests import _StopRequests
+from pyro_hfvae.training.allocator import retain_freed_memory
 from pyro_hfvae.training.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -166,7 +167,13 @@ class Trainer:
 
     The trainer uses Pyro's global param store, which it clears when it is created: train
     one model at a time in a process. It also sets torch's number of CPU threads to
-    ``[training] num_threads`` (default 1; 0 leaves torch's default).
+    ``[training] num_threads`` (default 1; 0 leaves torch's default) and, where
+    ``[training] retain_freed_memory`` is true (the default), has the C library's allocator keep
+    freed memory for the next step (:func:`~pyro_hfvae.training.allocator.retain_freed_memory`),
+    and sets :func:`torch.set_flush_denormal` to ``[training] flush_denormal`` (default true:
+    subnormal floats count as zero, which keeps the optimiser's moments of weights without
+    gradients from slowing it down; torch sets the mode of the calling thread). These settings
+    are process-wide.
 
     :param dict config: a configuration (resolved or not; ``None``: the embedded default).
     :param run_dir: the run directory (``None``: nothing is written).
@@ -234,6 +241,9 @@ class Trainer:
         training = self.config["training"]
         if training["num_threads"]:
             torch.set_num_threads(training["num_threads"])
+        if training["retain_freed_memory"]:
+            retain_freed_memory()
+        torch.set_flush_denormal(training["flush_denormal"])
         #: The data-parallel context (``None`` in a single process; see :mod:`~pyro_hfvae.training.distributed`).
         self._parallel, self.device = _data_parallel(_pick_device(training["device"]))
         pyro.clear_param_store()

@@ -21,7 +21,6 @@ from pyro_hfvae.ops.distributed import (
     global_marginals,
     global_stratified_log_weights,
     rank_and_world_size,
-    safe_logsumexp,
 )
 
 from ..spawned_ranks import spawn_ranks
@@ -300,26 +299,6 @@ def test_global_weights_errors():
         global_stratified_log_weights([0], [[0]], 4, 10)
     with pytest.raises(ValueError, match="expected 2 <= batch_size <= dataset_size"):
         global_stratified_log_weights([0], [0], 4, 3)
-
-
-def test_safe_logsumexp_values_and_gradients():
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 5, generator=generator, dtype=torch.float64)
-    x[1, :2] = -math.inf
-    x[2, :] = -math.inf
-    x.requires_grad_()
-    coef = torch.randn(4, dtype=torch.float64)
-    out = safe_logsumexp(x, 1)
-    (grad,) = torch.autograd.grad((torch.where(torch.isfinite(out), out, 0) * coef).sum(), x)
-    finite = [0, 1, 3]
-    expected = torch.log(x.detach()[finite].exp().sum(1))
-    torch.testing.assert_close(out.detach()[finite], expected, rtol=0, atol=1e-12)
-    assert out[2] == -math.inf
-    torch.testing.assert_close(grad[finite], coef[finite, None] * torch.softmax(x.detach()[finite], 1), rtol=0,
-                               atol=1e-12)
-    assert (grad[2] == 0).all()
-    empty = torch.zeros(3, 0, requires_grad=True)
-    assert (safe_logsumexp(empty, 1) == -math.inf).all() and safe_logsumexp(empty, 1).requires_grad
 
 
 def test_global_batch_layout():

@@ -474,3 +474,39 @@ def test_a_run_written_before_fused_adam_resumes_with_the_unfused_adam(tiny_conf
     assert "fused = false" in path.read_text()
     # a run that names the setting keeps it
     assert Trainer.from_run(tmp_path).config["optimizer"]["fused"] is False
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_flush_denormal_is_applied(flush, tiny_config, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_flush_denormal", lambda mode: calls.append(mode) or True)
+    tiny_config.setdefault("training", {})["flush_denormal"] = flush
+    Trainer(tiny_config)
+    assert calls == [flush]
+
+
+def test_a_run_written_before_flush_denormal_resumes_keeping_subnormals(tiny_config, tmp_path, monkeypatch):
+    Trainer(tiny_config, tmp_path).train()
+    path = tmp_path / "config.toml"
+    assert "flush_denormal = true" in path.read_text()
+    path.write_text(path.read_text().replace("flush_denormal = true\n", ""))
+    state = load_checkpoint(tmp_path / CHECKPOINT_FILE)
+    del state["config"]["training"]["flush_denormal"]
+    save_checkpoint(tmp_path / CHECKPOINT_FILE, {k: v for k, v in state.items() if k != "format"})
+    calls = []
+    monkeypatch.setattr(torch, "set_flush_denormal", lambda mode: calls.append(mode) or True)
+    resumed = Trainer.from_run(tmp_path, {"training.steps": 8})
+    assert resumed.config["training"]["flush_denormal"] is False and calls == [False]
+
+
+def test_flushing_subnormals_zeroes_them():
+    # What the setting does: a subnormal float32 product becomes zero.
+    tiny = torch.finfo(torch.float32).tiny
+    x = torch.tensor([tiny])
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush subnormals")
+    try:
+        assert (x * 0.5).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
+    assert (x * 0.5).item() == tiny / 2
