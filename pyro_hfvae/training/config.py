@@ -181,8 +181,9 @@ SECTIONS = ("data", "model", "objective", "schedule", "optimizer", "training", "
 #: Concrete is scored by its argmax (probtorch's choice): with the relaxed density its class
 #: group collapsed in this run (I(x; y) 0.010 and 0.006 nats after 2,000 steps of 64, seeds 0 and
 #: 1, against 2.31 and 1.61 nats with the argmax), so the class/style split showed nothing.
-#: Batches of 256 (4,000 steps, 1.02M images, about 4 minutes on one CPU thread): the trainer
-#: processes 4,800 images/s at 256 against 3,000 at 64 and 4,000 at 512 on this network, and the
+#: Batches of 256 (4,000 steps, 1.02M images, about 3 minutes on one CPU thread): the trainer
+#: processed 4,800 images/s at 256 against 3,000 at 64 and 4,000 at 512 on this network when the
+#: batch was chosen (6,800 at 256 after the fast path, docs/performance), and the
 #: stratified estimator's bias falls as 1/B. The run's summary places it on the curve of this
 #: configuration trained to 3.07M images over three seeds (docs/dsprites_results).
 DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
