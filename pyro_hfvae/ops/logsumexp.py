@@ -67,7 +67,7 @@ def floored_exp(x: torch.Tensor) -> torch.Tensor:
 
 def _finite_shift(shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # The shift where it is finite, else 0 (slices of -inf, +inf or NaN), and where it is -inf (empty sums).
-    return torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift)), shift == -math.inf
+    return torch.nan_to_num(shift, nan=0.0, posinf=0.0, neginf=0.0), shift == -math.inf
 
 
 def shifted_logsumexp(x: torch.Tensor, shift: torch.Tensor,

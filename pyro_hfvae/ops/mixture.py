@@ -287,22 +287,32 @@ def mixture_log_marginals(
         log_w = None if constant is not None else log_weights(rows)
         out = []
         site_tables = {}
+        # id(table) -> its marginal: a node with one child and a site with one variable reuse what is reduced.
+        reduced = {}
+
+        def reduce_table(table: torch.Tensor) -> torch.Tensor:
+            if id(table) not in reduced:
+                reduced[id(table)] = reduce(table, log_w)
+            return reduced[id(table)]
+
         for name in names:
             if isinstance(tables[name], FusedTable):
                 variables, site_tables[name] = tables[name].marginals(rows, constant if log_w is None else log_w)
-                out.append(variables)
             else:
                 table = tables[name](rows)
-                out.append(reduce(table, None if log_w is None else log_w[..., None]))
+                variables = reduce(table, None if log_w is None else log_w[..., None])
                 if sites or nodes:
                     site_tables[name] = table.sum(-1)
+            out.append(variables)
+            if name in site_tables and num_variables[name] == 1:
+                reduced[id(site_tables[name])] = variables[..., 0]
             if sites:
-                out.append(reduce(site_tables[name], log_w))
+                out.append(reduce_table(site_tables[name]))
         node_tables = {}
         for node in reversed(nodes):  # children before parents
             parts = [site_tables[s] for s in node.sites] + [node_tables[c.path] for c in node.children]
-            node_tables[node.path] = sum(parts)
-            out.append(reduce(node_tables[node.path], log_w))
+            node_tables[node.path] = parts[0] if len(parts) == 1 else sum(parts)
+            out.append(reduce_table(node_tables[node.path]))
         return tuple(out)
 
     if rows_per_chunk >= num_rows:
