@@ -1,3 +1,4 @@
+import importlib.util
 import os
 from pathlib import Path
 
@@ -54,3 +55,22 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is absent (set PYRO_HFVAE_SHARED_DATA)")
     return SHARED_DATA
+
+
+def load_script(folder: Path, name: str, monkeypatch):
+    """
+    Imports ``<folder>/<name>.py`` as a module. The folder is not a package; it is put on
+    ``sys.path``, as running a script there does, for the scripts' shared helpers (``_flags``,
+    ``_timing``).
+    """
+    monkeypatch.syspath_prepend(str(folder))
+    spec = importlib.util.spec_from_file_location(f"{folder.name}_{name}", folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def load_benchmark(monkeypatch):
+    """Imports ``benchmarks/<name>.py`` as a module (see :func:`load_script`)."""
+    return lambda name: load_script(ROOT / "benchmarks", name, monkeypatch)

@@ -2,24 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """benchmarks/bench_logsumexp.py at smoke size: both reductions are timed on both states of the tables."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_logsumexp.py"
 
-
-def _bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the benchmarks' shared _timing module
-    spec = importlib.util.spec_from_file_location("bench_logsumexp", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_both_reductions_are_timed(capsys, monkeypatch):
-    bench = _bench(monkeypatch)
+def test_both_reductions_are_timed(capsys, load_benchmark):
+    bench = load_benchmark("bench_logsumexp")
     results = bench.main(bench.make_parser().parse_args(["--batch-sizes", "8", "--repeats", "1", "--warmup", "0",
                                                          "--inner", "1"]))
     assert sorted(results) == [(8, "fresh"), (8, "trained")]
@@ -28,8 +15,8 @@ def test_both_reductions_are_timed(capsys, monkeypatch):
     assert "safe_logsumexp" in capsys.readouterr().out
 
 
-def test_trained_tables_underflow_and_fresh_ones_do_not(monkeypatch):
-    bench = _bench(monkeypatch)
+def test_trained_tables_underflow_and_fresh_ones_do_not(load_benchmark):
+    bench = load_benchmark("bench_logsumexp")
     generator = torch.Generator().manual_seed(0)
     fresh = bench.normal_table(64, 10, "fresh", generator).detach()
     trained = bench.normal_table(64, 10, "trained", generator).detach()

@@ -2,22 +2,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """benchmarks/bench_main_job.py at smoke size: the three steps run and the hand-written one trains."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_main_job.py"
-
 
 @pytest.fixture
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the benchmarks' shared _timing module
-    spec = importlib.util.spec_from_file_location("bench_main_job", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("bench_main_job")
 
 
 def test_every_step_is_timed(bench, capsys):

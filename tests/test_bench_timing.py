@@ -2,16 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """benchmarks/_timing.py: the rounds, the calls per round and the medians."""
 
-import importlib.util
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "_timing.py"
-
-
-def test_interleaved_rounds_and_medians(monkeypatch):
-    spec = importlib.util.spec_from_file_location("_timing", SCRIPT)
-    timing = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(timing)
+def test_interleaved_rounds_and_medians(load_benchmark, monkeypatch):
+    timing = load_benchmark("_timing")
     order = []
     clock = iter(range(1000))
     # Each timing reads the clock twice; a fake clock advancing 1 s per read makes every timing 1 s.
