@@ -459,15 +459,21 @@ def test_compile_is_an_hfvae_option(tiny_progressive_config):
         Trainer(tiny_progressive_config)
 
 
+def _train_as_written_before(config, run_dir, section, key):
+    """Trains a run, then removes ``[section] key = true`` from its config.toml and checkpoint, as
+    written before the key existed."""
+    Trainer(config, run_dir).train()
+    path = run_dir / "config.toml"
+    assert f"{key} = true" in path.read_text()
+    path.write_text(path.read_text().replace(f"{key} = true\n", ""))
+    state = load_checkpoint(run_dir / CHECKPOINT_FILE)
+    del state["config"][section][key]
+    save_checkpoint(run_dir / CHECKPOINT_FILE, {k: v for k, v in state.items() if k != "format"})
+
+
 def test_a_run_written_before_fused_adam_resumes_with_the_unfused_adam(tiny_config, tmp_path):
-    Trainer(tiny_config, tmp_path).train()
+    _train_as_written_before(tiny_config, tmp_path, "optimizer", "fused")
     path = tmp_path / "config.toml"
-    assert "fused = true" in path.read_text()
-    # as written before the key existed: neither config.toml nor the checkpoint names it
-    path.write_text(path.read_text().replace("fused = true\n", ""))
-    state = load_checkpoint(tmp_path / CHECKPOINT_FILE)
-    del state["config"]["optimizer"]["fused"]
-    save_checkpoint(tmp_path / CHECKPOINT_FILE, {k: v for k, v in state.items() if k != "format"})
     resumed = Trainer.from_run(tmp_path, {"training.steps": 8})
     assert resumed.config["optimizer"]["fused"] is False
     resumed.train()
@@ -486,13 +492,7 @@ def test_flush_denormal_is_applied(flush, tiny_config, monkeypatch):
 
 
 def test_a_run_written_before_flush_denormal_resumes_keeping_subnormals(tiny_config, tmp_path, monkeypatch):
-    Trainer(tiny_config, tmp_path).train()
-    path = tmp_path / "config.toml"
-    assert "flush_denormal = true" in path.read_text()
-    path.write_text(path.read_text().replace("flush_denormal = true\n", ""))
-    state = load_checkpoint(tmp_path / CHECKPOINT_FILE)
-    del state["config"]["training"]["flush_denormal"]
-    save_checkpoint(tmp_path / CHECKPOINT_FILE, {k: v for k, v in state.items() if k != "format"})
+    _train_as_written_before(tiny_config, tmp_path, "training", "flush_denormal")
     calls = []
     monkeypatch.setattr(torch, "set_flush_denormal", lambda mode: calls.append(mode) or True)
     resumed = Trainer.from_run(tmp_path, {"training.steps": 8})
