@@ -33,7 +33,7 @@ import pyro.distributions as dist
 import torch
 from torch.autograd.function import once_differentiable
 
-from pyro_hfvae.ops.logsumexp import EXP_FLOOR
+from pyro_hfvae.ops.logsumexp import floored_exp
 
 __all__ = [
     "LogitBernoulli",
@@ -43,7 +43,7 @@ __all__ = [
 class _BernoulliLogProb(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, value):
-        log_normaliser = logits.abs().neg_().clamp_min_(EXP_FLOOR).exp_().add_(1.0).log_()
+        log_normaliser = floored_exp(logits.abs().neg_(), inplace=True).add_(1.0).log_()
         out = value * logits
         out.sub_(logits.clamp_min(0.0)).sub_(log_normaliser)
         ctx.save_for_backward(logits, value)

@@ -47,7 +47,7 @@ __all__ = [
 EXP_FLOOR = -80.0
 
 
-def floored_exp(x: torch.Tensor) -> torch.Tensor:
+def floored_exp(x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
     r"""
     :math:`e^{\max(x,\, f)}` with :math:`f` = :data:`EXP_FLOOR`: the terms of a sum whose largest
     term is at least 1 (log weights normalised by their log-sum-exp, exponents shifted by their
@@ -55,6 +55,8 @@ def floored_exp(x: torch.Tensor) -> torch.Tensor:
 
     :param torch.Tensor x: exponents; those below :data:`EXP_FLOOR` count as :data:`EXP_FLOOR`
         (their gradient is zero).
+    :param bool inplace: overwrite ``x`` (a temporary of the caller's, outside autograd) instead
+        of allocating the result.
     :rtype: torch.Tensor
 
     Example::
@@ -62,7 +64,7 @@ def floored_exp(x: torch.Tensor) -> torch.Tensor:
         >>> floored_exp(torch.tensor([0.0, -1000.0, -math.inf]))
         tensor([1.0000e+00, 1.8049e-35, 1.8049e-35])
     """
-    return torch.exp(x.clamp_min(EXP_FLOOR))
+    return (x.clamp_min_(EXP_FLOOR) if inplace else x.clamp_min(EXP_FLOOR)).exp_()
 
 
 def _finite_shift(shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +93,7 @@ def shifted_logsumexp(x: torch.Tensor, shift: torch.Tensor,
 def _logsumexp_parts(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, ...]:
     # Without autograd: the result, the floored terms e^(x - m), their sums and the empty slices (keepdim).
     shift, empty = _finite_shift(x.amax(dim, keepdim=True))
-    terms = (x - shift).clamp_min_(EXP_FLOOR).exp_()
+    terms = floored_exp(x - shift, inplace=True)
     total = terms.sum(dim, keepdim=True)
     out = total.log().add_(shift).masked_fill_(empty, -math.inf)
     return out.squeeze(dim), terms, total, empty
