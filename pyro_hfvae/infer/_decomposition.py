@@ -3,59 +3,22 @@
 """
 The HFVAE decomposition of one evaluation (private to :mod:`pyro_hfvae.infer.hfvae`): the
 total correlation of every group node relative to the prior's, what the weights add to the
-ELBO, the reported terms, the one scale and mask of the latent sites in the data plate, and
-the decomposition of data points whose partially observed sites are observed (labelled).
+ELBO, the reported terms of a particle, and the decomposition of data points whose partially
+observed sites are observed (labelled).
 """
 import functools
 import operator
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
+from pyro.distributions.util import scale_and_mask
 from torch.distributions import Distribution
 
 from pyro_hfvae.distributions.util import variable_log_prob
+from pyro_hfvae.infer._structure import Structure
 from pyro_hfvae.ops.mixture import tc_term_name
 from pyro_hfvae.poutine.groups import GroupNode
 from pyro_hfvae.poutine.plate_layout import PlateLayout
-
-
-class DataSite(NamedTuple):
-    """A latent site inside the data plate: both sides, the value and its log densities."""
-
-    guide_site: dict
-    model_site: dict
-    value: torch.Tensor
-    batch_ndim: int
-    log_q: torch.Tensor  # masked as Pyro masks, unscaled
-    log_p: torch.Tensor
-
-
-@dataclass(frozen=True)
-class Structure:
-    """What :class:`HFVAELoss` reads from the structure of a model/guide pair (see :meth:`TermsELBO._analyse`)."""
-
-    layout: PlateLayout | None
-    # (name, in the data plate) of the model-only, guide-only and latent sites
-    model_only: tuple[tuple[str, bool], ...]
-    guide_only: tuple[tuple[str, bool], ...]
-    latent: tuple[tuple[str, bool], ...]
-    batch_ndims: dict  # latent site in the data plate -> batch dims of its value
-    var_ndims: dict  # ... -> variable dims
-    num_vars: dict  # ... -> number of variables per data point
-    tree: GroupNode | None
-    tc_weights: dict  # node path -> weight
-    # (depth, weight, nodes) of the levels whose total correlations weigh other than 1
-    weighted_levels: tuple[tuple[int, float, tuple[GroupNode, ...]], ...]
-    weighted: bool  # whether the decomposition enters the loss (some weight is not 1)
-    scale: float  # the one scale of the latent sites in the data plate
-    per_step_scale_and_mask: bool  # tensor scales or masks there: read them at every step
-    # the latent half of every site sampled with obs_mask= -> its observed half (poutine.partial_observation)
-    partial: dict = field(default_factory=dict)
-    # the group tree of a labelled data point: without the partially observed sites (None: no site left)
-    labelled_tree: GroupNode | None = None
-    # with global_batch: what the ranks must share for the collectives to match (see HFVAELoss._agree)
-    summary: str = ""
 
 
 class Pieces(NamedTuple):
@@ -160,94 +123,6 @@ def decomposition_terms(alpha: float, decomposition: dict | None, batch_mean) ->
     return terms
 
 
-def datum_scale_and_mask(
-    layout: PlateLayout, data_sites: dict, observed: dict | None = None
-) -> tuple[float, torch.Tensor | None, torch.Tensor | None]:
-    """
-    The one scale of the latent sites in the data plate, their ``(P, B)`` data-point mask
-    (``None`` where no site has one) and the ``(P, B)`` mask of the labelled data points,
-    for which the partially observed sites are observed (``None`` where there are none).
-
-    Every latent site keeps the same data points, except the latent halves of the sites
-    sampled with ``obs_mask=`` (``observed``: latent half -> the model site of its observed
-    half): model and guide mask such a half alike, and its observed half keeps the data
-    points it drops, so that together they keep those of the other sites; every such site
-    is observed for the same data points.
-    """
-    observed = observed or {}
-    scales, masks = {}, {}
-    for name, data_site in data_sites.items():
-        for side, site in (("guide", data_site.guide_site), ("model", data_site.model_site)):
-            scale = site["scale"]
-            if isinstance(scale, torch.Tensor):
-                if scale.numel() != 1:
-                    raise ValueError(
-                        f"HFVAELoss expected a scalar scale on latent sites in the data plate but {side} site "
-                        f"{name!r} has a scale of shape {tuple(scale.shape)}; weight data points with "
-                        "poutine.mask or scale the whole model and guide"
-                    )
-                scale = scale.item()
-            scales[(side, name)] = float(scale)
-            try:
-                mask = layout.data_point_mask(site, data_site.value, data_site.batch_ndim)
-            except ValueError as error:
-                raise ValueError(f"HFVAELoss: {side} site {name!r}: {error}") from None
-            if mask is not None:
-                masks[(side, name)] = mask
-    if len(set(scales.values())) > 1:
-        raise ValueError(
-            f"HFVAELoss expected one scale for all latent sites in the data plate but got {scales}; "
-            "apply poutine.scale to the whole model and guide"
-        )
-    whole = [key for key in scales if key[1] not in observed]
-    first = next((masks[key] for key in whole if key in masks), None)
-    for key in whole:  # a site without a mask keeps every data point
-        mask = masks.get(key, True if first is None else torch.ones_like(first))
-        if first is not None and not torch.equal(mask, first):
-            raise ValueError(
-                f"HFVAELoss expected the same mask on every latent site in the data plate (model and guide) "
-                f"but {key[0]} site {key[1]!r} differs; apply poutine.mask (or the same .mask()) around the "
-                "whole model and guide"
-            )
-    labelled = None
-    for name, observed_site in observed.items():
-        latent = masks.get(("model", name))
-        if not _same_mask(masks.get(("guide", name)), latent):
-            raise ValueError(
-                f"HFVAELoss expected guide site {name!r}, the latent half of a site sampled with obs_mask=, to be "
-                "masked as the model masks it (~obs_mask) but it is not; sample it in the guide under "
-                "poutine.mask(mask=~obs_mask)"
-            )
-        data_site = data_sites[name]
-        site_observed = layout.data_point_mask(observed_site, data_site.value, data_site.batch_ndim)
-        kept = torch.ones(layout.num_particles, layout.batch_size, dtype=torch.bool, device=data_site.value.device)
-        kept = kept if first is None else first
-        site_observed = kept if site_observed is None else site_observed
-        site_latent = kept if latent is None else latent
-        if not torch.equal(site_observed | site_latent, kept):
-            raise ValueError(
-                f"HFVAELoss expected {name!r} and {observed_site['name']!r} (a site sampled with obs_mask=) to keep "
-                "together the data points that the other latent sites keep but they do not; apply poutine.mask "
-                "around the whole model and guide, not around one site"
-            )
-        if labelled is None:
-            labelled = site_observed
-        elif not torch.equal(site_observed, labelled):
-            first_name = next(iter(observed.values()))["name"]
-            raise ValueError(
-                f"HFVAELoss expected every site sampled with obs_mask= in the data plate to be observed for the "
-                f"same data points but {observed_site['name']!r} differs from {first_name!r}; "
-                "pass one obs_mask (the labelled data points) to all of them"
-            )
-    return next(iter(scales.values())), first, labelled
-
-
-def _same_mask(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
-    if a is None or b is None:
-        return a is None and b is None or bool((a if b is None else b).all())
-    return torch.equal(a, b)
-
-
 def label_log_prob(fn: Distribution, value: torch.Tensor, masked: bool = True) -> torch.Tensor:
     """
     The log density of an observed label ``value`` under ``fn`` (summed over the event):
@@ -277,3 +152,50 @@ def merge_labelled(
         kept = 0.0 if restricted is None or path not in restricted.q_node else restricted.q_node[path]
         q_node[path] = torch.where(labelled, kept, value)
     return Pieces(q_var, q_node, prior_var, prior_site)
+
+
+def particle_terms(
+    alpha: float,
+    beta: float,
+    gamma: float,
+    supervised_weight: float,
+    layout: PlateLayout | None,
+    structure: Structure,
+    scored: list,
+    data: list,
+    pieces: Pieces | None,
+    mask: torch.Tensor | None,
+    global_parts: list,
+    supervised: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """The terms of one particle, from its detached tensors (see :attr:`HFVAELoss.terms`)."""
+
+    def batch_mean(t: Any, row_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # Per data point, averaged over the batch (masked-out points count as 0), summed over particles.
+        if not isinstance(t, torch.Tensor):
+            return torch.zeros(())
+        return (t if row_mask is None else torch.where(row_mask, t, 0.0)).mean(-1).sum(0)
+
+    log_likelihood, auxiliary = 0.0, 0.0
+    for sign, log_prob, site_mask in scored:
+        unscaled = sign * layout.per_datum(scale_and_mask(log_prob, 1.0, site_mask))
+        if sign > 0:
+            log_likelihood = log_likelihood + unscaled
+        else:
+            auxiliary = auxiliary + unscaled
+    parts = None if pieces is None else decomposition(beta, gamma, layout, structure, data, pieces)
+    # The observed and auxiliary sites carry their own masks; the latent ones the data-point mask.
+    terms = {"log_likelihood": batch_mean(log_likelihood)}
+    terms.update(decomposition_terms(alpha, parts, lambda t: batch_mean(t, mask)))
+    terms["elbo"] = terms["log_likelihood"] - terms["kl"]
+    terms["objective"] = terms["log_likelihood"] - terms.pop("weighted_kl")
+    if isinstance(auxiliary, torch.Tensor):
+        terms["auxiliary"] = batch_mean(auxiliary)
+        terms["elbo"] = terms["elbo"] + terms["auxiliary"]
+        terms["objective"] = terms["objective"] + terms["auxiliary"]
+    if supervised is not None:
+        terms["supervised"] = batch_mean(supervised, mask)
+        terms["objective"] = terms["objective"] + supervised_weight * terms["supervised"]
+    if global_parts:
+        terms["global_elbo"] = sum(global_parts)
+    return terms

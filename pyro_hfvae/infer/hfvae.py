@@ -2,43 +2,30 @@
 # SPDX-License-Identifier: Apache-2.0
 import dataclasses
 import functools
-import hashlib
 import logging
-import operator
 from typing import Any, Sequence
 
 import torch
-import torch.distributed as dist
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine import Trace
 from torch.distributions import Distribution
 
-from pyro_hfvae.distributions.util import (
-    CONCRETE_SCORINGS,
-    distribution_mask,
-    is_batch_invariant,
-    variable_log_prob,
-    variable_ndim,
-)
+from pyro_hfvae.distributions.util import CONCRETE_SCORINGS, is_batch_invariant, variable_log_prob
 from pyro_hfvae.infer._decomposition import (
-    DataSite,
     Pieces,
-    Structure,
-    datum_scale_and_mask,
-    decomposition,
-    decomposition_terms,
     label_log_prob,
     merge_labelled,
+    particle_terms,
     weighted_extra,
 )
+from pyro_hfvae.infer._global_batch import agree_across_ranks
+from pyro_hfvae.infer._structure import DataSite, Structure, analyse_structure, datum_scale_and_mask
 from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight
-from pyro_hfvae.infer.weight_bound import warn_unbounded
 from pyro_hfvae.ops.aggregate_posterior import VariableScore, tree_marginals
-from pyro_hfvae.ops.distributed import PeerRankError, gather_rows, rank_and_world_size
+from pyro_hfvae.ops.distributed import rank_and_world_size
 from pyro_hfvae.ops.fused_marginals import check_kernel
 from pyro_hfvae.ops.mixture import check_memory_budget
-from pyro_hfvae.poutine.groups import GroupNode, build_group_tree, site_groups
-from pyro_hfvae.poutine.partial_observation import prune_group_tree, split_sites
+from pyro_hfvae.poutine.groups import GroupNode
 from pyro_hfvae.poutine.plate_layout import PlateLayout
 from pyro_hfvae.poutine.trace_structure import SiteRoles
 
@@ -59,14 +46,6 @@ def _detach(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return type(value)(_detach(v) for v in value)
     return value
-
-
-def _has_mask(site: dict) -> bool:
-    """
-    Whether a site carries a mask that :meth:`PlateLayout.data_point_mask` reads: a
-    ``poutine.mask`` or a ``Distribution.mask`` (:func:`distribution_mask`; no values read).
-    """
-    return (site["mask"] is not None and site["mask"] is not True) or distribution_mask(site["fn"]) is not None
 
 
 class HFVAELoss(TermsELBO):
@@ -341,85 +320,7 @@ class HFVAELoss(TermsELBO):
         )
 
     def _analyse(self, model_trace: Trace, guide_trace: Trace, roles: SiteRoles) -> Structure:
-        layout = PlateLayout.from_trace(
-            guide_trace,
-            model_trace=model_trace,
-            data_plate=self.data_plate,
-            dataset_size=self.dataset_size,
-            loss_name=self.loss_name,
-        )
-
-        def local(site: dict) -> bool:
-            return layout is not None and layout.in_data_plate(site)
-
-        latent = tuple((n, local(guide_trace.nodes[n])) for n in roles.latent)
-        data_sites = {}
-        for name, is_local in latent:
-            if is_local:
-                guide_site = guide_trace.nodes[name]
-                value = guide_site["value"]
-                batch_ndim = value.dim() - guide_site["fn"].event_dim
-                data_sites[name] = DataSite(guide_site, model_trace.nodes[name], value, batch_ndim, None, None)
-        tree, tc_weights, levels, scale, per_step = None, {}, (), 1.0, False
-        var_ndims, num_vars, labelled_tree = {}, {}, None
-        partial = split_sites(model_trace, data_sites)
-        if data_sites:
-            # With global_batch and a known N, B and N >= B are checked on the global batch (_particle_loss).
-            if not self.global_batch or layout.dataset_size is None:
-                layout.require_marginals(self.loss_name)
-            groups = site_groups(guide_trace, model_trace)
-            tree = build_group_tree({name: groups[name] for name in data_sites})
-            var_ndims = {name: variable_ndim(s.guide_site["fn"]) for name, s in data_sites.items()}
-            num_vars = {name: self._num_variables(layout, s, var_ndims[name]) for name, s in data_sites.items()}
-            tc_weights = self.tc_weights(tree, num_vars)
-            labelled_tree = prune_group_tree(tree, partial) if partial else None
-            nodes = tree.internal_nodes()
-            priors = {n: s.model_site["fn"] for n, s in data_sites.items()}
-            warn_unbounded(self.loss_name, self._warned_unbounded, priors, nodes, tc_weights, num_vars)
-            by_depth: dict[int, list] = {}
-            for node in nodes:
-                if node.path in tc_weights and tc_weights[node.path] != 1.0:
-                    by_depth.setdefault(node.depth, []).append(node)
-            levels = tuple((d, tc_weights[ns[0].path], tuple(ns)) for d, ns in sorted(by_depth.items()))
-            per_step = any(
-                _has_mask(site) or isinstance(site["scale"], torch.Tensor)
-                for s in data_sites.values()
-                for site in (s.guide_site, s.model_site)
-            )
-            if not per_step:
-                scale, _, _ = datum_scale_and_mask(layout, data_sites)
-        summary = ""
-        if self.global_batch:
-            if len(data_sites) > 62:  # _agree exchanges one bit per site in an int64
-                raise ValueError(f"{self.loss_name} with global_batch=True expected at most 62 latent sites in the "
-                                 f"data plate but got {len(data_sites)}; put several variables in one site")
-            summary = repr((
-                None if layout is None else dataclasses.replace(layout, batch_size=0, subsampled=False),
-                [(name, _shape_but_data_axis(layout, s), str(s.value.dtype), var_ndims[name], num_vars[name])
-                 for name, s in data_sites.items()],
-                None if tree is None else [(n.path, n.sites) for n in tree.internal_nodes()],
-                None if labelled_tree is None else [(n.path, n.sites) for n in labelled_tree.internal_nodes()],
-                sorted(partial), self.alpha != 1.0 or bool(levels), self._config_key(), self.num_particles,
-                self.vectorize_particles,
-            ))
-        return Structure(
-            layout=layout,
-            model_only=tuple((n, local(model_trace.nodes[n])) for n in roles.model_only),
-            guide_only=tuple((n, local(guide_trace.nodes[n])) for n in roles.guide_only),
-            latent=latent,
-            batch_ndims={name: s.batch_ndim for name, s in data_sites.items()},
-            var_ndims=var_ndims,
-            num_vars=num_vars,
-            tree=tree,
-            tc_weights=tc_weights,
-            weighted_levels=levels,
-            weighted=self.alpha != 1.0 or bool(levels),
-            scale=scale,
-            per_step_scale_and_mask=per_step,
-            partial=partial,
-            labelled_tree=labelled_tree,
-            summary=summary,
-        )
+        return analyse_structure(self, model_trace, guide_trace, roles)
 
     def _get_trace(self, model, guide, args, kwargs):
         if not self.global_batch:
@@ -429,44 +330,8 @@ class HFVAELoss(TermsELBO):
             return super()._get_trace(model, guide, args, kwargs)
         except Exception as error:
             # The other ranks wait in _particle_loss's exchange: tell them, then raise this rank's error.
-            self._agree(None, 0, 0, error)
+            agree_across_ranks(self.loss_name, None, 0, 0, error)
             raise
-
-    def _agree(self, summary: str | None, batch_size: int, mixture: int,
-               error: BaseException | None) -> tuple[tuple[int, ...], int]:
-        """
-        With ``global_batch``: the one exchange of every particle before the collectives of the
-        marginals, which every rank reaches on every path (its errors deferred to it). Raises
-        on every rank alike if a rank failed before it or the ranks' structures differ; else
-        returns every rank's local batch size and the union of the ranks' ``mixture`` bit masks
-        (the data sites whose prior depends on the data point: a rank with one data point
-        cannot tell).
-        """
-        rank, world_size = rank_and_world_size()
-        digest = -1
-        if summary is not None:
-            digest = int.from_bytes(hashlib.blake2b(summary.encode(), digest_size=7).digest(), "little")
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-        status = torch.tensor([[int(error is not None), digest, batch_size, mixture]], dtype=torch.int64,
-                              device=device)
-        with torch.no_grad():
-            failed, digests, sizes, mixtures = (tuple(column) for column in gather_rows(status)[0].T.tolist())
-        if error is not None:
-            raise error
-        if any(failed):
-            raise PeerRankError(
-                f"{self.loss_name} with global_batch=True: rank(s) {[r for r, f in enumerate(failed) if f]} of "
-                f"{world_size} failed before the global-batch marginals (see their error); this rank ({rank}) stops "
-                "too instead of waiting for them"
-            )
-        if len(set(digests)) > 1:
-            raise ValueError(
-                f"{self.loss_name} with global_batch=True expected every rank to call it with the same structure "
-                f"(data-plate latent sites and their shapes but the batch size, groups, weights, particles, "
-                f"gradient mode) but got structure digests {list(digests)} by rank; rank "
-                f"{rank} has {summary}. Call the loss alike on every rank (the same model, guide and method)"
-            )
-        return sizes, functools.reduce(operator.or_, mixtures)
 
     def _particle_loss(self, model_trace: Trace, guide_trace: Trace, structure: Structure):
         error = None
@@ -483,7 +348,7 @@ class HFVAELoss(TermsELBO):
                 summary = f"{structure.summary}, grad {torch.is_grad_enabled()}"
                 batch_size = 0 if layout is None else layout.batch_size
                 mixture = sum(1 << i for i, name in enumerate(local[2]) if name in local[-1])
-            sizes, mixture = self._agree(summary, batch_size, mixture, error)
+            sizes, mixture = agree_across_ranks(self.loss_name, summary, batch_size, mixture, error)
             if structure.tree is not None:  # the same on every rank: checked on the global batch
                 dataclasses.replace(layout, batch_size=sum(sizes)).require_marginals(
                     f"{self.loss_name} (global batch of {len(sizes)} ranks, {list(sizes)} data points by rank)"
@@ -565,7 +430,11 @@ class HFVAELoss(TermsELBO):
             if extra is not None:
                 loss = loss + scale * (extra if mask is None else torch.where(mask, extra, 0.0)).sum()
         terms = functools.partial(
-            self._particle_terms,
+            particle_terms,
+            self.alpha,
+            self.beta,
+            self.gamma,
+            self.supervised_weight,
             layout,
             structure,
             _detach(scored),
@@ -636,58 +505,3 @@ class HFVAELoss(TermsELBO):
         prior_var.update(marginals.prior_variables)
         prior_site.update(marginals.prior_sites)
         return Pieces(marginals.variables, marginals.nodes, prior_var, prior_site)
-
-    def _particle_terms(
-        self,
-        layout: PlateLayout | None,
-        structure: Structure,
-        scored: list,
-        data: list,
-        pieces: Pieces | None,
-        mask: torch.Tensor | None,
-        global_parts: list,
-        supervised: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """The terms of one particle, from its detached tensors (see :attr:`terms`)."""
-
-        def batch_mean(t: Any, row_mask: torch.Tensor | None = None) -> torch.Tensor:
-            # Per data point, averaged over the batch (masked-out points count as 0), summed over particles.
-            if not isinstance(t, torch.Tensor):
-                return torch.zeros(())
-            return (t if row_mask is None else torch.where(row_mask, t, 0.0)).mean(-1).sum(0)
-
-        log_likelihood, auxiliary = 0.0, 0.0
-        for sign, log_prob, site_mask in scored:
-            unscaled = sign * layout.per_datum(scale_and_mask(log_prob, 1.0, site_mask))
-            if sign > 0:
-                log_likelihood = log_likelihood + unscaled
-            else:
-                auxiliary = auxiliary + unscaled
-        parts = None if pieces is None else decomposition(self.beta, self.gamma, layout, structure, data, pieces)
-        # The observed and auxiliary sites carry their own masks; the latent ones the data-point mask.
-        terms = {"log_likelihood": batch_mean(log_likelihood)}
-        terms.update(decomposition_terms(self.alpha, parts, lambda t: batch_mean(t, mask)))
-        terms["elbo"] = terms["log_likelihood"] - terms["kl"]
-        terms["objective"] = terms["log_likelihood"] - terms.pop("weighted_kl")
-        if isinstance(auxiliary, torch.Tensor):
-            terms["auxiliary"] = batch_mean(auxiliary)
-            terms["elbo"] = terms["elbo"] + terms["auxiliary"]
-            terms["objective"] = terms["objective"] + terms["auxiliary"]
-        if supervised is not None:
-            terms["supervised"] = batch_mean(supervised, mask)
-            terms["objective"] = terms["objective"] + self.supervised_weight * terms["supervised"]
-        if global_parts:
-            terms["global_elbo"] = sum(global_parts)
-        return terms
-
-    @staticmethod
-    def _num_variables(layout: PlateLayout, data_site: DataSite, var_ndim: int) -> int:
-        in_plates = data_site.value.shape[: data_site.batch_ndim].numel() // (layout.num_particles * layout.batch_size)
-        return in_plates * data_site.guide_site["fn"].event_shape[:var_ndim].numel()
-
-
-def _shape_but_data_axis(layout: PlateLayout, data_site: DataSite) -> tuple:
-    """The shape of a data site's value with its data axis as ``-1`` (the local batch size may differ by rank)."""
-    shape = list(data_site.value.shape)
-    shape[data_site.batch_ndim + layout.data_dim] = -1
-    return tuple(shape)
