@@ -6,7 +6,7 @@ configurations (:mod:`~pyro_hfvae.training.config`, with the shipped configurati
 optimiser that steps all parameters together (:class:`GroupedOptim`), the allocator setting
 that keeps freed memory for the next step (:func:`retain_freed_memory`), checkpoints, the run
 summary and figures, the command line, and the HIT rate grid. Modules whose names start with
-an underscore are the trainer's private helpers.
+an underscore are private helpers of the trainer and of the configurations.
 """
 from pyro_hfvae.training.allocator import retain_freed_memory
 from pyro_hfvae.training.checkpoint import load_checkpoint, save_checkpoint

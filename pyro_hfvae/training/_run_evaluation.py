@@ -9,16 +9,50 @@ fit to the held-out factor combinations that
 :class:`~pyro_hfvae.training.trainer.Trainer`).
 """
 import logging
+import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from pyro_hfvae.training._run_components import _model_kwargs
+
+if TYPE_CHECKING:
+    from pyro_hfvae.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
 # Metrics that compare factors with each other, meaningless with a single factor.
 _MULTI_FACTOR_METRICS = {"mig_sup", "modularity", "factor_vae", "beta_vae"}
+
+
+def _evaluation(trainer: "Trainer", preset: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    The result of :meth:`Trainer.evaluate <pyro_hfvae.training.trainer.Trainer.evaluate>` for the
+    preset ``preset``, whose settings (its value of ``EVALUATION_PRESETS``) are ``settings``; read in
+    the trainer's :meth:`~pyro_hfvae.training.trainer.Trainer.evaluation_mode`, so that the run's
+    course is left as it was.
+    """
+    evaluation = trainer.config["evaluation"]
+    started = time.perf_counter()
+    with trainer.evaluation_mode():
+        metrics = _disentanglement_metrics(trainer.dataset, trainer.encode, evaluation, settings, preset)
+        information = _information_summary(trainer.posterior, trainer._information_data(), trainer.site_groups,
+                                           evaluation["seed"])
+        hold_out = _hold_out_summary(trainer.dataset, trainer.model, _model_kwargs(trainer), trainer.device,
+                                     evaluation["information_points"] or settings["information_points"],
+                                     evaluation["seed"])
+    result = {
+        "step": trainer.step_count,
+        "preset": preset,
+        "seconds": time.perf_counter() - started,
+        "metrics": metrics,
+        "information": information,
+    }
+    if hold_out is not None:
+        result["hold_out"] = hold_out
+    return result
 
 
 def _disentanglement_metrics(dataset, encode: Callable[[torch.Tensor], torch.Tensor], evaluation: Mapping[str, Any],

@@ -13,14 +13,19 @@ the random number generator states (:func:`capture_rng_state`) and the configura
 import logging
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyro
 import torch
 
+from pyro_hfvae.training._divergence import _check_checkpoint_parameters
 from pyro_hfvae.util import atomic_file
+
+if TYPE_CHECKING:
+    from pyro_hfvae.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -172,3 +177,83 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     if saved != CHECKPOINT_FORMAT:
         raise ValueError(f"expected a checkpoint of format {CHECKPOINT_FORMAT} at {path} but got {saved or 'none'}")
     return state
+
+
+def _run_state(trainer: "Trainer") -> dict[str, Any]:
+    """
+    A trainer's checkpoint state (see :meth:`Trainer.state_dict
+    <pyro_hfvae.training.trainer.Trainer.state_dict>`): its parameters, optimiser, schedule,
+    information flow and batch order, the random generators, the step and the configuration.
+
+    :param Trainer trainer: the trainer.
+    :rtype: dict
+    """
+    return {
+        "step": trainer.step_count,
+        "train_seconds": trainer.elapsed_seconds(),
+        "config": trainer.config,
+        "module": trainer.model.state_dict(),
+        "param_store": param_store_state(trainer.model),
+        "optimizer": trainer.optimizer.get_state(),
+        "schedule": None if trainer.schedule is None else trainer.schedule.state_dict(),
+        "information_flow": None if trainer.information_flow is None else trainer.information_flow.state_dict(),
+        "sampler": trainer.sampler.state_dict(),
+        "rng": capture_rng_state(),
+        "last_record": trainer.last_record,
+        "versions": {"torch": str(torch.__version__), "pyro": str(pyro.__version__)},
+    }
+
+
+def _save_run_state(trainer: "Trainer", path: str | os.PathLike) -> bool:
+    """
+    Writes ``trainer``'s checkpoint state (:func:`_run_state`) to ``path`` with
+    :func:`save_checkpoint`, after checking that every parameter is finite. In a data-parallel run
+    every rank must call it at the same step: the ranks' random generator states are gathered
+    (``rng_ranks``, with ``world_size``) and rank 0 alone writes them.
+
+    :param Trainer trainer: the trainer.
+    :param path: the checkpoint file.
+    :returns: whether this process wrote the checkpoint.
+    :rtype: bool
+    """
+    _check_checkpoint_parameters()
+    state = trainer.state_dict()
+    if trainer._parallel is not None:
+        state["world_size"] = trainer._parallel.world_size
+        state["rng_ranks"] = trainer._parallel.gather(state["rng"])
+        if trainer._parallel.rank != 0:
+            return False
+    save_checkpoint(path, state)
+    return True
+
+
+def _restore_run_state(trainer: "Trainer", state: Mapping[str, Any], lr: float | None = None) -> None:
+    """
+    Restores :func:`_run_state`'s result into ``trainer`` (see :meth:`Trainer.load_state_dict
+    <pyro_hfvae.training.trainer.Trainer.load_state_dict>`); each rank of a data-parallel run takes
+    its own random generator states where the checkpoint holds one per rank.
+
+    :param Trainer trainer: the trainer, built from the checkpoint's configuration.
+    :param dict state: the saved state.
+    :param float lr: a new learning rate for the restored optimiser state (``None``: keep).
+    """
+    trainer.model.load_state_dict(state["module"])
+    pyro.clear_param_store()
+    pyro.get_param_store().set_state(state["param_store"])
+    optimizer_state = state["optimizer"]
+    if lr is not None:
+        for saved in optimizer_state.values():
+            for group in saved.get("param_groups", []):
+                group["lr"] = lr
+    trainer.optimizer.set_state(optimizer_state)
+    if trainer.schedule is not None:
+        trainer.schedule.load_state_dict(state["schedule"])
+    if trainer.information_flow is not None and state.get("information_flow") is not None:
+        trainer.information_flow.load_state_dict(state["information_flow"])
+    trainer.sampler.load_state_dict(state["sampler"])
+    rank_states = state.get("rng_ranks")
+    rank, world_size = (0, 1) if trainer._parallel is None else (trainer._parallel.rank, trainer._parallel.world_size)
+    restore_rng_state(rank_states[rank] if rank_states and len(rank_states) == world_size else state["rng"])
+    trainer.step_count = int(state["step"])
+    trainer.train_seconds = float(state.get("train_seconds", 0.0))
+    trainer.last_record = dict(state.get("last_record", {}))

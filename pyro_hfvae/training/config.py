@@ -22,17 +22,32 @@ Example::
     pyro_hfvae.training.config.ConfigError: unknown key [training] stpes; did you mean 'steps'? ...
 """
 import copy
-import difflib
 import inspect
-import json
 import logging
-import math
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from pyro_hfvae.training._config_schema import (
+    _COMPONENTS,
+    _DATA_OPTIONS,
+    _OBJECTIVE_OPTIONS,
+    _OPTIMIZER_OPTIONS,
+    _PLAIN_SECTIONS,
+    SECTIONS,
+)
+from pyro_hfvae.training._config_toml import dumps_config
+from pyro_hfvae.training._config_validation import (
+    ConfigError,
+    _check_keys,
+    _check_ranges,
+    _check_section,
+    _check_type,
+    _did_you_mean,
+    _listing,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,125 +70,6 @@ __all__ = [
 ]
 
 _SHIPPED_DIR = Path(__file__).resolve().parent / "configs"
-
-
-class ConfigError(ValueError):
-    """An invalid run configuration; the message names the section, the key and the allowed values."""
-
-
-def _dataset(name: str) -> Callable:
-    from pyro_hfvae import datasets
-
-    return getattr(datasets, name)
-
-
-def _model(module: str, name: str) -> Callable:
-    import importlib
-
-    return getattr(importlib.import_module(f"pyro_hfvae.models.{module}"), name)
-
-
-def _objective(name: str) -> Callable:
-    if name == "HFVAELoss":
-        from pyro_hfvae.infer.hfvae import HFVAELoss
-
-        return HFVAELoss
-    from pyro_hfvae.infer.hit import HITLoss
-
-    return HITLoss
-
-
-def _schedule() -> Callable:
-    from pyro_hfvae.infer.progressive import ProgressiveSchedule
-
-    return ProgressiveSchedule
-
-
-def _optimizer(name: str) -> Callable:
-    import pyro.optim
-
-    return getattr(pyro.optim, name)
-
-
-# name -> (lazy class, arguments filled in by the trainer and so not configurable)
-_COMPONENTS: dict[str, dict[str, tuple[Callable[[], Callable], frozenset]]] = {
-    "data": {
-        "digits": (lambda: _dataset("Digits"), frozenset({"return_factors", "device"})),
-        "dsprites": (lambda: _dataset("DSprites"), frozenset({"return_factors", "device"})),
-        "fashion_mnist": (lambda: _dataset("FashionMNIST"), frozenset({"return_factors", "device"})),
-        "mnist": (lambda: _dataset("MNIST"), frozenset({"return_factors", "device"})),
-        "shapes3d": (lambda: _dataset("Shapes3D"), frozenset({"return_factors", "device"})),
-    },
-    "model": {
-        "conv_hfvae": (lambda: _model("conv_hfvae", "ConvHFVAE"), frozenset({"image_shape"})),
-        # ``name`` (the pyro.module name) would clash with the section's component name.
-        "hierarchical_vae": (lambda: _model("hierarchical_vae", "HierarchicalVAE"), frozenset({"image_shape", "name"})),
-        "ladder_vae": (lambda: _model("ladder_vae", "LadderVAE"), frozenset({"image_shape", "name"})),
-        "semi_supervised_hfvae": (lambda: _model("semi_supervised", "SemiSupervisedHFVAE"), frozenset({"image_shape"})),
-        "vlae": (lambda: _model("vlae", "VLAE"), frozenset({"image_shape"})),
-    },
-    "objective": {
-        "hfvae": (
-            lambda: _objective("HFVAELoss"),
-            # ``kernel`` is set by the ``compile`` option (_OBJECTIVE_OPTIONS).
-            frozenset({"dataset_size", "max_plate_nesting", "strict_enumeration_warning", "retain_graph", "kernel"}),
-        ),
-        "hit": (
-            lambda: _objective("HITLoss"),
-            frozenset({"dataset_size", "max_plate_nesting", "strict_enumeration_warning", "retain_graph"}),
-        ),
-    },
-    "schedule": {
-        "progressive": (_schedule, frozenset({"levels"})),
-    },
-    "optimizer": {
-        "adam": (lambda: _optimizer("Adam"), frozenset()),
-        "clipped_adam": (lambda: _optimizer("ClippedAdam"), frozenset()),
-    },
-}
-
-# Keyword options of the pyro.optim wrappers (they take one dict of torch optimiser arguments).
-_OPTIMIZER_OPTIONS = {
-    "adam": {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "fused": True},
-    "clipped_adam": {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "clip_norm": 10.0,
-                     "lrd": 1.0},
-}
-
-#: Settings of the sections that name no component: key -> default.
-_PLAIN_SECTIONS: dict[str, dict[str, Any]] = {
-    "training": {
-        "steps": 2000,
-        "batch_size": 64,
-        "seed": 0,
-        "device": "auto",
-        # Pyro steps on small networks gain little from several CPU threads, and OpenMP threads that
-        # wait for a busy core cost up to 10x the CPU time (measured on a shared 2-core machine).
-        "num_threads": 1,
-        # glibc malloc keeps freed memory for the next step (pyro_hfvae.training.allocator): 17 % faster steps on a CPU.
-        "retain_freed_memory": True,
-        # Subnormal floats as zero (torch.set_flush_denormal): Adam's moments of weights that never get a
-        # gradient (dSprites' empty border pixels) decay into subnormals, which tripled fused Adam's time.
-        "flush_denormal": True,
-        "log_every": 10,
-        "checkpoint_every": 500,
-        "eval_every": 0,
-    },
-    "evaluation": {
-        "preset": "auto",
-        "metrics": [],
-        "num_train": 0,
-        "num_test": 0,
-        "information_points": 0,
-        "seed": 0,
-    },
-}
-
-_CHOICES = {
-    ("evaluation", "preset"): ("auto", "fast", "full", "none"),
-}
-
-#: Sections in the order a configuration file lists them.
-SECTIONS = ("data", "model", "objective", "schedule", "optimizer", "training", "evaluation")
 
 #: The embedded default run: HFVAE with a Concrete(3) and a Normal(10) group on procedural
 #: dSprites, sized to train in a few minutes on a laptop CPU (an MLP encoder and decoder; the
@@ -216,25 +112,6 @@ COMMAND_LINE_KEYS: dict[str, str] = {
     "checkpoint_every": "training.checkpoint_every",
     "preset": "evaluation.preset",
 }
-
-# Data-set options that the trainer reads itself (not constructor arguments): ``subset`` (train on that many
-# items, 0: all) and ``hold_out`` ({factor_name: classes}: the factor combinations left out of training, see
-# GroundTruthDataset.hold_out).
-_DATA_OPTIONS = {"subset": 0, "hold_out": {}}
-# Objective options that the trainer reads itself or sets otherwise than the constructor's default:
-# ``compile = true`` trains with :class:`~pyro_hfvae.infer.jit.JitHFVAELoss`, the HFVAE loss with torch.compile'd
-# kernels; ``global_batch`` (default true here): in a data-parallel run (torchrun), estimate HFVAE's
-# aggregate-posterior marginals over the global batch (false in a single process, whose batch is global).
-_OBJECTIVE_OPTIONS = {"hfvae": {"global_batch": True, "compile": False}}
-
-
-def _did_you_mean(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _listing(choices) -> str:
-    return ", ".join(repr(c) for c in sorted(choices))
 
 
 def component_factory(section: str, name: str) -> Callable:
@@ -303,55 +180,6 @@ def _to_toml_value(value: Any) -> Any:
     return value
 
 
-def _type_name(value: Any) -> str:
-    return {bool: "a bool", int: "an int", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(value), type(value).__name__)
-
-
-def _check_type(section: str, key: str, value: Any, default: Any) -> Any:
-    """``value`` converted to the type of ``default`` (ints to floats), or a ConfigError."""
-    if default is None:
-        return value
-    where = f"[{section}] {key}"
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    elif isinstance(default, list):
-        ok = isinstance(value, list)
-    elif isinstance(default, Mapping):
-        ok = isinstance(value, Mapping)
-    else:
-        ok = True
-    if not ok:
-        raise ConfigError(f"expected {where} to be {_type_name(default)} (like {default!r}) but got {value!r} "
-                          f"({_type_name(value)})")
-    if isinstance(default, float) and math.isfinite(default) and not math.isfinite(value):
-        raise ConfigError(f"expected {where} to be a finite number (like {default!r}) but got {value!r}")
-    if isinstance(default, list) and default:
-        # Lists of numbers (channels, betas): their items must be numbers of the same kind.
-        kinds = {type(item) for item in default}
-        if kinds in ({int}, {float}):
-            value = [_check_type(section, f"{key}[{i}]", item, default[0]) for i, item in enumerate(value)]
-    if (section, key) in _CHOICES and value not in _CHOICES[(section, key)]:
-        choices = _CHOICES[(section, key)]
-        raise ConfigError(f"expected {where} to be one of {_listing(choices)} but got {value!r}"
-                          f"{_did_you_mean(str(value), choices)}")
-    return value
-
-
-def _check_keys(section: str, given: Mapping[str, Any], allowed: Sequence[str], what: str) -> None:
-    for key in given:
-        if key not in allowed:
-            raise ConfigError(f"unknown key [{section}] {key}{_did_you_mean(key, allowed) or '.'} Allowed keys "
-                              f"{what}: {', '.join(sorted(allowed))}")
-
-
 def _resolve_component(section: str, given: Mapping[str, Any], default: Mapping[str, Any]) -> dict[str, Any]:
     name = given.get("name", default.get("name"))
     if section == "schedule" and name == "none":
@@ -386,77 +214,6 @@ def _check_plain_section(section: str, options: Mapping[str, Any]) -> dict[str, 
     for key, value in options.items():
         resolved[key] = _check_type(section, key, value, defaults[key])
     return resolved
-
-
-#: The largest seed: numpy's generators take seeds below 2 ** 32.
-_MAX_SEED = 2 ** 32 - 1
-
-
-def _check_optimizer(optimizer: Mapping[str, Any]) -> None:
-    """The ranges torch's optimisers require, checked before any run directory exists."""
-    lr = optimizer.get("lr")
-    if lr is not None and not (math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"expected [optimizer] lr > 0 but got {lr}")
-    betas = optimizer.get("betas")
-    if betas is not None and (len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas)):
-        raise ConfigError(f"expected [optimizer] betas to be two numbers in [0, 1), like [0.9, 0.999], but got "
-                          f"{betas}")
-    for key, low, inclusive in (("eps", 0.0, True), ("weight_decay", 0.0, True), ("clip_norm", 0.0, False),
-                                ("lrd", 0.0, False)):
-        value = optimizer.get(key)
-        if value is not None and not (value >= low if inclusive else value > low):
-            raise ConfigError(f"expected [optimizer] {key} {'>=' if inclusive else '>'} {low:g} but got {value}")
-
-
-def _check_ranges(config: dict[str, dict[str, Any]]) -> None:
-    training = config["training"]
-    # log_every and checkpoint_every count steps; checkpoint_every and eval_every 0: none periodic;
-    # num_threads 0: torch's default.
-    for key, minimum in (("steps", 1), ("batch_size", 2), ("log_every", 1), ("checkpoint_every", 0),
-                         ("eval_every", 0), ("num_threads", 0)):
-        if training[key] < minimum:
-            raise ConfigError(f"expected [training] {key} >= {minimum} but got {training[key]}")
-    for section in ("training", "evaluation"):
-        seed = config[section]["seed"]
-        if seed < 0:
-            raise ConfigError(f"expected [{section}] seed >= 0 but got {seed}")
-        if seed > _MAX_SEED:
-            raise ConfigError(f"expected [{section}] seed <= {_MAX_SEED} but got {seed}")
-    subset = config["data"].get("subset", 0)
-    if subset < 0:
-        raise ConfigError(f"expected [data] subset >= 0 (0: the whole data set) but got {subset}")
-    device = training["device"]
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
-        raise ConfigError(f"expected [training] device to be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' but got "
-                          f"{device!r}")
-    evaluation = config["evaluation"]
-    for key in ("num_train", "num_test", "information_points"):
-        if evaluation[key] < 0:
-            raise ConfigError(f"expected [evaluation] {key} >= 0 (0: the preset's value) but got {evaluation[key]}")
-    from pyro_hfvae.metrics import METRICS
-
-    for metric in evaluation["metrics"]:
-        if not isinstance(metric, str) or metric not in METRICS:
-            raise ConfigError(f"expected [evaluation] metrics from {_listing(METRICS)} but got {metric!r}"
-                              f"{_did_you_mean(str(metric), METRICS)}")
-    _check_optimizer(config["optimizer"])
-    particles = config["objective"].get("num_particles", 1)
-    if particles < 1:
-        raise ConfigError(f"expected [objective] num_particles >= 1 but got {particles}")
-    schedule = config["schedule"]["name"]
-    if schedule == "progressive" and config["objective"]["name"] != "hit":
-        raise ConfigError(f"expected [objective] name = 'hit' with [schedule] name = 'progressive' (the schedule "
-                          f"sets the per-site KL weights of HITLoss) but got objective "
-                          f"{config['objective']['name']!r}")
-    if schedule == "progressive" and config["objective"].get("betas"):
-        raise ConfigError("expected no [objective] betas with a progressive schedule, which sets them; remove "
-                          "the betas table or set [schedule] name = 'none'")
-
-
-def _check_section(section: str) -> None:
-    if section not in SECTIONS:
-        raise ConfigError(f"unknown section [{section}]{_did_you_mean(section, SECTIONS) or '.'} Sections: "
-                          f"{', '.join(SECTIONS)}")
 
 
 def resolve_config(config: Mapping[str, Any] | None = None,
@@ -597,56 +354,3 @@ def load_config(source: str | os.PathLike | None = None,
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
 
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        text = repr(value)
-        return text if any(c in text for c in ".en") else text + ".0"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise ConfigError(f"expected a TOML value (bool, number, string, list or table) but got {value!r}")
-
-
-def dumps_config(config: Mapping[str, Mapping[str, Any]], header: str = "") -> str:
-    """
-    Writes a configuration as TOML (``name`` first in each section, then the keys sorted).
-
-    :param dict config: ``{section: {key: value}}``.
-    :param str header: comment lines put at the top.
-    :rtype: str
-
-    Example::
-
-        >>> print(dumps_config({"training": {"steps": 10, "device": "cpu"}}))
-        [training]
-        device = "cpu"
-        steps = 10
-        <BLANKLINE>
-    """
-    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
-    for section, options in config.items():
-        if lines:
-            lines.append("")
-        lines.append(f"[{section}]")
-        keys = (["name"] if "name" in options else []) + sorted(k for k in options if k != "name")
-        lines += [f"{_toml_key(key)} = {_toml_value(options[key])}" for key in keys]
-    return "\n".join(lines) + "\n"

@@ -14,63 +14,41 @@ A run directory holds::
     figures/, summary.md, summary.html   written by pyro_hfvae.training.run_summary
 """
 import contextlib
-import inspect
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyro
 import torch
-from pyro import poutine
 
-from pyro_hfvae.infer.inference_data import latent_groups, latent_means, latent_posterior
-from pyro_hfvae.infer.terms_elbo import NonFiniteLossError
+from pyro_hfvae.infer.inference_data import latent_means, latent_posterior
 from pyro_hfvae.training._device import _pick_device
-from pyro_hfvae.training._divergence import (
-    ExplodingLossError,
-    _check_checkpoint_parameters,
-    _check_gradients,
-    _diverged,
-    _ExplosionMonitor,
-    _first_line,
-    _non_finite_sites,
-    _release_grads,
-    _validation_failure,
+from pyro_hfvae.training._divergence import ExplodingLossError
+from pyro_hfvae.training._resumable_settings import (
+    _changed_settings,
+    _check_continuable,
+    _check_resumable,
+    _check_saved_settings,
 )
-from pyro_hfvae.training._random_batches import _RandomBatches
-from pyro_hfvae.training._resumable_settings import _changed_settings, _check_resumable, _fixed_settings
-from pyro_hfvae.training._run_components import (
-    _build_dataset,
-    _build_model,
-    _build_objective,
-    _build_optimizer,
-    _build_schedule,
+from pyro_hfvae.training._run_components import _build_components
+from pyro_hfvae.training._run_dir import (
+    _check_new_run_dir,
+    _check_run_dir,
+    _create_run_dir,
+    _trim_run_dir,
+    _write_config,
 )
-from pyro_hfvae.training._run_evaluation import (
-    _disentanglement_metrics,
-    _evaluation_record,
-    _hold_out_summary,
-    _information_positions,
-    _information_summary,
-)
-from pyro_hfvae.training._run_log import _append_record, _keep_records_through, _write_json, read_jsonl
-from pyro_hfvae.training._stop_requests import _StopRequests
+from pyro_hfvae.training._run_evaluation import _evaluation, _evaluation_record, _information_positions
+from pyro_hfvae.training._run_log import _append_record, _write_json, read_jsonl
+from pyro_hfvae.training._training_loop import _init_loop_state, _step, _train_session
 from pyro_hfvae.training.allocator import retain_freed_memory
-from pyro_hfvae.training.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    param_store_state,
-    restore_rng_state,
-    save_checkpoint,
-)
-from pyro_hfvae.training.config import ConfigError, dumps_config, earlier_defaults, load_config, resolve_config
-from pyro_hfvae.training.distributed import DistributedOptimizer, _data_parallel, _rank_seed
-from pyro_hfvae.util import atomic_file, forked_rng, remove_atomic_temporaries
+from pyro_hfvae.training.checkpoint import _restore_run_state, _run_state, _save_run_state, load_checkpoint
+from pyro_hfvae.training.config import earlier_defaults, load_config, resolve_config
+from pyro_hfvae.training.distributed import _data_parallel
+from pyro_hfvae.util import forked_rng
 
 logger = logging.getLogger(__name__)
 
@@ -120,25 +98,6 @@ EVALUATION_PRESETS: dict[str, dict[str, Any]] = {
     },
     "none": {"metrics": (), "num_train": 0, "num_test": 0, "options": {}, "information_points": 2000},
 }
-
-
-def _check_run_dir_writable(run_dir: Path) -> None:
-    """
-    Raises an ``OSError`` with the fix if ``run_dir`` cannot hold a run: it is a file, lies under
-    a file, or its nearest existing folder is not writable. Nothing is created.
-    """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise NotADirectoryError(f"expected a directory for the run but {run_dir} is a file; choose another --out")
-    existing = run_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise NotADirectoryError(f"expected a directory for the run but {existing}, above {run_dir}, is a file; "
-                                 "choose another --out")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"expected a writable directory for the run but {existing} is not writable; choose "
-                              "another --out or change its permissions")
-
 
 
 class Trainer:
@@ -199,37 +158,12 @@ class Trainer:
                  overwrite: bool = False) -> None:
         run_dir = None if run_dir is None else Path(run_dir)
         if run_dir is not None:
-            _check_run_dir_writable(run_dir)
-            if not overwrite and (run_dir / CHECKPOINT_FILE).exists():
-                raise FileExistsError(f"expected a new run directory but {run_dir} already holds a run "
-                                      f"({CHECKPOINT_FILE}); continue it with Trainer.from_run (pyro-hfvae train "
-                                      f"--resume {run_dir}) or choose another directory")
+            _check_new_run_dir(run_dir, CHECKPOINT_FILE, overwrite)
         # Everything is checked (configuration, data set, model) before the run directory is created.
         self._build(config, run_dir, progress, callbacks)
         if self._writes:
-            try:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise OSError(error.errno, f"could not create the run directory {run_dir} ({error.strerror}); "
-                                           "choose another --out") from None
-            remove_atomic_temporaries(self.run_dir)
-            for name in (LOG_FILE, EVALUATIONS_FILE, METRICS_FILE, CHECKPOINT_FILE):
-                (self.run_dir / name).unlink(missing_ok=True)
-            self._write_config()
-
-    def _hold_out(self, data: Mapping[str, Any]) -> np.ndarray | None:
-        """Sets the ``[data] hold_out`` on the data set; its held-in indices (``None``: nothing held out)."""
-        hold_out = data.get("hold_out", {})
-        if not hold_out:
-            return None
-        if not hasattr(self.dataset, "held_in_indices"):
-            raise ConfigError(f"expected a data set with factors of variation for [data] hold_out but "
-                              f"{data['name']} has none; remove hold_out")
-        try:
-            self.dataset.hold_out = hold_out
-        except (ValueError, TypeError) as error:
-            raise ConfigError(f"[data] hold_out: {error}") from error
-        return self.dataset.held_in_indices()
+            _create_run_dir(self.run_dir, (LOG_FILE, EVALUATIONS_FILE, METRICS_FILE, CHECKPOINT_FILE))
+            _write_config(self.run_dir, CONFIG_FILE, self.config)
 
     def _build(self, config: Mapping[str, Any] | None, run_dir: Path | None, progress: bool,
                callbacks: Sequence[Callable[["Trainer", dict], None]]) -> None:
@@ -248,65 +182,7 @@ class Trainer:
         self._parallel, self.device = _data_parallel(_pick_device(training["device"]))
         pyro.clear_param_store()
         pyro.set_rng_seed(training["seed"])
-
-        data = self.config["data"]
-        #: The data set (its observations are read on :attr:`device`).
-        self.dataset = _build_dataset(data, self.device)
-        held_in = self._hold_out(data)
-        available = len(self.dataset) if held_in is None else len(held_in)
-        subset = data.get("subset", 0)
-        if subset > available:
-            what = "the size of" if held_in is None else "the held-in items of"
-            raise ConfigError(f"expected [data] subset <= {available} ({what} {data['name']}) but got "
-                              f"{subset}; use 0 for the whole data set")
-        if subset and subset < available:
-            chosen = np.sort(np.random.RandomState(training["seed"]).choice(available, subset, replace=False))
-            #: Data-set indices of the training items (``None``: all of them).
-            self.train_indices = torch.from_numpy(chosen if held_in is None else held_in[chosen]).to(self.device)
-        elif held_in is not None:
-            self.train_indices = torch.from_numpy(held_in).to(self.device)
-        else:
-            self.train_indices = None
-        #: The number of training items ``N`` (the data plate's size).
-        self.dataset_size = len(self.train_indices) if self.train_indices is not None else len(self.dataset)
-        # First, since it checks the batch size against the data set's.
-        self.sampler = _RandomBatches(self.dataset_size, training["batch_size"], training["seed"], self.device)
-        # This rank's rows of every global batch (all of them in a single process).
-        self._rows = slice(None) if self._parallel is None else self._parallel.rows(training["batch_size"])
-
-        #: The model: an ``nn.Module`` with Pyro ``model`` and ``guide`` methods.
-        self.model = _build_model(self.config["model"], self.dataset.observation_shape, self.device)
-        model_parameters = inspect.signature(self.model.model).parameters
-        self._takes_schedule = "schedule" in model_parameters
-        self._labels = None
-        if "labels" in model_parameters:
-            if not hasattr(self.dataset, "labels"):
-                raise ConfigError(f"[model] {self.config['model']['name']} learns from labels but [data] "
-                                  f"{data['name']} has none; use a labelled data set (digits, mnist, fashion_mnist)")
-            self._labels = torch.as_tensor(self.dataset.labels, device=self.device)
-        self._labelled_items = None
-        if self._labels is not None and getattr(self.model, "label_unit", "batch") == "item":
-            #: Which training positions have known labels (a semi-supervised model with label_unit="item").
-            self._labelled_items = self.model.labelled_items(self.dataset_size, training["seed"]).to(self.device)
-        probe = self.observations(torch.arange(2, device=self.device))
-        try:
-            #: Group path of every latent site of the guide (``None``: no group).
-            self.site_groups = latent_groups(self.model.guide, probe)
-        except (ValueError, RuntimeError, TypeError, IndexError) as error:
-            raise ConfigError(f"[model] {self.config['model']['name']}: expected a model that reads the observations "
-                              f"of {data['name']} (shape {tuple(self.dataset.observation_shape)}) but its guide "
-                              f"failed: {_first_line(error)}; check the [model] settings") from None
-        #: The progressive schedule, or ``None``.
-        self.schedule = _build_schedule(self.config["schedule"], self.site_groups)
-        #: The objective (a :class:`~pyro_hfvae.infer.TermsELBO`).
-        self.loss = _build_objective(self.config["objective"], self.schedule, distributed=self._parallel is not None)
-        #: The Pyro optimiser (a :class:`~pyro_hfvae.training.distributed.DistributedOptimizer` in a data-parallel run).
-        self.optimizer = _build_optimizer(self.config["optimizer"])
-        if self._parallel is not None:
-            self.optimizer = DistributedOptimizer(self.optimizer)
-            self._parallel.broadcast_module(self.model)
-            # Every rank draws its own latent samples: rank 0 from the seed, as a single process does.
-            pyro.set_rng_seed(_rank_seed(training["seed"], self._parallel.rank))
+        _build_components(self)
         #: Training steps done.
         self.step_count = 0
         #: The record (``step``, ``loss``, terms) of the last step.
@@ -314,21 +190,8 @@ class Trainer:
         #: Seconds spent in :meth:`train` by the sessions before the current one.
         self.train_seconds = 0.0
         self._session_started: float | None = None
-        self.information_flow = None
-        if self.schedule is not None:
-            from pyro_hfvae.metrics.information_flow import InformationFlow
-
-            #: Per-stage I(x; z_l) of a progressive run (:class:`~pyro_hfvae.metrics.information_flow.InformationFlow`).
-            self.information_flow = InformationFlow(self.posterior, self._information_data(),
-                                                    random_state=self.config["evaluation"]["seed"])
-        self._in_step = False
         self._last_checkpoint: tuple[int, Path] | None = None
-        self._explosion = _ExplosionMonitor()
-        self._checkpoint_due = False
-        # Stop requests of this rank (a signal, a callback's KeyboardInterrupt) and the ranks' agreement on them.
-        self._signals: _StopRequests | None = None
-        self._stop_requested = False
-        self._stop_agreed = False
+        _init_loop_state(self)
 
     @property
     def _is_main(self) -> bool:
@@ -339,14 +202,6 @@ class Trainer:
     def _writes(self) -> bool:
         """Whether this process writes the run directory: it has one and is rank 0 (or the only process)."""
         return self.run_dir is not None and self._is_main
-
-    # ------------------------------------------------------------------ run directory
-
-    def _write_config(self) -> None:
-        header = ("pyro-hfvae run configuration, as resolved (every default listed).\n"
-                  f"Continue the run with: pyro-hfvae train --resume {self.run_dir}")
-        with atomic_file(self.run_dir / CONFIG_FILE, "w") as file:
-            file.write(dumps_config(self.config, header=header))
 
     # ------------------------------------------------------------------ reading the model
 
@@ -397,21 +252,6 @@ class Trainer:
         finally:
             self.model.train(was_training)
 
-    def _model_kwargs(self, positions: torch.Tensor | None = None) -> dict[str, Any]:
-        kwargs = {"schedule": self.schedule} if self._takes_schedule and self.schedule is not None else {}
-        if self._labels is not None and positions is not None:
-            # A semi-supervised model: the batch's labels, known for the fixed labelled items, or all known or none
-            # (the batch's place in the epoch decides).
-            labels = self._labels[positions if self.train_indices is None else self.train_indices[positions]]
-            if self._labelled_items is not None:
-                label_mask = self._labelled_items[positions]
-            else:
-                labelled = self.model.labelled_batch(self.sampler.position // self.sampler.batch_size - 1,
-                                                     seed=self.config["training"]["seed"])
-                label_mask = torch.full_like(labels, labelled, dtype=torch.bool)
-            kwargs.update(labels=labels, label_mask=label_mask)
-        return kwargs
-
     # ------------------------------------------------------------------ training
 
     def step(self) -> dict[str, float]:
@@ -425,51 +265,7 @@ class Trainer:
             parameters are then left unchanged); in a data-parallel run, on every rank alike if
             it is so on one of them.
         """
-        self._in_step = True
-        positions = self.sampler.next()[self._rows]
-        x = self.observations(positions)
-        if self._parallel is None:
-            loss, params = self._loss_and_grads(x, positions)
-            terms = self.loss.terms
-        else:
-            failure, loss, params = None, math.nan, set()
-            try:
-                loss, params = self._loss_and_grads(x, positions)
-            except Exception as error:  # every rank learns of it, so that none waits for the others in vain
-                failure = error
-            stop = self._stop_requested or (self._signals is not None and self._signals.received is not None)
-            try:
-                loss, terms, self._stop_agreed = self._parallel.agree(self.step_count + 1, failure, loss,
-                                                                      self.loss.terms, stop)
-            except BaseException:
-                _release_grads(params)
-                raise
-        self.optimizer(params)
-        _release_grads(params)
-        if self.schedule is not None:
-            self.schedule.step()
-        self.step_count += 1
-        self._in_step = False
-        self.last_record = {"step": self.step_count, "loss": loss, **terms}
-        return self.last_record
-
-    def _loss_and_grads(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[float, set[torch.Tensor]]:
-        """This process's loss on the batch ``x`` and the parameters that have gradients, checked to be finite."""
-        args, kwargs = (x, positions, self.dataset_size), self._model_kwargs(positions)
-        with poutine.trace(param_only=True) as capture:
-            try:
-                loss = self.loss.loss_and_grads(self.model.model, self.model.guide, *args, **kwargs)
-            except (ValueError, RuntimeError) as error:
-                # Distribution validation rejects non-finite arguments before any loss exists (torch's samplers
-                # raise RuntimeError): name the parameters, observations or sites at fault.
-                failure = _validation_failure(error, x, lambda: _non_finite_sites(self.model.guide, self.model.model,
-                                                                                  args, kwargs))
-                if failure is None:
-                    raise
-                raise failure from None
-        params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
-        _check_gradients(capture.trace)
-        return loss, params
+        return _step(self)
 
     def train(self, steps: int | None = None) -> str:
         """
@@ -488,59 +284,7 @@ class Trainer:
         if target < self.step_count:
             raise ValueError(f"expected a number of steps >= {self.step_count} (the steps already done) but got "
                              f"{target}")
-        log_file = None
-        progress_bar = None
-        status = "completed"
-        self._session_started = time.perf_counter()
-        self._stop_requested = self._stop_agreed = False
-        try:
-            with _StopRequests() as stop:
-                self._signals = stop
-                if self._writes:
-                    log_file = open(self.run_dir / LOG_FILE, "a", encoding="utf-8")
-                if self.progress and self._is_main:
-                    from tqdm.auto import tqdm
-
-                    progress_bar = tqdm(total=target, initial=self.step_count, desc="training", unit="step",
-                                        dynamic_ncols=True)
-                while self.step_count < target:
-                    try:
-                        self._train_step(target, log_file, progress_bar)
-                    except NonFiniteLossError as error:
-                        failed_step = self.step_count + 1 if self._in_step else self.step_count
-                        diagnosis = _diverged(error, failed_step, self._last_checkpoint,
-                                              updated=failed_step > 1, objective=self.config["objective"])
-                        self._in_step = False
-                        self._append_event(log_file, "diverged", str(diagnosis), step=failed_step,
-                                           cause="exploding" if isinstance(error, ExplodingLossError) else "non-finite",
-                                           last_checkpoint=self._checkpointed_step())
-                        raise diagnosis from None
-                    # In a data-parallel run every rank stops at the step the ranks agreed on.
-                    if stop.received is not None if self._parallel is None else self._stop_agreed:
-                        raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            if self._in_step:
-                # Stopped inside a step: its state is not consistent, keep the last checkpoint.
-                self._in_step = False
-                logger.warning("stopped during step %d; the last checkpoint stands", self.step_count + 1)
-                raise
-            status = "interrupted"
-            self._append_event(log_file, "interrupted", f"stopped after step {self.step_count}")
-        finally:
-            if progress_bar is not None:
-                progress_bar.close()
-            if log_file is not None:
-                log_file.close()
-            self.train_seconds = self.elapsed_seconds()
-            self._session_started = None
-            self._signals = None
-            if self._parallel is not None:
-                logger.info("rank %d of %d: %.2f s of %.2f s training in collectives (gradients %.2f s, status "
-                            "%.2f s; waiting for slower ranks included)", self._parallel.rank,
-                            self._parallel.world_size,
-                            self._parallel.communication_seconds + self.optimizer.communication_seconds,
-                            self.train_seconds, self.optimizer.communication_seconds,
-                            self._parallel.communication_seconds)
+        status = _train_session(self, target, self.run_dir / LOG_FILE if self._writes else None)
         if self.run_dir is not None and (status == "interrupted" or self.step_count != self._checkpointed_step()):
             self.save_checkpoint()
         if status == "interrupted":
@@ -557,56 +301,8 @@ class Trainer:
         session = 0.0 if self._session_started is None else time.perf_counter() - self._session_started
         return self.train_seconds + session
 
-    def _train_step(self, target: int, log_file, progress_bar) -> None:
-        """One step of :meth:`train` with its logging, callbacks, checkpoint and evaluation."""
-        training = self.config["training"]
-        record = self.step()
-        step = self.step_count
-        if log_file is not None and (step % training["log_every"] == 0 or step == target):
-            _append_record(log_file, {**record, "seconds": self.elapsed_seconds()})
-        self._explosion.observe(step, record["loss"])
-        if step == target and self._explosion.suspect:
-            # A run does not end (nor write its final checkpoint) while its loss is exploding.
-            raise self._explosion.error()
-        if progress_bar is not None:
-            progress_bar.update(1)
-            if step % training["log_every"] == 0 or step == target:
-                progress_bar.set_postfix(self._postfix(record), refresh=False)
-        if self.information_flow is not None and self.schedule.completed_stage is not None and self._is_main:
-            with self.evaluation_mode():
-                self.information_flow(self.schedule)
-        for callback in self.callbacks:
-            try:
-                callback(self, record)
-            except KeyboardInterrupt:
-                if self._parallel is None:
-                    raise
-                # A stop request like a signal: the ranks agree on it in the next step and stop after it.
-                logger.warning("rank %d: a callback asked to stop after step %d; every rank stops after the next "
-                               "step", self._parallel.rank, step)
-                self._stop_requested = True
-                break
-        if self.run_dir is not None and training["checkpoint_every"] and (step % training["checkpoint_every"] == 0
-                                                                         or self._checkpoint_due):
-            # Postponed while the loss looks like exploding: the last checkpoint must stay a good one.
-            self._checkpoint_due = self._explosion.suspect
-            if not self._checkpoint_due:
-                self.save_checkpoint()
-        if training["eval_every"] and step % training["eval_every"] == 0 and step != target and self._is_main:
-            self._periodic_evaluation()
-
     def _checkpointed_step(self) -> int | None:
         return None if self._last_checkpoint is None else self._last_checkpoint[0]
-
-    def _append_event(self, log_file, event: str, message: str, **fields: Any) -> None:
-        if log_file is not None:
-            _append_record(log_file, {"step": self.step_count, "event": event, "message": message, **fields})
-
-    @staticmethod
-    def _postfix(record: Mapping[str, float]) -> dict[str, str]:
-        shown = {"loss": record["loss"]}
-        shown.update((k, v) for k, v in record.items() if k not in ("step", "loss") and "/" not in k)
-        return {k: f"{v:.4g}" for k, v in shown.items()}
 
     def _periodic_evaluation(self) -> None:
         result = self.evaluate(write=False)
@@ -651,25 +347,7 @@ class Trainer:
         :rtype: dict
         """
         preset = self.evaluation_preset(preset)
-        settings = EVALUATION_PRESETS[preset]
-        evaluation = self.config["evaluation"]
-        started = time.perf_counter()
-        with self.evaluation_mode():
-            metrics = _disentanglement_metrics(self.dataset, self.encode, evaluation, settings, preset)
-            information = _information_summary(self.posterior, self._information_data(), self.site_groups,
-                                               evaluation["seed"])
-            hold_out = _hold_out_summary(self.dataset, self.model, self._model_kwargs(), self.device,
-                                         evaluation["information_points"] or settings["information_points"],
-                                         evaluation["seed"])
-        result = {
-            "step": self.step_count,
-            "preset": preset,
-            "seconds": time.perf_counter() - started,
-            "metrics": metrics,
-            "information": information,
-        }
-        if hold_out is not None:
-            result["hold_out"] = hold_out
+        result = _evaluation(self, preset, EVALUATION_PRESETS[preset])
         if write and self._writes:
             _write_json(self.run_dir / METRICS_FILE, result)
         return result
@@ -688,20 +366,7 @@ class Trainer:
 
         :rtype: dict
         """
-        return {
-            "step": self.step_count,
-            "train_seconds": self.elapsed_seconds(),
-            "config": self.config,
-            "module": self.model.state_dict(),
-            "param_store": param_store_state(self.model),
-            "optimizer": self.optimizer.get_state(),
-            "schedule": None if self.schedule is None else self.schedule.state_dict(),
-            "information_flow": None if self.information_flow is None else self.information_flow.state_dict(),
-            "sampler": self.sampler.state_dict(),
-            "rng": capture_rng_state(),
-            "last_record": self.last_record,
-            "versions": {"torch": str(torch.__version__), "pyro": str(pyro.__version__)},
-        }
+        return _run_state(self)
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
         """
@@ -718,17 +383,9 @@ class Trainer:
             if self.run_dir is None:
                 raise ValueError("expected a path or a trainer with a run directory but got neither")
             path = self.run_dir / CHECKPOINT_FILE
-        _check_checkpoint_parameters()
-        state = self.state_dict()
-        if self._parallel is not None:
-            state["world_size"] = self._parallel.world_size
-            state["rng_ranks"] = self._parallel.gather(state["rng"])
-            if self._parallel.rank != 0:
-                self._last_checkpoint = (self.step_count, Path(path))
-                return Path(path)
-        path = save_checkpoint(path, state)
+        if _save_run_state(self, path):
+            logger.debug("checkpoint at step %d written to %s", self.step_count, path)
         self._last_checkpoint = (self.step_count, Path(path))
-        logger.debug("checkpoint at step %d written to %s", self.step_count, path)
         return Path(path)
 
     def load_state_dict(self, state: Mapping[str, Any], lr: float | None = None) -> None:
@@ -738,26 +395,7 @@ class Trainer:
         :param dict state: the saved state.
         :param float lr: a new learning rate for the restored optimiser state (``None``: keep).
         """
-        self.model.load_state_dict(state["module"])
-        pyro.clear_param_store()
-        pyro.get_param_store().set_state(state["param_store"])
-        optimizer_state = state["optimizer"]
-        if lr is not None:
-            for saved in optimizer_state.values():
-                for group in saved.get("param_groups", []):
-                    group["lr"] = lr
-        self.optimizer.set_state(optimizer_state)
-        if self.schedule is not None:
-            self.schedule.load_state_dict(state["schedule"])
-        if self.information_flow is not None and state.get("information_flow") is not None:
-            self.information_flow.load_state_dict(state["information_flow"])
-        self.sampler.load_state_dict(state["sampler"])
-        rank_states = state.get("rng_ranks")
-        rank, world_size = (0, 1) if self._parallel is None else (self._parallel.rank, self._parallel.world_size)
-        restore_rng_state(rank_states[rank] if rank_states and len(rank_states) == world_size else state["rng"])
-        self.step_count = int(state["step"])
-        self.train_seconds = float(state.get("train_seconds", 0.0))
-        self.last_record = dict(state.get("last_record", {}))
+        _restore_run_state(self, state, lr)
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, overrides: Mapping[str, Any] | Sequence[str] = (), *,
@@ -786,14 +424,7 @@ class Trainer:
             configuration than ``config.toml``'s.
         """
         run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise FileNotFoundError(f"expected a run directory (written by pyro-hfvae train --out) but {run_dir} "
-                                    f"{'is a file' if run_dir.exists() else 'does not exist'}")
-        for name in (CONFIG_FILE, CHECKPOINT_FILE):
-            if not (run_dir / name).is_file():
-                raise FileNotFoundError(f"expected a run directory with {CONFIG_FILE} and {CHECKPOINT_FILE} but "
-                                        f"{run_dir} has no {name}, so it is not a run directory; pass the directory "
-                                        "given to pyro-hfvae train --out (or train first with --out DIR)")
+        _check_run_dir(run_dir, CONFIG_FILE, CHECKPOINT_FILE)
         original = load_config(run_dir / CONFIG_FILE, earlier_defaults(run_dir / CONFIG_FILE))
         config = resolve_config(original, overrides)
         changed = _changed_settings(original, config)
@@ -801,39 +432,19 @@ class Trainer:
         trainer = cls.__new__(cls)
         trainer._build(config, run_dir, progress, callbacks)
         state = load_checkpoint(run_dir / CHECKPOINT_FILE, map_location=trainer.device)
-        saved = state.get("config")
-        if isinstance(saved, Mapping):
-            # Settings both name (a newer library may add keys): those that define the run must agree.
-            edited = [f"{section}.{key}" for section, options in original.items()
-                      if isinstance(saved.get(section), Mapping) for key in options
-                      if key in saved[section] and saved[section][key] != options[key]]
-            fixed = _fixed_settings(edited)
-            if fixed:
-                raise ValueError(f"expected {run_dir / CONFIG_FILE} to describe the run of its {CHECKPOINT_FILE} but "
-                                 f"{', '.join(sorted(fixed))} differ; undo the edit of {CONFIG_FILE}, or start a new "
-                                 "run with --out") from None
+        _check_saved_settings(original, state.get("config"), run_dir, CONFIG_FILE, CHECKPOINT_FILE)
         step = int(state["step"])
         saved_world = int(state.get("world_size", 1))
         world_size = 1 if trainer._parallel is None else trainer._parallel.world_size
-        if not read_only and saved_world != world_size:
-            raise ValueError(f"expected to continue {run_dir} with {saved_world} process(es), as it was trained (each "
-                             f"has its own random streams), but got {world_size}; launch "
-                             + (f"torchrun --nproc_per_node={saved_world} -m pyro_hfvae.training train --resume "
-                                f"{run_dir}" if saved_world > 1 else f"pyro-hfvae train --resume {run_dir}"))
-        if not read_only and config["training"]["steps"] < step:
-            raise ConfigError(f"expected [training] steps >= {step} (the run is at step {step}) but got "
-                              f"{config['training']['steps']}; pass --steps N with N >= {step} to train on, or use "
-                              f"pyro-hfvae evaluate {run_dir} to evaluate the run as it is")
+        if not read_only:
+            _check_continuable(run_dir, config["training"]["steps"], step, saved_world, world_size)
         new_lr = config["optimizer"]["lr"] if "optimizer.lr" in changed else None
         trainer.load_state_dict(state, lr=new_lr)
         trainer._last_checkpoint = (trainer.step_count, run_dir / CHECKPOINT_FILE)
         if read_only or not trainer._writes:
             return trainer
-        # This process now owns the run directory: the temporaries of writes a killed process left are garbage.
-        remove_atomic_temporaries(run_dir)
-        for name in (LOG_FILE, EVALUATIONS_FILE):
-            _keep_records_through(run_dir / name, trainer.step_count)
+        _trim_run_dir(run_dir, (LOG_FILE, EVALUATIONS_FILE), trainer.step_count)
         if changed:
-            trainer._write_config()
+            _write_config(run_dir, CONFIG_FILE, trainer.config)
         return trainer
 

@@ -5,9 +5,10 @@ import sys
 import pytest
 import torch
 
+from pyro_hfvae.training import _training_loop
 from pyro_hfvae.training.checkpoint import load_checkpoint
 from pyro_hfvae.training.cli import main
-from pyro_hfvae.training.trainer import Trainer, read_jsonl
+from pyro_hfvae.training.trainer import read_jsonl
 
 TINY_FLAGS = ["--data", "digits", "--subset", "96", "--batch-size", "16", "--seed", "3", "--checkpoint-every", "2",
               "--log-every", "1", "--set", "model.hidden_dim=16", "--set", "model.style_dim=2",
@@ -51,14 +52,14 @@ def test_train_resume_evaluate_plot(tmp_path, capsys):
 
 
 def test_interrupted_training_exits_130_with_a_checkpoint(tmp_path, capsys, monkeypatch):
-    original = Trainer._train_step
+    original = _training_loop._train_step
 
-    def stop_after_two(self, *args):
-        original(self, *args)
-        if self.step_count == 2:
+    def stop_after_two(trainer, *args):
+        original(trainer, *args)
+        if trainer.step_count == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(Trainer, "_train_step", stop_after_two)
+    monkeypatch.setattr(_training_loop, "_train_step", stop_after_two)
     assert main(["train", "--out", str(tmp_path), "--steps", "5", *TINY_FLAGS]) == 130
     assert "Continue with: pyro-hfvae train --resume" in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
