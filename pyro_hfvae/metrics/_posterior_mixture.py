@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.distributions import Distribution, Independent
 
-from pyro_hfvae.distributions.util import soft_value, variable_log_prob, variable_ndim
+from pyro_hfvae.distributions.util import log_space_concrete, soft_value, variable_log_prob, variable_ndim
 from pyro_hfvae.ops import LogMarginals, mixture_log_marginals, pairwise_log_prob
 from pyro_hfvae.poutine.groups import GroupNode
 from pyro_hfvae.poutine.plate_layout import PlateLayout
@@ -26,10 +26,11 @@ SINGLE_SITE = "z"
 
 
 def as_site_mapping(output: PosteriorOutput) -> dict[str, Distribution]:
+    """A posterior's sites by name, each Concrete in log space (:func:`log_space_concrete`)."""
     if isinstance(output, Distribution):
-        return {SINGLE_SITE: output}
+        return {SINGLE_SITE: log_space_concrete(output)}
     if isinstance(output, Mapping) and output and all(isinstance(fn, Distribution) for fn in output.values()):
-        return dict(output)
+        return {name: log_space_concrete(fn) for name, fn in output.items()}
     raise TypeError(
         "expected the posterior to return a torch Distribution or a non-empty mapping site name "
         f"-> Distribution but got {type(output).__name__}; return e.g. "
