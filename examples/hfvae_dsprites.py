@@ -273,7 +273,8 @@ def reference_curve(results: Path, args: argparse.Namespace) -> dict:
                    if len(chosen) > 1 else float("nan")] for name in names}})
     (kim, kim_sd), _ = PAPER["hfvae"]
     return {"name": "hfvae_dsprites_mlp",
-            "source": "docs/dsprites_results.md, made by examples/hfvae_dsprites.py --preset cpu",
+            "source": "docs/dsprites_results.md, made by examples/hfvae_dsprites.py --preset cpu --steps "
+                      f"{records[0]['steps']}",
             "seeds": [r["seed"] for r in records], "dataset_size": 737280,
             "configuration": {"data": config["data"], "model": config["model"], "optimizer": config["optimizer"],
                               "objective": {k: v for k, v in config["objective"].items()
