@@ -3,7 +3,7 @@
 """
 Reference curves: a configuration trained far longer than a quick run of it, over several
 seeds, so that a run's summary can say where its budget stands ("at 1.0M images; the same
-configuration reached MIG ... at 3.1M images; the paper trained for 30.7M"). Each curve is a
+configuration reached MIG ... at 7.7M images; the paper trained for 30.7M"). Each curve is a
 JSON file in the ``reference`` folder next to this module, written by
 ``examples/hfvae_dsprites.py --reference-out`` from the result files of its runs; a run matches
 a curve when every setting the curve names has the same value in the run's configuration.
