@@ -17,6 +17,7 @@ import logging
 import math
 
 import torch
+from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.distributions.util import sum_rightmost
 from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CONCRETE_SCORINGS",
     "concrete_log_prob",
+    "concrete_log_value",
     "distribution_mask",
     "distribution_mean",
     "is_batch_invariant",
@@ -259,8 +261,7 @@ def concrete_log_prob(fn: RelaxedOneHotCategorical, value: torch.Tensor) -> torc
     [1] The Concrete Distribution: A Continuous Relaxation of Discrete Random Variables,
         Chris J. Maddison, Andriy Mnih, Yee Whye Teh (2017)
     """
-    floor = torch.finfo(value.dtype).tiny ** 0.5
-    log_value = value.clamp(min=floor).log()
+    log_value = value.clamp(min=torch.finfo(value.dtype).tiny ** 0.5).log()
     base = fn.base_dist
     if not isinstance(base, ExpRelaxedCategorical):
         raise TypeError(
@@ -277,20 +278,21 @@ def concrete_log_prob(fn: RelaxedOneHotCategorical, value: torch.Tensor) -> torc
 
 def log_space_concrete(fn: Distribution) -> Distribution:
     r"""
-    ``fn`` with a Concrete (``RelaxedOneHotCategorical``, also inside ``Independent``)
-    replaced by the distribution of its logarithm, the ExpConcrete (torch's
-    ``ExpRelaxedCategorical``); any other distribution unchanged.
+    ``fn`` with a Concrete (``RelaxedOneHotCategorical``, also inside ``Independent``,
+    ``Expanded`` and ``Masked`` wrappers, which are kept) replaced by the distribution of its
+    logarithm, the ExpConcrete (torch's ``ExpRelaxedCategorical``); any other distribution
+    unchanged.
 
-    Mutual information and total correlation are invariant under the bijection
-    :math:`x \mapsto \log x` of a variable: its Jacobian multiplies the variable's density
-    under every posterior alike and cancels in every ratio
+    Mutual information, total correlation and every term of the ELBO are invariant under the
+    bijection :math:`x \mapsto \log x` of a variable whose prior and posteriors are all
+    Concrete: its Jacobian multiplies the variable's density under each of them alike and
+    cancels in every ratio, :math:`q(z | x) / p(z)` as
     :math:`q(z | x_s) / \frac{1}{N} \sum_m q(z | x_m)`. In log space neither sampling nor
     scoring underflows, whereas a confident Concrete's samples have components below the
     smallest float (:func:`concrete_log_prob` must clamp them): estimated on the simplex, the
     information of a Concrete whose logits differ by about 30 came out at -23 nats in float32
-    (about 5.8 nats in log space and in float64; 1,000 data points, temperature 0.66). The information
-    metrics score Concrete sites in log space for this reason. ``MaskedDistribution``
-    wrappers are dropped (a posterior's masks play no part in those metrics).
+    (about 5.8 nats in log space and in float64; 1,000 data points, temperature 0.66). The
+    objectives and the information metrics score Concrete sites in log space for this reason.
 
     :param ~torch.distributions.Distribution fn: a site's distribution.
     :rtype: ~torch.distributions.Distribution
@@ -309,17 +311,44 @@ def log_space_concrete(fn: Distribution) -> Distribution:
     [1] The Concrete Distribution: A Continuous Relaxation of Discrete Random Variables,
         Chris J. Maddison, Andriy Mnih, Yee Whye Teh (2017)
     """
-    inner = _unwrap(fn)
-    if isinstance(inner, Independent):
-        base = log_space_concrete(inner.base_dist)
-        if base is inner.base_dist:
-            return fn
-        out = Independent(base, inner.reinterpreted_batch_ndims)
-    elif isinstance(inner, RelaxedOneHotCategorical):
-        out = inner.base_dist
-    else:
+    if isinstance(fn, RelaxedOneHotCategorical):
+        return fn.base_dist
+    is_wrapper = type(fn).__name__ in _WRAPPERS or isinstance(fn, Independent)
+    if not is_wrapper:
         return fn
-    return out if out.batch_shape == fn.batch_shape else out.expand(fn.batch_shape)
+    base = log_space_concrete(fn.base_dist)
+    if base is fn.base_dist:
+        return fn
+    if isinstance(fn, Independent):
+        return Independent(base, fn.reinterpreted_batch_ndims)
+    if type(fn).__name__ == "MaskedDistribution":
+        return MaskedDistribution(base, fn._mask)
+    return base.expand(fn.batch_shape)
+
+
+def concrete_log_value(value: torch.Tensor) -> torch.Tensor:
+    r"""
+    The logarithm of a Concrete sample: exact where the sample was drawn in log space
+    (:class:`~pyro_hfvae.poutine.ConcreteLogValueMessenger`, which the objectives apply
+    to the guide, keeps it on the sample), else ``log x`` with ``x`` clamped as
+    :func:`concrete_log_prob` clamps it.
+
+    :param torch.Tensor value: a point of the simplex (a Concrete site's value).
+    :rtype: torch.Tensor
+
+    Example::
+
+        >>> value = torch.tensor([1.0, 0.0])
+        >>> concrete_log_value(value)   # 0 underflowed: clamped at sqrt(tiny)
+        tensor([  0.0000, -43.6683])
+        >>> value._concrete_log_value = torch.tensor([0.0, -120.0])
+        >>> concrete_log_value(value)
+        tensor([   0., -120.])
+    """
+    log_value = getattr(value, "_concrete_log_value", None)
+    if log_value is not None:
+        return log_value
+    return value.clamp(min=torch.finfo(value.dtype).tiny ** 0.5).log()
 
 
 _HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
@@ -328,14 +357,16 @@ _HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 def _joint_log_prob(fn: Distribution, value: torch.Tensor, concrete: str) -> torch.Tensor:
     fn = _unwrap(fn)
     if isinstance(fn, Independent) and (
-        isinstance(_unwrap(fn, independent=True), RelaxedOneHotCategorical) or distribution_mask(fn) is not None
+        isinstance(_unwrap(fn, independent=True), (RelaxedOneHotCategorical, ExpRelaxedCategorical))
+        or distribution_mask(fn) is not None
     ):
         # Sum the base's densities, so that a Concrete inside is scored in log space (and
         # ``masked=False`` reaches a masked base); else torch's own density, as Pyro's.
         return sum_rightmost(_joint_log_prob(fn.base_dist, value, concrete), fn.reinterpreted_batch_ndims)
+    if concrete == "argmax" and isinstance(fn, (RelaxedOneHotCategorical, ExpRelaxedCategorical)):
+        # The argmax of a Concrete sample and of its logarithm are the same class.
+        return Categorical(logits=fn.logits, validate_args=False).log_prob(value.argmax(-1))
     if isinstance(fn, RelaxedOneHotCategorical):
-        if concrete == "argmax":
-            return Categorical(logits=fn.logits, validate_args=False).log_prob(value.argmax(-1))
         return concrete_log_prob(fn, value)
     if isinstance(fn, Normal) and type(fn).log_prob is Normal.log_prob:
         # Multiplications instead of torch's division and pow: about 20% faster on the
@@ -366,7 +397,8 @@ def variable_log_prob(
     ``var_ndim=0`` gives the joint log density of the whole event, equal to
     ``fn.log_prob(value)`` where that is finite. Concrete sites use
     :func:`concrete_log_prob` (also inside ``Independent``, ``Expanded`` and ``Masked``
-    wrappers). The masks of ``fn.mask(m)`` (:func:`distribution_mask`) set masked-out
+    wrappers); with ``concrete="argmax"`` a Concrete, or its logarithm's ExpConcrete, scores
+    the class of the value's argmax. The masks of ``fn.mask(m)`` (:func:`distribution_mask`) set masked-out
     entries to 0, as Pyro does, unless ``masked=False``. ``value`` may broadcast against
     ``fn.batch_shape`` (the pairwise trick of the HFVAE estimator relies on it); a
     straight-through Concrete value is scored at its soft value (:func:`soft_value`).
@@ -377,7 +409,8 @@ def variable_log_prob(
         :func:`variable_ndim` of ``fn``.
     :param bool masked: apply the masks of ``fn`` (``False``: score every entry).
     :param str concrete: ``"relaxed"`` scores a Concrete by its relaxed density,
-        ``"argmax"`` by the categorical log probability of the value's argmax.
+        ``"argmax"`` by the categorical log probability of the value's argmax (also an
+        ExpConcrete, at a log value).
     :rtype: torch.Tensor
 
     Example::

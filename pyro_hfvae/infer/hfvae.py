@@ -20,7 +20,7 @@ from pyro_hfvae.infer._decomposition import (
 )
 from pyro_hfvae.infer._global_batch import agree_across_ranks
 from pyro_hfvae.infer._structure import DataSite, Structure, analyse_structure, datum_scale_and_mask
-from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight
+from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight, log_space_sites
 from pyro_hfvae.ops.aggregate_posterior import VariableScore, tree_marginals
 from pyro_hfvae.ops.distributed import rank_and_world_size
 from pyro_hfvae.ops.fused_marginals import check_kernel
@@ -175,9 +175,12 @@ class HFVAELoss(TermsELBO):
     :param int dataset_size: ``N`` (a positive int) where the data plate is not subsampled.
     :param str data_plate: the data plate's name, where the guide has several plates.
     :param str concrete_scoring: ``"relaxed"`` (default) scores Concrete sites with the relaxed
-        density (as :class:`~pyro.infer.Trace_ELBO`), computed in log space so it stays finite
-        at low temperature; ``"argmax"`` scores them by the categorical probability of the
-        sample's argmax (probtorch's choice: biased, but low-variance).
+        density (as :class:`~pyro.infer.Trace_ELBO`); where prior and posterior are both
+        Concrete, at the sample's exact logarithm under the ExpConcrete densities
+        (:func:`~pyro_hfvae.infer.terms_elbo.log_space_sites`), which leaves the ELBO and every
+        term unchanged and keeps a confident posterior's underflowed components exact;
+        ``"argmax"`` scores them by the categorical probability of the sample's argmax
+        (probtorch's choice: biased, but low-variance).
     :param float supervised_weight: weight (``>= 0``) of the classifier term
         :math:`\log q(y = \text{label} \mid x)` of the labelled data points of partially
         observed sites (default 0: the labels enter through the likelihood only).
@@ -382,6 +385,8 @@ class HFVAELoss(TermsELBO):
         data = {}
         for name, local in structure.latent:
             guide_site, model_site = guide_trace.nodes[name], model_trace.nodes[name]
+            if self.concrete_scoring == "relaxed":
+                guide_site, model_site = log_space_sites(guide_site, model_site)
             value = guide_site["value"]
             log_q = self._score(guide_site["fn"], value, 0)
             log_p = self._score(model_site["fn"], value, 0)

@@ -17,7 +17,7 @@ from torch.distributions import Distribution
 from torch.distributions.kl import kl_divergence
 
 from pyro_hfvae.distributions.util import variable_log_prob
-from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight
+from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight, log_space_sites
 from pyro_hfvae.poutine.groups import GROUP_SEPARATOR, site_groups
 from pyro_hfvae.poutine.plate_layout import PlateLayout
 from pyro_hfvae.poutine.trace_structure import SiteRoles
@@ -416,8 +416,9 @@ class HITLoss(TermsELBO):
             kl = kl.expand(torch.broadcast_shapes(kl.shape, batch_shape))
             site_log_probs[name + " (KL)"] = kl
             return [(kl, guide_site["mask"], local)], weighted(kl, guide_site, local)
-        log_q = variable_log_prob(guide_site["fn"], value, 0)
-        log_p = variable_log_prob(model_site["fn"], value, 0)
+        guide_site, model_site = log_space_sites(guide_site, model_site)
+        log_q = variable_log_prob(guide_site["fn"], guide_site["value"], 0)
+        log_p = variable_log_prob(model_site["fn"], guide_site["value"], 0)
         site_log_probs[name] = log_q
         site_log_probs[name + " (prior)"] = log_p
         parts = [(log_q, guide_site["mask"], local), (log_p, model_site["mask"], local)]

@@ -25,7 +25,14 @@ from torch.distributions import (
     RelaxedOneHotCategorical,
 )
 
-from pyro_hfvae.distributions.util import _unwrap, latent_sites
+from pyro_hfvae.distributions.util import (
+    _unwrap,
+    concrete_log_value,
+    latent_sites,
+    log_space_concrete,
+    soft_value,
+)
+from pyro_hfvae.poutine.concrete_log_value import ConcreteLogValueMessenger
 from pyro_hfvae.poutine.groups import record_model_infer
 from pyro_hfvae.poutine.partial_observation import split_sites
 from pyro_hfvae.poutine.trace_structure import SiteRoles, guide_only_sites, trace_structure_key
@@ -37,6 +44,7 @@ __all__ = [
     "TermsELBO",
     "check_dataset_size",
     "check_weight",
+    "log_space_sites",
 ]
 
 #: How many trace structures a loss keeps analysed (e.g. the full and the last, smaller batch).
@@ -219,7 +227,10 @@ class TermsELBO(ELBO):
 
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Trace, Trace, Any]:
         try:
-            guide_trace = poutine.trace(guide, graph_type="flat").get_trace(*args, **kwargs)
+            # Concrete samples keep their exact logarithm (log_space_sites scores them there).
+            guide_trace = poutine.trace(ConcreteLogValueMessenger()(guide), graph_type="flat").get_trace(
+                *args, **kwargs
+            )
             replayed = poutine.replay(record_model_infer(model), trace=guide_trace)
             model_trace = poutine.trace(replayed, graph_type="flat").get_trace(*args, **kwargs)
         except ZeroDivisionError as error:
@@ -352,6 +363,34 @@ class TermsELBO(ELBO):
             loss.backward(retain_graph=self.retain_graph)
         # The step's one host sync, after the backward pass has been queued.
         return self._check_finite(loss.item())
+
+
+def log_space_sites(guide_site: dict, model_site: dict) -> tuple[dict, dict]:
+    r"""
+    The guide and model sites of a latent variable as the objectives score them: where both
+    give it a Concrete, copies of the sites with the ExpConcrete distributions
+    (:func:`~pyro_hfvae.distributions.util.log_space_concrete`) and the sample's logarithm
+    (:func:`~pyro_hfvae.distributions.util.concrete_log_value`: exact where
+    :class:`~pyro_hfvae.poutine.ConcreteLogValueMessenger` drew it) as the value; else
+    the sites themselves.
+
+    The change of variables :math:`y = \log x` multiplies prior and posterior densities by the
+    same Jacobian, so the ELBO and every term of the decomposition are unchanged; but in log
+    space a confident posterior's sample is scored where it lies, whereas on the simplex its
+    underflowed components must be clamped (a KL of 75 nats read as -2 in float32).
+
+    :param dict guide_site: the guide trace's site.
+    :param dict model_site: the model trace's site of the same name.
+    :returns: ``(guide_site, model_site)``.
+    :rtype: tuple
+    """
+    guide_fn, model_fn = guide_site["fn"], model_site["fn"]
+    if not (isinstance(_unwrap(guide_fn, independent=True), RelaxedOneHotCategorical)
+            and isinstance(_unwrap(model_fn, independent=True), RelaxedOneHotCategorical)):
+        return guide_site, model_site
+    log_value = concrete_log_value(soft_value(guide_site["value"]))
+    return (dict(guide_site, fn=log_space_concrete(guide_fn), value=log_value),
+            dict(model_site, fn=log_space_concrete(model_fn), value=log_value))
 
 
 def check_weight(owner: str, name: str, value: Any) -> float:

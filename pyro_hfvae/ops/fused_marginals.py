@@ -59,6 +59,7 @@ give the same values, are used from then on.
 """
 
 import dataclasses
+import functools
 import logging
 import math
 import warnings
@@ -144,28 +145,34 @@ def _concrete_scores(log_value, logits, temperature):
     return logits.unsqueeze(1) - temperature[:, None, :, :, None] * log_value.unsqueeze(2)
 
 
-def _concrete_table(log_value, logits, temperature, scores, log_normaliser):
+def _concrete_table(log_value, logits, temperature, scores, log_normaliser, log_space: bool):
     num_classes = logits.shape[-1]
     log_scale = math.lgamma(num_classes) + (num_classes - 1) * temperature.log()  # (P, B, V)
-    log_value_sum = log_value.sum(-1)  # (P, R, V)
-    return (scores.sum(-1) - num_classes * log_normaliser + log_scale.unsqueeze(1)
-            - log_value_sum.unsqueeze(2))
+    table = scores.sum(-1) - num_classes * log_normaliser + log_scale.unsqueeze(1)
+    if log_space:  # the ExpConcrete density of log x
+        return table
+    return table - log_value.sum(-1).unsqueeze(2)  # times the Jacobian of x -> log x
 
 
-def _concrete_forward(value, logits, temperature, log_weights, floor: float):
-    log_value = value.clamp(min=floor).log()
+def _concrete_log_value(value, floor: float, log_space: bool):
+    return value if log_space else value.clamp(min=floor).log()
+
+
+def _concrete_forward(value, logits, temperature, log_weights, floor: float, log_space: bool):
+    log_value = _concrete_log_value(value, floor, log_space)
     scores = _concrete_scores(log_value, logits, temperature)
-    table = _concrete_table(log_value, logits, temperature, scores, safe_logsumexp(scores, -1))
+    table = _concrete_table(log_value, logits, temperature, scores, safe_logsumexp(scores, -1), log_space)
     variables = safe_logsumexp(table + log_weights[..., None], 2)
     return variables, table.sum(-1)
 
 
-def _concrete_backward(value, logits, temperature, log_weights, variables, grad_variables, grad_site, floor: float):
+def _concrete_backward(value, logits, temperature, log_weights, variables, grad_variables, grad_site, floor: float,
+                       log_space: bool):
     num_classes = logits.shape[-1]
-    log_value = value.clamp(min=floor).log()
+    log_value = _concrete_log_value(value, floor, log_space)
     scores = _concrete_scores(log_value, logits, temperature)
     log_normaliser = safe_logsumexp(scores, -1)
-    table = _concrete_table(log_value, logits, temperature, scores, log_normaliser)
+    table = _concrete_table(log_value, logits, temperature, scores, log_normaliser, log_space)
     grad_table = _grad_table(table, log_weights, variables, grad_variables, grad_site)  # (P, R, B, V)
     softmax = floored_exp(scores - log_normaliser.unsqueeze(-1))
     weighted = grad_table.unsqueeze(-1) * softmax  # G * s: (P, R, B, V, K)
@@ -177,10 +184,10 @@ def _concrete_backward(value, logits, temperature, log_weights, variables, grad_
         + (num_classes - 1) * grad_over_rows / temperature
     )
     tempered = grad_table * temperature.unsqueeze(1)  # G * tau_b
-    grad_log_value = (
-        (num_classes * (weighted * temperature[:, None, :, :, None]).sum(2))
-        - (tempered + grad_table).sum(2).unsqueeze(-1)
-    )
+    grad_log_value = (num_classes * (weighted * temperature[:, None, :, :, None]).sum(2)
+                      - (tempered if log_space else tempered + grad_table).sum(2).unsqueeze(-1))
+    if log_space:
+        return grad_log_value, grad_logits, grad_temperature
     grad_value = torch.where(value >= floor, grad_log_value / value.clamp(min=floor), 0.0)
     return grad_value, grad_logits, grad_temperature
 
@@ -258,19 +265,21 @@ class _NormalPairwiseMarginals(torch.autograd.Function):
 
 class _ConcretePairwiseMarginals(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, value, logits, temperature, log_weights, compiled):
+    def forward(ctx, value, logits, temperature, log_weights, compiled, log_space):
         floor = torch.finfo(value.dtype).tiny ** 0.5
-        variables, site = _run("concrete_forward", compiled, value, logits, temperature, log_weights, floor)
+        variables, site = _run("concrete_forward", compiled, value, logits, temperature, log_weights, floor,
+                               log_space)
         ctx.save_for_backward(value, logits, temperature, log_weights, variables)
-        ctx.compiled, ctx.floor = compiled, floor
+        ctx.compiled, ctx.floor, ctx.log_space = compiled, floor, log_space
         return variables, site
 
     @staticmethod
     def backward(ctx, grad_variables, grad_site):
         value, logits, temperature, log_weights, variables = ctx.saved_tensors
         grads = _run("concrete_backward", ctx.compiled, value, logits, temperature, log_weights, variables,
-                     *_incoming_grads(value, variables, logits.shape[1], grad_variables, grad_site), ctx.floor)
-        return (*grads, None, None)
+                     *_incoming_grads(value, variables, logits.shape[1], grad_variables, grad_site), ctx.floor,
+                     ctx.log_space)
+        return (*grads, None, None, None)
 
 
 def _check_weights(log_weights: torch.Tensor, rows: int, batch: int) -> None:
@@ -328,20 +337,26 @@ def concrete_pairwise_marginals(
     log_weights: torch.Tensor,
     *,
     compiled: bool = False,
+    log_space: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""
     Per-variable log marginals :math:`\ell_{rv}` and the per-site pairwise table
     :math:`s_{rb}` of Concrete (``RelaxedOneHotCategorical``) posteriors scored by their
     relaxed density in log space (see the module docstring; equal to
-    :func:`~pyro_hfvae.distributions.util.concrete_log_prob`, clamping included), with exact
+    :func:`~pyro_hfvae.distributions.util.concrete_log_prob`, clamping included), or with
+    ``log_space=True`` of ExpConcrete (``ExpRelaxedCategorical``) posteriors, the
+    distribution of the Concrete's logarithm, scored at the logarithms themselves (the same
+    table without the Jacobian term :math:`-\sum_k y_{rk}`, and nothing clamped), with exact
     gradients with respect to ``value``, ``logits`` and ``temperature``.
 
-    :param torch.Tensor value: ``(P, R, V, K)`` points of the simplex (the ``R`` rows scored).
+    :param torch.Tensor value: ``(P, R, V, K)`` points of the simplex, or their logarithms
+        with ``log_space=True`` (the ``R`` rows scored).
     :param torch.Tensor logits: ``(P, B, V, K)`` normalised logits (``fn.logits``) of the
         ``B`` mixture components.
     :param torch.Tensor temperature: ``(P, B, V)`` temperatures (positive).
     :param torch.Tensor log_weights: ``(R, B)`` log mixture weights (no gradient).
     :param bool compiled: run both passes as :func:`torch.compile` kernels.
+    :param bool log_space: score ExpConcrete posteriors at log values.
     :returns: ``(variables, site)``: ``(P, R, V)`` and ``(P, R, B)``.
     :rtype: tuple
 
@@ -367,7 +382,7 @@ def concrete_pairwise_marginals(
     value, logits = (t.expand(particles, -1, -1, -1) for t in (value, logits))
     temperature = temperature.expand(particles, -1, -1)
     return _ConcretePairwiseMarginals.apply(value.contiguous(), logits.contiguous(), temperature.contiguous(),
-                                            log_weights.detach().contiguous(), compiled)
+                                            log_weights.detach().contiguous(), compiled, log_space)
 
 
 # Dispatch -------------------------------------------------------------------------------------
@@ -387,6 +402,13 @@ class FusedTable(NamedTuple):
 
     marginals: Callable[[slice, "torch.Tensor | float"], tuple[torch.Tensor, torch.Tensor]]
     kind: str
+
+
+def _is_concrete(fn: Distribution) -> bool:
+    # A Concrete or its logarithm's distribution, with one temperature (torch's density takes no other).
+    if isinstance(fn, RelaxedOneHotCategorical):
+        fn = fn.base_dist
+    return isinstance(fn, ExpRelaxedCategorical) and torch.as_tensor(fn.temperature).numel() == 1
 
 
 def _front(tensor: torch.Tensor, layout: PlateLayout, shape: torch.Size, event_ndim: int) -> torch.Tensor:
@@ -415,9 +437,10 @@ def fused_table(
     A kernel applies where ``fn``, after unwrapping ``Independent``, ``Expanded`` and
     ``Masked`` wrappers, is a :class:`~torch.distributions.Normal` with torch's own
     ``log_prob`` (every event element a variable) or a
-    :class:`~torch.distributions.RelaxedOneHotCategorical` with one temperature (torch's
-    density takes no other) scored ``concrete="relaxed"`` (every Concrete of the site a
-    variable), and no mask is applied (``masked=False``, or
+    :class:`~torch.distributions.RelaxedOneHotCategorical` or its logarithm's distribution
+    (``ExpRelaxedCategorical``, as the objectives score a Concrete) with one temperature
+    (torch's density takes no other) scored ``concrete="relaxed"`` (every Concrete of the
+    site a variable), and no mask is applied (``masked=False``, or
     ``fn`` masks nothing out: a masked entry scores 0, which the kernels do not model).
 
     :param ~torch.distributions.Distribution fn: the components' distribution, batched over the data plate.
@@ -465,16 +488,17 @@ def fused_table(
                   for p in (inner.loc, inner.scale)]
         value = _front(row_values, row_layout, row_shape, event_ndim).reshape(layout.num_particles, num_rows, -1)
         kernel = normal_pairwise_marginals
-    elif (isinstance(inner, RelaxedOneHotCategorical) and isinstance(inner.base_dist, ExpRelaxedCategorical)
-          and concrete == "relaxed" and var_ndim == event_ndim - 1 and inner.temperature.numel() == 1):
+    elif _is_concrete(inner) and concrete == "relaxed" and var_ndim == event_ndim - 1:
         kind = "concrete"
+        log_space = isinstance(inner, ExpRelaxedCategorical)
         num_classes = shape[-1]
         logits = _front(inner.logits, layout, shape, event_ndim).reshape(layout.num_particles, layout.batch_size,
                                                                          -1, num_classes)
-        params = [logits, inner.temperature.reshape(()).expand(logits.shape[:-1])]
+        temperature = torch.as_tensor(inner.temperature, dtype=logits.dtype, device=logits.device)
+        params = [logits, temperature.reshape(()).expand(logits.shape[:-1])]
         value = _front(row_values, row_layout, row_shape, event_ndim).reshape(layout.num_particles, num_rows, -1,
                                                                               num_classes)
-        kernel = concrete_pairwise_marginals
+        kernel = functools.partial(concrete_pairwise_marginals, log_space=log_space)
     else:
         return None
 

@@ -1,9 +1,17 @@
+import math
+
 import pytest
 import torch
 from pyro.distributions import Independent, Normal, RelaxedOneHotCategorical
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
-from pyro_hfvae.distributions.util import log_space_concrete, variable_ndim
+from pyro_hfvae.distributions.util import (
+    concrete_log_value,
+    distribution_mask,
+    log_space_concrete,
+    variable_log_prob,
+    variable_ndim,
+)
 
 
 def concrete(batch_shape=(5,), num_classes=3, temperature=0.7):
@@ -65,3 +73,35 @@ def test_confident_samples_stay_finite_in_float32():
     out = log_space_concrete(fn)
     log_value = out.sample()
     assert torch.isfinite(log_value).all() and torch.isfinite(out.log_prob(log_value)).all()
+
+
+@pytest.mark.parametrize("wrap", ["mask", "mask_independent"])
+def test_masks_are_kept(wrap):
+    mask = torch.tensor([True, False, True, True])
+    if wrap == "mask":
+        fn = concrete(batch_shape=(4,)).mask(mask)
+    else:
+        fn = Independent(concrete(batch_shape=(2, 4)).mask(mask), 1)
+    out = log_space_concrete(fn)
+    assert torch.equal(distribution_mask(out), distribution_mask(fn))
+    value = fn.sample()
+    jacobian = value.log().sum(-1)
+    masked = variable_log_prob(fn, value, 0)
+    expected = masked + (jacobian * mask).sum(-1) if wrap == "mask_independent" else masked + jacobian * mask
+    assert torch.allclose(variable_log_prob(out, value.log(), 0), expected, atol=1e-9)
+
+
+def test_argmax_scoring_is_the_same_in_log_space():
+    fn = Independent(concrete(batch_shape=(6, 2)), 1)
+    value = fn.sample()
+    in_log_space = variable_log_prob(log_space_concrete(fn), value.log(), 0, concrete="argmax")
+    assert torch.equal(in_log_space, variable_log_prob(fn, value, 0, concrete="argmax"))
+    assert torch.allclose(in_log_space, fn.base_dist.logits.gather(-1, value.argmax(-1, keepdim=True))[..., 0].sum(-1))
+
+
+def test_concrete_log_value_is_kept_or_clamped():
+    value = torch.tensor([0.75, 0.25, 0.0])
+    clamped = concrete_log_value(value)
+    assert torch.allclose(clamped[:2], value[:2].log()) and clamped[2] == 0.5 * math.log(torch.finfo().tiny)
+    value._concrete_log_value = torch.tensor([math.log(0.75), math.log(0.25), -200.0])
+    assert concrete_log_value(value) is value._concrete_log_value

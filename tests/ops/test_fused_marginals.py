@@ -4,6 +4,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from torch.distributions import RelaxedOneHotCategorical
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from pyro_hfvae.distributions.util import concrete_log_prob, variable_log_prob
 from pyro_hfvae.ops import fused_marginals
@@ -188,6 +189,62 @@ def test_concrete_gradcheck():
     assert torch.autograd.gradcheck(lambda *a: function(*a)[1], (value, logits, temperature))
 
 
+def _exp_concrete_brute_force(log_value, logits, temperature, log_weights):
+    # The ExpConcrete density of Maddison et al. (2017, eq. 26), written out per (p, r, b, v).
+    P, R, V, K = log_value.shape
+    B = logits.shape[1]
+    variables = torch.empty(P, R, V, dtype=log_value.dtype)
+    site = torch.empty(P, R, B, dtype=log_value.dtype)
+
+    def density(p, r, b, v):
+        log_probs = logits[p, b, v] - logits[p, b, v].logsumexp(0)
+        y, lam = log_value[p, r, v], temperature[p, b, v]
+        scores = [log_probs[k] - lam * y[k] for k in range(K)]
+        return math.lgamma(K) + (K - 1) * lam.log() + sum(scores) - K * torch.logsumexp(torch.stack(scores), 0)
+
+    for p in range(P):
+        for r in range(R):
+            table = [[density(p, r, b, v) for v in range(V)] for b in range(B)]
+            for b in range(B):
+                site[p, r, b] = sum(table[b])
+            for v in range(V):
+                variables[p, r, v] = torch.logsumexp(torch.stack([table[b][v] + log_weights[r, b]
+                                                                  for b in range(B)]), 0)
+    return variables, site
+
+
+@pytest.mark.parametrize("particles,rows,batch,num_variables,num_classes",
+                         [(1, 3, 3, 1, 3), (2, 2, 4, 2, 4), (1, 4, 4, 1, 2)])
+def test_log_space_values_and_gradients_match_brute_force(particles, rows, batch, num_variables, num_classes):
+    value, logits, temperature, log_weights = _concrete_inputs(particles, rows, batch, num_variables, num_classes,
+                                                               torch.float64)
+    # Log values far below what the simplex can hold (components of e^-300 and less).
+    log_value = (value.detach().log() * 100.0).requires_grad_()
+    args = (log_value, logits, temperature.expand(particles, batch, num_variables), log_weights)
+
+    def fused(*args):
+        return concrete_pairwise_marginals(*args, log_space=True)
+
+    _check_against_brute_force(fused, _exp_concrete_brute_force, args, (log_value, logits, temperature))
+
+
+def test_log_space_gradcheck_and_jacobian():
+    value, logits, temperature, log_weights = _concrete_inputs(2, 3, 4, 2, 3, torch.float64, seed=1)
+    temperature = (0.3 + torch.rand(2, 4, 2, dtype=torch.float64)).requires_grad_()
+    log_value = value.detach().log().requires_grad_()
+
+    def function(*args):
+        return concrete_pairwise_marginals(*args, log_weights, log_space=True)
+
+    assert torch.autograd.gradcheck(function, (log_value, logits, temperature))
+    # Where nothing underflows, the simplex table is the log-space one plus the Jacobian -sum_k y_k.
+    simplex = concrete_pairwise_marginals(value, logits, temperature, log_weights)
+    in_log_space = function(log_value, logits, temperature)
+    jacobian = log_value.sum(-1).detach()  # (P, R, V)
+    assert torch.allclose(simplex[0], in_log_space[0] - jacobian, atol=1e-10)
+    assert torch.allclose(simplex[1], in_log_space[1] - jacobian.sum(-1, keepdim=True), atol=1e-10)
+
+
 def test_concrete_compiled_kernels_match_eager_in_float32():
     value, logits, temperature, log_weights = _concrete_inputs(1, 16, 16, 2, 3, torch.float32, seed=3)
     temperature = temperature.expand(1, 16, 2)
@@ -248,13 +305,17 @@ class _OwnNormal(dist.Normal):
     (dist.RelaxedOneHotCategorical(torch.tensor(0.5), logits=torch.zeros(3, 2, 4)).to_event(1), 0, {}, None),
     (dist.RelaxedOneHotCategorical(torch.tensor(0.5), logits=torch.zeros(3, 4)), 0, {"concrete": "argmax"}, None),
     (dist.RelaxedOneHotCategoricalStraightThrough(torch.tensor(0.5), logits=torch.zeros(3, 4)), 0, {}, "concrete"),
+    (ExpRelaxedCategorical(torch.tensor(0.5), logits=torch.zeros(3, 4)), 0, {}, "concrete"),
+    (dist.Independent(ExpRelaxedCategorical(torch.tensor(0.5), logits=torch.zeros(3, 2, 4)), 1), 1, {}, "concrete"),
+    (ExpRelaxedCategorical(torch.tensor(0.5), logits=torch.zeros(3, 4)), 0, {"concrete": "argmax"}, None),
+    (ExpRelaxedCategorical(torch.tensor([0.5, 0.4, 0.3]).unsqueeze(-1), logits=torch.zeros(3, 4)), 0, {}, None),
 ])
 def test_dispatch(fn, var_ndim, options, kind):
     table = fused_table(fn, fn.rsample() if fn.has_rsample else fn.sample(), _LAYOUT, var_ndim, **options)
     assert (None if table is None else table.kind) == kind
 
 
-@pytest.mark.parametrize("kind", ["normal", "concrete"])
+@pytest.mark.parametrize("kind", ["normal", "concrete", "exp_concrete"])
 def test_dispatched_table_equals_generic_pairwise_table(kind):
     # Particles at dim -3, the data plate at -2 and a nested plate at -1: variables span the nested
     # plate's elements and the event; value and parameters broadcast (one scale, one temperature).
@@ -268,6 +329,8 @@ def test_dispatched_table_equals_generic_pairwise_table(kind):
     else:
         logits = torch.randn(particles, batch, inner, 4, generator=generator, dtype=torch.float64)
         fn = dist.RelaxedOneHotCategorical(torch.tensor(0.5, dtype=torch.float64), logits=logits)
+        if kind == "exp_concrete":
+            fn = fn.base_dist
         var_ndim = 0
     value = fn.rsample()
     log_weights = torch.randn(3, batch, generator=generator, dtype=torch.float64).log_softmax(-1)
