@@ -121,12 +121,25 @@ def _concrete_inputs(particles, rows, batch, num_variables, num_classes, dtype, 
     return value, logits, temperature, log_weights
 
 
+def _tables_by_loops(density, shape, batch, log_weights):
+    """The marginals and the site table of ``density(p, r, b, v)`` by loops over ``shape = (P, R, V)``."""
+    P, R, V = shape
+    variables = torch.empty(P, R, V, dtype=log_weights.dtype)
+    site = torch.empty(P, R, batch, dtype=log_weights.dtype)
+    for p in range(P):
+        for r in range(R):
+            table = [[density(p, r, b, v) for v in range(V)] for b in range(batch)]
+            for b in range(batch):
+                site[p, r, b] = sum(table[b])
+            for v in range(V):
+                variables[p, r, v] = torch.logsumexp(torch.stack([table[b][v] + log_weights[r, b]
+                                                                  for b in range(batch)]), 0)
+    return variables, site
+
+
 def _concrete_brute_force(value, logits, temperature, log_weights):
     # Maddison et al. (2017), written out per (p, r, b, v) with probabilities, not log space.
-    P, R, V, K = value.shape
-    B = logits.shape[1]
-    variables = torch.empty(P, R, V, dtype=value.dtype)
-    site = torch.empty(P, R, B, dtype=value.dtype)
+    K = value.shape[-1]
 
     def density(p, r, b, v):
         probs = logits[p, b, v].exp() / logits[p, b, v].exp().sum()
@@ -135,15 +148,7 @@ def _concrete_brute_force(value, logits, temperature, log_weights):
             probs[k].log() - (lam + 1) * x[k].log() for k in range(K))
         return log_num - K * sum(probs[k] * x[k] ** (-lam) for k in range(K)).log()
 
-    for p in range(P):
-        for r in range(R):
-            table = [[density(p, r, b, v) for v in range(V)] for b in range(B)]
-            for b in range(B):
-                site[p, r, b] = sum(table[b])
-            for v in range(V):
-                variables[p, r, v] = torch.logsumexp(torch.stack([table[b][v] + log_weights[r, b]
-                                                                  for b in range(B)]), 0)
-    return variables, site
+    return _tables_by_loops(density, value.shape[:3], logits.shape[1], log_weights)
 
 
 @pytest.mark.parametrize("particles,rows,batch,num_variables,num_classes",
@@ -191,10 +196,7 @@ def test_concrete_gradcheck():
 
 def _exp_concrete_brute_force(log_value, logits, temperature, log_weights):
     # The ExpConcrete density of Maddison et al. (2017, eq. 26), written out per (p, r, b, v).
-    P, R, V, K = log_value.shape
-    B = logits.shape[1]
-    variables = torch.empty(P, R, V, dtype=log_value.dtype)
-    site = torch.empty(P, R, B, dtype=log_value.dtype)
+    K = log_value.shape[-1]
 
     def density(p, r, b, v):
         log_probs = logits[p, b, v] - logits[p, b, v].logsumexp(0)
@@ -202,15 +204,7 @@ def _exp_concrete_brute_force(log_value, logits, temperature, log_weights):
         scores = [log_probs[k] - lam * y[k] for k in range(K)]
         return math.lgamma(K) + (K - 1) * lam.log() + sum(scores) - K * torch.logsumexp(torch.stack(scores), 0)
 
-    for p in range(P):
-        for r in range(R):
-            table = [[density(p, r, b, v) for v in range(V)] for b in range(B)]
-            for b in range(B):
-                site[p, r, b] = sum(table[b])
-            for v in range(V):
-                variables[p, r, v] = torch.logsumexp(torch.stack([table[b][v] + log_weights[r, b]
-                                                                  for b in range(B)]), 0)
-    return variables, site
+    return _tables_by_loops(density, log_value.shape[:3], logits.shape[1], log_weights)
 
 
 @pytest.mark.parametrize("particles,rows,batch,num_variables,num_classes",
