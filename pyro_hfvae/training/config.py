@@ -81,7 +81,7 @@ _SHIPPED_DIR = Path(__file__).resolve().parent / "configs"
 #: processed 4,800 images/s at 256 against 3,000 at 64 and 4,000 at 512 on this network when the
 #: batch was chosen (6,800 at 256 after the fast path, docs/performance), and the
 #: stratified estimator's bias falls as 1/B. The run's summary places it on the curve of this
-#: configuration trained to 7.68M images over two seeds (docs/dsprites_results).
+#: configuration trained to 7.68M images over three seeds (docs/dsprites_results).
 DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
     "data": {"name": "dsprites"},
     "model": {"name": "conv_hfvae", "num_classes": 3, "style_dim": 10, "architecture": "mlp", "hidden_dim": 256},
