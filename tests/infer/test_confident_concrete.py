@@ -2,7 +2,8 @@
 A confident Concrete posterior (logits that differ by tens) draws samples whose small
 components underflow on the simplex. The objectives score every Concrete latent at the
 sample's exact logarithm: their terms and gradients in float32 equal a float64 brute force
-written out in log space. On the simplex (clamped) the KL read -178 nats instead of 272.
+written out in log space. On the simplex (clamped) the KL read -178 nats instead of 266 (256
+data points, logits 100 x N(0, 1), float32).
 """
 
 import math
