@@ -246,11 +246,11 @@ def concrete_log_prob(fn: RelaxedOneHotCategorical, value: torch.Tensor) -> torc
     At low temperature or with many classes the smallest components of a Concrete
     sample underflow to exactly 0 and the textbook density :math:`\log p(x)` is
     ``-inf``/NaN. The density is evaluated in log space,
-    :math:`\log p(x) = \log p_{\mathrm{ExpConcrete}}(y) - \sum_k y_k`, :math:`y = \log x`,
-    with ``x`` clamped below at the square root of the smallest normal number of its
-    dtype (about ``1e-19`` in float32), which also keeps the gradient of ``log x``
-    from overflowing. Where no component is below that floor this equals
-    ``fn.log_prob(value)``.
+    :math:`\log p(x) = \log p_{\mathrm{ExpConcrete}}(y) - \sum_k y_k`, :math:`y = \log x`
+    (:func:`concrete_log_value`: the sample's exact logarithm where it was kept, else ``log x``
+    with ``x`` clamped below at the square root of the smallest normal number of its dtype,
+    about ``1e-19`` in float32, which also keeps the gradient of ``log x`` from overflowing).
+    Where no component is below that floor this equals ``fn.log_prob(value)``.
 
     :param ~torch.distributions.RelaxedOneHotCategorical fn: a Concrete distribution.
     :param torch.Tensor value: a point of the simplex.
@@ -261,7 +261,7 @@ def concrete_log_prob(fn: RelaxedOneHotCategorical, value: torch.Tensor) -> torc
     [1] The Concrete Distribution: A Continuous Relaxation of Discrete Random Variables,
         Chris J. Maddison, Andriy Mnih, Yee Whye Teh (2017)
     """
-    log_value = value.clamp(min=torch.finfo(value.dtype).tiny ** 0.5).log()
+    log_value = concrete_log_value(value)
     base = fn.base_dist
     if not isinstance(base, ExpRelaxedCategorical):
         raise TypeError(
