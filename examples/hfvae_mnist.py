@@ -32,12 +32,24 @@ in our runs (:math:`I(x; y) = 0.02` nats). ``beta = 16`` (TC between class and s
 ``gamma = 3`` follow the paper's observation that raising beta over gamma moves label
 information into the Concrete (its Fig. 6, right).
 
+``--style-warmup-epochs W`` first trains ``W`` epochs with :class:`~pyro_hfvae.HITLoss`, the
+style's rate weighted by ``--style-warmup-beta`` and the class's by 1 (the Concrete scored
+as the HFVAE loss scores it), then the HFVAE loss with the same optimiser state. With the
+style costly at first, the digit, the cheapest few nats that pay most in reconstruction,
+goes into the Concrete before the style takes it: the default setting's cluster accuracy
+rose from 0.40 to 0.66 (median of five seeds, held out) in docs/mnist_results.md.
+
 Data: the MNIST IDX files in ``--data`` (the test split in ``../shared/data/mnist`` by
 default); where that folder is absent, scikit-learn's 1,797 8x8 digits, saying so.
 
 The protocol of docs/mnist_results.md, one seed (about 15 minutes on one CPU thread)::
 
     python examples/hfvae_mnist.py --preset paper --seed 0 --json results/seed0.json
+
+and with the style warm-up (the HFVAE alone, about 5 minutes)::
+
+    python examples/hfvae_mnist.py --preset paper --models hfvae --style-warmup-epochs 5 \
+        --style-warmup-beta 64 --seed 0 --json results/warmup_seed0.json
 
 CPU run (the numbers in docs/examples_results.md)::
 
@@ -109,16 +121,27 @@ def train(vae: ConvHFVAE, images: torch.Tensor, args: argparse.Namespace, kind: 
         # (HFVAELoss(beta, beta, beta) would leave the dimension-wise KL at weight 1).
         loss = HITLoss(default_beta=args.baseline_beta, analytic_kl=False)
         model, guide = vae.model, vae.guide
-    svi = SVI(model, guide, Adam({"lr": args.lr}), loss)
+    optim = Adam({"lr": args.lr})
+    svi = SVI(model, guide, optim, loss)
     num_data, batch_size = len(images), min(args.batch_size, len(images))
     generator = torch.Generator().manual_seed(args.seed)
     start, step, steps = time.perf_counter(), 0, num_steps(args, num_data)
+    warmup_steps = 0
+    if kind == "hfvae" and args.style_warmup_epochs > 0:
+        # Style bottleneck first (JointVAE's reason for a small continuous capacity): the style's
+        # rate costs style_warmup_beta per nat, the class's 1, so the digit, the cheapest few nats
+        # that pay most in reconstruction, goes into the Concrete before the style can take it.
+        warmup_steps = args.style_warmup_epochs * (num_data // batch_size)
+        warmup = HITLoss({"z": args.style_warmup_beta}, default_beta=1.0, concrete_scoring=args.concrete_scoring)
+        svi = SVI(model, guide, optim, warmup)
     while step < steps:
         order = torch.randperm(num_data, generator=generator).to(images.device)
         for first in range(0, num_data - batch_size + 1, batch_size):
             idx = order[first:first + batch_size]
             value = svi.step(images[idx], idx, num_data)
             step += 1
+            if step == warmup_steps:
+                svi = SVI(model, guide, optim, loss)  # the same Adam state goes on
             if step % args.log_every == 0 or step == steps:
                 logger.info("%s step %d loss/N %.2f", kind, step, value / num_data)
             if step == steps:
@@ -391,6 +414,11 @@ def make_parser() -> argparse.ArgumentParser:
                         help="how HFVAELoss scores the Concrete (relaxed density or argmax pmf)")
     parser.add_argument("--temperature", type=float, default=0.66, help="Concrete temperature")
     parser.add_argument("--style-dim", type=int, default=10)
+    parser.add_argument("--style-warmup-epochs", type=int, default=0,
+                        help="HFVAE: first train this many epochs with the style's rate weighted by "
+                             "--style-warmup-beta and the class's by 1 (HITLoss)")
+    parser.add_argument("--style-warmup-beta", type=float, default=64.0,
+                        help="weight of the style's rate during the warm-up")
     parser.add_argument("--hidden-dim", type=int, default=400)
     parser.add_argument("--info-samples", type=int, default=2000, help="samples scored for I(x; z_d)")
     parser.add_argument("--traversal-steps", type=int, default=9, help="style values in [-3, 3]")

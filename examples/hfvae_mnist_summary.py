@@ -36,8 +36,12 @@ def read(paths: list[str]) -> list[dict]:
     records = []
     for path in sorted(paths):
         record = json.loads(Path(path).read_text())
+        settings = record["settings"]
         for name, result in record["models"].items():
-            records.append({"name": name, "path": str(path), "settings": record["settings"], **result})
+            if result.get("kind") == "hfvae" and settings.get("style_warmup_epochs", 0) > 0:
+                name += (f" + style warm-up ({settings['style_warmup_epochs']} epochs, "
+                         f"style rate x {settings['style_warmup_beta']:g})")
+            records.append({"name": name, "path": str(path), "settings": settings, **result})
     return records
 
 
@@ -77,7 +81,16 @@ def best_elbo_table(records: list[dict]) -> str:
 
 
 #: The settings of examples/hfvae_mnist.py a screen varies, with the script's defaults.
-SCREENED = {"beta": 16.0, "gamma": 3.0, "concrete_scoring": "argmax", "style_dim": 10, "temperature": 0.66, "lr": 1e-3}
+SCREENED = {"beta": 16.0, "gamma": 3.0, "concrete_scoring": "argmax", "style_dim": 10, "temperature": 0.66, "lr": 1e-3,
+            "style_warmup_epochs": 0}
+
+
+def changed_settings(settings: dict) -> str:
+    """The screened settings a run changes (with the warm-up's style weight where it has one)."""
+    changed = [f"{k}={settings[k]}" for k, v in SCREENED.items() if settings.get(k, v) != v]
+    if settings.get("style_warmup_epochs", 0) > 0:
+        changed.append(f"style_warmup_beta={settings['style_warmup_beta']}")
+    return ", ".join(changed)
 
 
 def screen_table(records: list[dict]) -> str:
@@ -85,7 +98,7 @@ def screen_table(records: list[dict]) -> str:
     lines = ["| run | changed settings | cluster accuracy (train) | cluster accuracy (held out) | I(label; clusters) "
              "| clusters used | pruned dims | ELBO |", "|---|---|---|---|---|---|---|---|"]
     for r in records:
-        changed = ", ".join(f"{k}={r['settings'][k]}" for k, v in SCREENED.items() if r["settings"].get(k, v) != v)
+        changed = changed_settings(r["settings"])
         name = "beta-VAE (beta=4)" if r["kind"] != "hfvae" else f"HFVAE {Path(r['path']).stem}"
         lines.append(f"| {name} | {changed if r['kind'] == 'hfvae' and changed else '-'} "
                      f"| {r['cluster_accuracy']:.3f} | {r['held_out_cluster_accuracy']:.3f} | {r['label_info']:.3f} "
@@ -172,7 +185,7 @@ def plot_label_information(records: list[dict], path: Path) -> None:
         ax.set_ylim(0, np.log(10))
         ax.set_xlabel("latent, sorted")
         ax.set_ylabel("I(label; .) [nats]")
-        ax.set_title(f"{re.sub(r' [(].*', '', name)}, seed {record['settings']['seed']}", fontsize=9)
+        ax.set_title(f"{re.sub(r' [(][^)]*[)]', '', name)}, seed {record['settings']['seed']}", fontsize=9)
         ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)

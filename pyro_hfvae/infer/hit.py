@@ -16,7 +16,7 @@ from pyro.poutine import Trace
 from torch.distributions import Distribution
 from torch.distributions.kl import kl_divergence
 
-from pyro_hfvae.distributions.util import variable_log_prob
+from pyro_hfvae.distributions.util import CONCRETE_SCORINGS, variable_log_prob
 from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight, log_space_sites
 from pyro_hfvae.poutine.groups import GROUP_SEPARATOR, site_groups
 from pyro_hfvae.poutine.plate_layout import PlateLayout
@@ -108,6 +108,11 @@ class HITLoss(TermsELBO):
         one, or a callable returning one; ``None`` weights every site by ``default_beta``.
     :param float default_beta: weight of latent sites that ``betas`` does not name.
     :param bool analytic_kl: use torch's registered KL divergence where there is one.
+    :param str concrete_scoring: ``"relaxed"`` (default) scores a Concrete site's sampled rate
+        with the relaxed densities (at the sample's logarithm, so a confident posterior is
+        scored exactly); ``"argmax"`` with the categorical probabilities of the sample's
+        argmax, as :class:`~pyro_hfvae.HFVAELoss` can (the reference's scoring: biased, but
+        it does not charge a confident class the relaxed density's tens of nats).
     :param int dataset_size: ``N`` (a positive int) where the data plate does not carry it
         (e.g. ``pyro.plate("data", B)``): data-plate sites are then scaled by ``N/B``, as a
         subsampled plate would scale them. Must agree with a subsampled plate.
@@ -158,6 +163,7 @@ class HITLoss(TermsELBO):
         *,
         default_beta: float = 1.0,
         analytic_kl: bool = True,
+        concrete_scoring: str = "relaxed",
         dataset_size: int | None = None,
         data_plate: str | None = None,
         num_particles: int = 1,
@@ -183,6 +189,9 @@ class HITLoss(TermsELBO):
         self.betas = betas
         self.default_beta = check_weight(self.loss_name, "default_beta", default_beta)
         self.analytic_kl = bool(analytic_kl)
+        if concrete_scoring not in CONCRETE_SCORINGS:
+            raise ValueError(f"expected concrete_scoring in {CONCRETE_SCORINGS} but got {concrete_scoring!r}")
+        self.concrete_scoring = concrete_scoring
         self.dataset_size = check_dataset_size(self.loss_name, dataset_size)
         if isinstance(betas, Mapping):
             self.read_betas()  # check the weights now
@@ -417,8 +426,9 @@ class HITLoss(TermsELBO):
             site_log_probs[name + " (KL)"] = kl
             return [(kl, guide_site["mask"], local)], weighted(kl, guide_site, local)
         guide_site, model_site = log_space_sites(guide_site, model_site)
-        log_q = variable_log_prob(guide_site["fn"], guide_site["value"], 0)
-        log_p = variable_log_prob(model_site["fn"], guide_site["value"], 0)
+        concrete = self.concrete_scoring
+        log_q = variable_log_prob(guide_site["fn"], guide_site["value"], 0, concrete=concrete)
+        log_p = variable_log_prob(model_site["fn"], guide_site["value"], 0, concrete=concrete)
         site_log_probs[name] = log_q
         site_log_probs[name + " (prior)"] = log_p
         parts = [(log_q, guide_site["mask"], local), (log_p, model_site["mask"], local)]

@@ -95,8 +95,11 @@ _DATA_OPTIONS = {"subset": 0, "hold_out": {}}
 # Objective options that the trainer reads itself or sets otherwise than the constructor's default:
 # ``compile = true`` trains with :class:`~pyro_hfvae.infer.jit.JitHFVAELoss`, the HFVAE loss with torch.compile'd
 # kernels; ``global_batch`` (default true here): in a data-parallel run (torchrun), estimate HFVAE's
-# aggregate-posterior marginals over the global batch (false in a single process, whose batch is global).
-_OBJECTIVE_OPTIONS = {"hfvae": {"global_batch": True, "compile": False}}
+# aggregate-posterior marginals over the global batch (false in a single process, whose batch is global);
+# ``warmup_steps`` > 0: train the first that many steps with HITLoss, each latent site's rate weighted by
+# ``warmup_betas`` (site or group name -> weight; 1 for the others) and Concrete sites scored as the HFVAE
+# loss scores them, then with the HFVAE loss (a style bottleneck first: docs/mnist_results.md).
+_OBJECTIVE_OPTIONS = {"hfvae": {"global_batch": True, "compile": False, "warmup_steps": 0, "warmup_betas": {}}}
 
 #: Settings of the sections that name no component: key -> default.
 _PLAIN_SECTIONS: dict[str, dict[str, Any]] = {

@@ -133,6 +133,9 @@ def _check_ranges(config: dict[str, dict[str, Any]]) -> None:
             raise ConfigError(f"expected [evaluation] metrics from {_listing(METRICS)} but got {metric!r}"
                               f"{_did_you_mean(str(metric), METRICS)}")
     _check_optimizer(config["optimizer"])
+    warmup_steps = config["objective"].get("warmup_steps", 0)
+    if warmup_steps < 0:
+        raise ConfigError(f"expected [objective] warmup_steps >= 0 (0: no warm-up) but got {warmup_steps}")
     particles = config["objective"].get("num_particles", 1)
     if particles < 1:
         raise ConfigError(f"expected [objective] num_particles >= 1 but got {particles}")

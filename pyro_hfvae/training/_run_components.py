@@ -175,6 +175,8 @@ def _build_objective(objective: Mapping[str, Any], schedule, distributed: bool =
     """
     options = dict(objective)
     name = options.pop("name")
+    options.pop("warmup_steps", None)  # the warm-up's own objective: _build_warmup
+    options.pop("warmup_betas", None)
     if "global_batch" in options:
         options["global_batch"] = bool(options["global_batch"]) and distributed
     if schedule is not None:
@@ -184,6 +186,23 @@ def _build_objective(objective: Mapping[str, Any], schedule, distributed: bool =
 
         return _construct("objective", name, options, factory=JitHFVAELoss)
     return _construct("objective", name, options)
+
+
+def _build_warmup(objective: Mapping[str, Any]):
+    """
+    The objective of the ``[objective] warmup_steps`` first steps: HITLoss with the rates weighted
+    by ``warmup_betas`` (others by 1), Concrete sites scored as the objective scores them; ``None``
+    without a warm-up.
+    """
+    if objective.get("warmup_steps", 0) == 0:
+        return None
+    options = {"betas": dict(objective["warmup_betas"]), "concrete_scoring": objective["concrete_scoring"]}
+    options.update((key, objective[key]) for key in ("num_particles", "vectorize_particles", "data_plate")
+                   if key in objective)
+    try:
+        return component_factory("objective", "hit")(**options)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"[objective] warmup_betas: {error}") from error
 
 
 def _build_optimizer(optimizer: Mapping[str, Any]) -> GroupedOptim:
@@ -230,6 +249,8 @@ def _build_components(trainer: "Trainer") -> None:
     trainer.schedule = _build_schedule(config["schedule"], trainer.site_groups)
     # The objective (a TermsELBO).
     trainer.loss = _build_objective(config["objective"], trainer.schedule, distributed=parallel is not None)
+    # The objective of the first ``warmup_steps`` steps, or ``None``.
+    trainer.warmup_loss = _build_warmup(config["objective"])
     # The Pyro optimiser (a DistributedOptimizer in a data-parallel run).
     trainer.optimizer = _build_optimizer(config["optimizer"])
     if parallel is not None:

@@ -66,9 +66,10 @@ def _step(trainer: "Trainer") -> dict[str, float]:
     trainer._in_step = True
     positions = trainer.sampler.next()[trainer._rows]
     x = trainer.observations(positions)
+    objective = _objective(trainer)
     if trainer._parallel is None:
         loss, params = _loss_and_grads(trainer, x, positions)
-        terms = trainer.loss.terms
+        terms = objective.terms
     else:
         failure, loss, params = None, math.nan, set()
         try:
@@ -78,7 +79,7 @@ def _step(trainer: "Trainer") -> dict[str, float]:
         stop = trainer._stop_requested or (trainer._signals is not None and trainer._signals.received is not None)
         try:
             loss, terms, trainer._stop_agreed = trainer._parallel.agree(trainer.step_count + 1, failure, loss,
-                                                                        trainer.loss.terms, stop)
+                                                                        objective.terms, stop)
         except BaseException:
             _release_grads(params)
             raise
@@ -92,12 +93,19 @@ def _step(trainer: "Trainer") -> dict[str, float]:
     return trainer.last_record
 
 
+def _objective(trainer: "Trainer"):
+    """The objective of ``trainer``'s next step: the warm-up's during ``[objective] warmup_steps``, then its loss."""
+    if trainer.warmup_loss is not None and trainer.step_count < trainer.config["objective"]["warmup_steps"]:
+        return trainer.warmup_loss
+    return trainer.loss
+
+
 def _loss_and_grads(trainer: "Trainer", x: torch.Tensor, positions: torch.Tensor) -> tuple[float, set[torch.Tensor]]:
     """This process's loss on the batch ``x`` and the parameters that have gradients, checked to be finite."""
     args, kwargs = (x, positions, trainer.dataset_size), _model_kwargs(trainer, positions)
     with poutine.trace(param_only=True) as capture:
         try:
-            loss = trainer.loss.loss_and_grads(trainer.model.model, trainer.model.guide, *args, **kwargs)
+            loss = _objective(trainer).loss_and_grads(trainer.model.model, trainer.model.guide, *args, **kwargs)
         except (ValueError, RuntimeError) as error:
             # Distribution validation rejects non-finite arguments before any loss exists (torch's samplers
             # raise RuntimeError): name the parameters, observations or sites at fault.

@@ -95,6 +95,9 @@ def _blocks(run_dir: Path) -> list[tuple]:
     status, step, last = _status(records, training["steps"])
     blocks: list[tuple] = [("h1", f"Run {run_dir.name}")]
     weights = ", ".join(f"{k}={objective[k]:g}" for k in ("alpha", "beta", "gamma", "default_beta") if k in objective)
+    if objective.get("warmup_steps", 0) > 0:
+        warmup_weights = ", ".join(f"{k} x {v:g}" for k, v in objective["warmup_betas"].items()) or "all x 1"
+        weights += f"; first {objective['warmup_steps']} steps HITLoss with rates {warmup_weights}"
     subset = f" (a subset of {data['subset']} items)" if data.get("subset") else ""
     model_options = ", ".join(f"{k}={v}" for k, v in model.items() if k != "name")
     blocks.append(("p", f"**{objective['name']}** objective ({weights}) on **{data['name']}**{subset}, model "
@@ -207,7 +210,12 @@ def _collapse_hint(objective: dict) -> str:
                 "dimension-wise KL, so the model keeps it uniform; `--set 'objective.concrete_scoring=\"argmax\"'` "
                 "scores it by its argmax (the default run's setting), which kept the class group in use "
                 "(docs/mnist_results.md). Otherwise lower the weights of its terms (beta, gamma) or train longer.")
-    return "Lower the weights of its terms (beta, gamma; a per-site beta for HIT) or train longer."
+    hint = "Lower the weights of its terms (beta, gamma; a per-site beta for HIT) or train longer."
+    if objective["name"] == "hfvae" and not objective.get("warmup_steps"):
+        hint += (" If it is a Concrete beside a continuous group: a warm-up that makes the continuous group's rate "
+                 "costly first (`--set objective.warmup_steps=500 --set 'objective.warmup_betas={style = 64.0}'`) "
+                 "put the digit into the Concrete on MNIST (docs/mnist_results.md).")
+    return hint
 
 
 def _hold_out_blocks(hold_out: dict | None, spec: Any) -> list[tuple]:

@@ -116,6 +116,13 @@ class Trainer:
     checkpoint holds the parameters, the optimiser and schedule states, and every random
     generator's state, including the batch order's.
 
+    With ``[objective] warmup_steps = W`` (HFVAE objective) the first ``W`` steps train with
+    :class:`~pyro_hfvae.HITLoss`, each latent site's rate weighted by ``[objective]
+    warmup_betas`` (a table of site or group names, e.g. ``{style = 64.0}``; 1 for the sites it
+    does not name) and Concrete sites scored as the HFVAE loss scores them; the HFVAE loss takes
+    over at step ``W + 1`` with the same optimiser state. A costly style first leaves the digit
+    to the Concrete class group on MNIST (see :doc:`/mnist_results`).
+
     A loss, term, gradient or distribution argument that is not finite stops training with a
     :class:`~pyro_hfvae.infer.NonFiniteLossError` naming the terms, sites or parameters at fault
     and the last good checkpoint; nothing is written after it. So does a loss that explodes

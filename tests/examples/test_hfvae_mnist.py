@@ -120,3 +120,28 @@ def test_presets_yield_to_explicit_flags(example):
     args = parse(example, ["--preset", "paper", "--epochs", "7"])
     assert (args.split, args.held_out_split, args.epochs) == ("pooled_train", "pooled_held_out", 7)
     assert parse(example, []).epochs is None and parse(example, ["--preset", "paper"]).epochs == 100
+
+
+def test_style_warm_up_trains_with_the_style_rate_weighted_then_with_the_hfvae_loss(example, monkeypatch, tmp_path):
+    from pyro_hfvae.models import ConvHFVAE
+
+    losses = []
+
+    class RecordingSVI(example.SVI):
+        def step(self, *args, **kwargs):
+            losses.append(self.loss.__self__)  # SVI keeps the ELBO's bound loss method
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(example, "SVI", RecordingSVI)
+    argv = ["--data", str(tmp_path / "absent"), "--steps", "6",
+            "--style-warmup-epochs", "1", "--style-warmup-beta", "64"]
+    args = parse(example, argv + TINY)
+    images, _, _ = example.load_data(args)  # 200 digits, batches of 50: 4 steps per epoch
+    vae = ConvHFVAE(tuple(images.shape[1:]), 10, args.style_dim, args.temperature, architecture="mlp",
+                    hidden_dim=args.hidden_dim)
+    example.train(vae, images, args, "hfvae")
+    kinds = [type(loss).__name__ for loss in losses]
+    assert kinds == ["HITLoss"] * 4 + ["HFVAELoss"] * 2
+    assert losses[0].read_betas() == {"z": 64.0} and losses[0].default_beta == 1.0
+    assert losses[0].concrete_scoring == args.concrete_scoring == "argmax"
+    assert (losses[-1].alpha, losses[-1].beta, losses[-1].gamma) == (args.alpha, args.beta, args.gamma)

@@ -44,3 +44,14 @@ def test_screen_table_names_the_changed_settings(example, tmp_path):
     path.write_text(json.dumps(record))
     row = example.main(example.make_parser().parse_args(["--screen", str(path)])).splitlines()[2]
     assert row.startswith("| HFVAE relaxed | concrete_scoring=relaxed | 0.400 | 0.390 | 1.000 | - | 1 of 3 |")
+
+
+def test_a_style_warm_up_names_its_rows(example, tmp_path):
+    record = _result(0, 16.0, 3.0, 0.6, 6.0, 0.0, 0.0, 0.1)
+    record["settings"].update(style_warmup_epochs=5, style_warmup_beta=64.0)
+    path = tmp_path / "warmup.json"
+    path.write_text(json.dumps(record))
+    text = example.main(example.make_parser().parse_args(["--screen", str(path), "--runs", str(path)]))
+    runs_row, screen_row = text.split("\n\n")[0].splitlines()[2], text.split("\n\n")[2].splitlines()[2]
+    assert runs_row.startswith("| HFVAE (beta=16) + style warm-up (5 epochs, style rate x 64) | 0 |")
+    assert screen_row.startswith("| HFVAE warmup | style_warmup_epochs=5, style_warmup_beta=64.0 | 0.600 |")

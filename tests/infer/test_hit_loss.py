@@ -193,6 +193,74 @@ def test_sampled_fallback_where_torch_has_no_kl():
     assert len(hit._no_kl) == 1
 
 
+class ClassAndStyle(torch.nn.Module):
+    """A Concrete(K) class and a Normal style, each with its own weight in HITLoss."""
+
+    K = 4
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.logits = torch.nn.Linear(D, self.K)
+        self.loc = torch.nn.Linear(D, D)
+        self.decoder = torch.nn.Linear(self.K + D, D)
+        self.scale = scale
+
+    def model(self, x):
+        pyro.module("cs", self)
+        temperature = torch.tensor(0.5)
+        with pyro.plate("data", size=N, subsample=torch.arange(x.shape[0])):
+            y = pyro.sample("y", dist.RelaxedOneHotCategorical(temperature, logits=torch.zeros(self.K)))
+            z = pyro.sample("z", dist.Normal(torch.zeros(D), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.decoder(torch.cat([y, z], -1)), 0.5).to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("cs", self)
+        temperature = torch.tensor(0.5)
+        with pyro.plate("data", size=N, subsample=torch.arange(x.shape[0])):
+            logits = self.scale * self.logits(x)
+            pyro.sample("y", dist.RelaxedOneHotCategorical(temperature, logits=logits))
+            pyro.sample("z", dist.Normal(self.loc(x), 0.7).to_event(1))
+
+
+@pytest.mark.parametrize("concrete_scoring", ["relaxed", "argmax"])
+def test_concrete_scoring_by_hand(concrete_scoring):
+    net = ClassAndStyle()
+    x = torch.randn(B, D)
+    model, guide, trace = replayed(net, x)
+    betas = {"y": 0.3, "z": 5.0}
+    hit = HITLoss(betas, concrete_scoring=concrete_scoring)
+    loss = hit.loss(model, guide, x)
+    model_trace = poutine.trace(model).get_trace(x)
+    q_y, p_y = trace.nodes["y"]["fn"], model_trace.nodes["y"]["fn"]
+    y = trace.nodes["y"]["value"]
+    if concrete_scoring == "argmax":
+        label = y.argmax(-1)
+        rate_y = (dist.Categorical(logits=q_y.logits).log_prob(label)
+                  - dist.Categorical(logits=p_y.logits).log_prob(label))
+    else:
+        rate_y = q_y.log_prob(y) - p_y.log_prob(y)  # finite here: a moderate posterior
+    rate_z = kl_divergence(trace.nodes["z"]["fn"], model_trace.nodes["z"]["fn"])
+    log_lik = model_trace.nodes["x"]["fn"].log_prob(x)
+    expected = -(N / B) * (log_lik - betas["y"] * rate_y - betas["z"] * rate_z).sum()
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+    assert hit.terms["rate/y"] == pytest.approx(rate_y.mean().item(), rel=1e-5, abs=1e-6)
+
+
+def test_argmax_scoring_does_not_charge_a_confident_class_the_relaxed_density():
+    # A confident posterior over K classes: its argmax-scored rate is at most log K, the
+    # relaxed density's expected rate tens of nats (about 75 here, over 500 particles).
+    pyro.set_rng_seed(0)
+    net = ClassAndStyle(scale=30.0)
+    x = torch.randn(B, D)
+    rates = {}
+    for scoring in ("relaxed", "argmax"):
+        hit = HITLoss(concrete_scoring=scoring, num_particles=500, vectorize_particles=True, max_plate_nesting=1)
+        hit.loss(net.model, net.guide, x)
+        rates[scoring] = hit.terms["rate/y"]
+    assert rates["argmax"] <= math.log(ClassAndStyle.K) + 1e-5
+    assert rates["relaxed"] > 30.0
+
+
 class Schedule:
     def __init__(self):
         self.step = 0
@@ -344,6 +412,8 @@ def test_bad_arguments():
         HITLoss(default_beta=-1.0)
     with pytest.raises(ValueError, match="dataset_size"):
         HITLoss(dataset_size=0)
+    with pytest.raises(ValueError, match="concrete_scoring"):
+        HITLoss(concrete_scoring="hard")
 
 
 def test_non_finite_loss_names_the_site():

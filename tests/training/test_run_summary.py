@@ -80,6 +80,15 @@ def test_collapse_says_what_to_change(tmp_path, scoring, hint):
     (tmp_path / "metrics.json").write_text(json.dumps(evaluation))
     text = write_summary(tmp_path, write_html=False).read_text()
     assert hint in text
+    assert ("objective.warmup_steps=500" in text) == (scoring == "argmax")
+
+
+def test_summary_names_the_warm_up(run_dir):
+    config = resolve_config(None, {"training.steps": 10, "objective.warmup_steps": 3,
+                                   "objective.warmup_betas": {"style": 64.0}})
+    (run_dir / "config.toml").write_text(dumps_config(config))
+    text = write_summary(run_dir, write_html=False).read_text()
+    assert "objective (alpha=1, beta=4, gamma=3; first 3 steps HITLoss with rates style x 64) on" in text
 
 
 def _reference(folder, batch_size, points):

@@ -510,3 +510,40 @@ def test_flushing_subnormals_zeroes_them():
     finally:
         torch.set_flush_denormal(False)
     assert (x * 0.5).item() == tiny / 2
+
+
+def test_a_warm_up_trains_its_first_steps_with_the_weighted_rates(tiny_config, tmp_path):
+    tiny_config["objective"].update(warmup_steps=3, warmup_betas={"style": 64.0})
+    trainer = Trainer(tiny_config, tmp_path / "run")
+    assert trainer.train() == "completed"
+    records = [r for r in read_jsonl(tmp_path / "run" / LOG_FILE) if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    for record in records[:3]:  # HITLoss: the style's rate times 64, the class's times 1
+        assert (record["beta/z"], record["beta/y"]) == (64.0, 1.0)
+        weighted = record["distortion"] + 64.0 * record["rate/z"] + record["rate/y"]
+        assert record["loss"] == pytest.approx(96 * weighted, rel=1e-5)  # N = 96 digits
+    for record in records[3:]:  # the HFVAE loss and its decomposition
+        assert "beta/z" not in record and "tc_between" in record
+    assert trainer.warmup_loss.concrete_scoring == trainer.loss.concrete_scoring
+
+
+def test_a_run_interrupted_in_its_warm_up_resumes_bit_identical(tiny_config, tmp_path):
+    tiny_config["objective"].update(warmup_steps=3, warmup_betas={"z": 16.0})
+    uninterrupted = Trainer(tiny_config, tmp_path / "a")
+    uninterrupted.train()
+    interrupted = Trainer(tiny_config, tmp_path / "b", callbacks=[_stop_at(2)])
+    assert interrupted.train() == "interrupted"
+    resumed = Trainer.from_run(tmp_path / "b")
+    assert resumed.train() == "completed"
+    _assert_identical(_parameters(uninterrupted), _parameters(resumed))
+
+
+@pytest.mark.parametrize("objective, expected", [
+    ({"name": "hfvae", "warmup_steps": -1}, "warmup_steps >= 0"),
+    ({"name": "hfvae", "warmup_steps": 2, "warmup_betas": {"style": -1.0}}, "style"),
+    ({"name": "hit", "warmup_steps": 2}, "unknown key \\[objective\\] warmup_steps"),
+])
+def test_bad_warm_ups(objective, expected, tiny_config):
+    tiny_config["objective"] = objective
+    with pytest.raises(ConfigError, match=expected):
+        Trainer(tiny_config)
