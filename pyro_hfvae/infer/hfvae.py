@@ -10,7 +10,7 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine import Trace
 from torch.distributions import Distribution
 
-from pyro_hfvae.distributions.util import CONCRETE_SCORINGS, is_batch_invariant, variable_log_prob
+from pyro_hfvae.distributions.util import is_batch_invariant, variable_log_prob
 from pyro_hfvae.infer._decomposition import (
     Pieces,
     label_log_prob,
@@ -20,7 +20,13 @@ from pyro_hfvae.infer._decomposition import (
 )
 from pyro_hfvae.infer._global_batch import agree_across_ranks
 from pyro_hfvae.infer._structure import DataSite, Structure, analyse_structure, datum_scale_and_mask
-from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight, log_space_sites
+from pyro_hfvae.infer.terms_elbo import (
+    TermsELBO,
+    check_concrete_scoring,
+    check_dataset_size,
+    check_weight,
+    log_space_sites,
+)
 from pyro_hfvae.ops.aggregate_posterior import VariableScore, tree_marginals
 from pyro_hfvae.ops.distributed import rank_and_world_size
 from pyro_hfvae.ops.fused_marginals import check_kernel
@@ -260,11 +266,9 @@ class HFVAELoss(TermsELBO):
         self.gamma = check_weight(name, "gamma", gamma)
         self.level_weights = tuple(check_weight(name, f"level_weights[{i}]", w) for i, w in enumerate(level_weights))
         self.supervised_weight = check_weight(name, "supervised_weight", supervised_weight)
-        if concrete_scoring not in CONCRETE_SCORINGS:
-            raise ValueError(f"expected concrete_scoring in {CONCRETE_SCORINGS} but got {concrete_scoring!r}")
+        self.concrete_scoring = check_concrete_scoring(concrete_scoring)
         self.dataset_size = check_dataset_size(name, dataset_size)
         self.data_plate = data_plate
-        self.concrete_scoring = concrete_scoring
         self.pairwise_memory_mb = check_memory_budget(pairwise_memory_mb)
         self.kernel = check_kernel(kernel)
         if not isinstance(global_batch, bool):

@@ -16,8 +16,14 @@ from pyro.poutine import Trace
 from torch.distributions import Distribution
 from torch.distributions.kl import kl_divergence
 
-from pyro_hfvae.distributions.util import CONCRETE_SCORINGS, variable_log_prob
-from pyro_hfvae.infer.terms_elbo import TermsELBO, check_dataset_size, check_weight, log_space_sites
+from pyro_hfvae.distributions.util import variable_log_prob
+from pyro_hfvae.infer.terms_elbo import (
+    TermsELBO,
+    check_concrete_scoring,
+    check_dataset_size,
+    check_weight,
+    log_space_sites,
+)
 from pyro_hfvae.poutine.groups import GROUP_SEPARATOR, site_groups
 from pyro_hfvae.poutine.plate_layout import PlateLayout
 from pyro_hfvae.poutine.trace_structure import SiteRoles
@@ -189,9 +195,7 @@ class HITLoss(TermsELBO):
         self.betas = betas
         self.default_beta = check_weight(self.loss_name, "default_beta", default_beta)
         self.analytic_kl = bool(analytic_kl)
-        if concrete_scoring not in CONCRETE_SCORINGS:
-            raise ValueError(f"expected concrete_scoring in {CONCRETE_SCORINGS} but got {concrete_scoring!r}")
-        self.concrete_scoring = concrete_scoring
+        self.concrete_scoring = check_concrete_scoring(concrete_scoring)
         self.dataset_size = check_dataset_size(self.loss_name, dataset_size)
         if isinstance(betas, Mapping):
             self.read_betas()  # check the weights now

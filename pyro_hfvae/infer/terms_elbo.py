@@ -26,6 +26,7 @@ from torch.distributions import (
 )
 
 from pyro_hfvae.distributions.util import (
+    CONCRETE_SCORINGS,
     _unwrap,
     concrete_log_value,
     latent_sites,
@@ -391,6 +392,13 @@ def log_space_sites(guide_site: dict, model_site: dict) -> tuple[dict, dict]:
     log_value = concrete_log_value(soft_value(guide_site["value"]))
     return (dict(guide_site, fn=log_space_concrete(guide_fn), value=log_value),
             dict(model_site, fn=log_space_concrete(model_fn), value=log_value))
+
+
+def check_concrete_scoring(value: str) -> str:
+    """``value`` if it names a way to score Concrete sites (``"relaxed"`` or ``"argmax"``), else a ValueError."""
+    if value not in CONCRETE_SCORINGS:
+        raise ValueError(f"expected concrete_scoring in {CONCRETE_SCORINGS} but got {value!r}")
+    return value
 
 
 def check_weight(owner: str, name: str, value: Any) -> float:

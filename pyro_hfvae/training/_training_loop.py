@@ -68,12 +68,12 @@ def _step(trainer: "Trainer") -> dict[str, float]:
     x = trainer.observations(positions)
     objective = _objective(trainer)
     if trainer._parallel is None:
-        loss, params = _loss_and_grads(trainer, x, positions)
+        loss, params = _loss_and_grads(trainer, objective, x, positions)
         terms = objective.terms
     else:
         failure, loss, params = None, math.nan, set()
         try:
-            loss, params = _loss_and_grads(trainer, x, positions)
+            loss, params = _loss_and_grads(trainer, objective, x, positions)
         except Exception as error:  # every rank learns of it, so that none waits for the others in vain
             failure = error
         stop = trainer._stop_requested or (trainer._signals is not None and trainer._signals.received is not None)
@@ -100,12 +100,13 @@ def _objective(trainer: "Trainer"):
     return trainer.loss
 
 
-def _loss_and_grads(trainer: "Trainer", x: torch.Tensor, positions: torch.Tensor) -> tuple[float, set[torch.Tensor]]:
-    """This process's loss on the batch ``x`` and the parameters that have gradients, checked to be finite."""
+def _loss_and_grads(trainer: "Trainer", objective, x: torch.Tensor,
+                    positions: torch.Tensor) -> tuple[float, set[torch.Tensor]]:
+    """This process's ``objective`` on the batch ``x`` and the parameters that have gradients, checked to be finite."""
     args, kwargs = (x, positions, trainer.dataset_size), _model_kwargs(trainer, positions)
     with poutine.trace(param_only=True) as capture:
         try:
-            loss = _objective(trainer).loss_and_grads(trainer.model.model, trainer.model.guide, *args, **kwargs)
+            loss = objective.loss_and_grads(trainer.model.model, trainer.model.guide, *args, **kwargs)
         except (ValueError, RuntimeError) as error:
             # Distribution validation rejects non-finite arguments before any loss exists (torch's samplers
             # raise RuntimeError): name the parameters, observations or sites at fault.
