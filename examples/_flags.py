@@ -51,16 +51,20 @@ def add_result_flags(parser: argparse.ArgumentParser, results: str) -> None:
 
 def mean_sd(values: Sequence[float], digits: int = 3) -> str:
     """
-    ``"mean +- sd"`` of ``values`` (the sample standard deviation; ``nan`` for a single value).
+    ``"mean +- sd"`` of ``values`` (the sample standard deviation); a single value alone, which has
+    no sd.
 
     Example::
 
         >>> mean_sd([1.0, 2.0, 3.0], digits=2)
         '2.00 +- 1.00'
+        >>> mean_sd([0.5])
+        '0.500'
     """
     values = np.asarray(values, dtype=float)
-    sd = values.std(ddof=1) if len(values) > 1 else float("nan")
-    return f"{values.mean():.{digits}f} +- {sd:.{digits}f}"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} +- {values.std(ddof=1):.{digits}f}"
 
 
 def read_results(folder: str | os.PathLike, pattern: str = "*_seed*.json") -> list[dict]:

@@ -32,6 +32,9 @@ skips finished ones. The full protocol (about 11 minutes per seed on one idle CP
     python examples/semi_supervised_mnist.py --label-unit item --seeds 0 1 2 3 4 --classifier
     python examples/semi_supervised_mnist.py --label-unit item --seeds 0 1 2 3 4 --supervised-weight 1
     python examples/semi_supervised_mnist.py --label-unit batch --seeds 0 1 2
+    # the unsupervised example's style warm-up first (5 epochs, the style's rate x 64, no classifier term)
+    python examples/semi_supervised_mnist.py --label-unit item --seeds 0 1 2 3 4 --supervised-weight 1 \
+        --concrete-scoring argmax --style-warmup-epochs 5 --style-warmup-beta 64
     python examples/semi_supervised_mnist.py --summary    # the table, from the result files alone
 """
 import argparse
@@ -44,7 +47,7 @@ import numpy as np
 import pyro
 import torch
 import torch.nn.functional as F
-from _flags import add_preset_flag, add_result_flags, parse_with_preset, write_json  # examples/_flags.py
+from _flags import add_preset_flag, add_result_flags, mean_sd, parse_with_preset, write_json  # examples/_flags.py
 
 from pyro_hfvae.datasets import MNIST
 from pyro_hfvae.models.semi_supervised import SemiSupervisedHFVAE
@@ -61,7 +64,11 @@ def run_config(args: argparse.Namespace, seed: int) -> dict:
     config = load_config("hfvae_mnist_ss")
     config["data"].update(root=str(Path(args.data).expanduser()), split=args.train_split)
     config["model"].update(label_fraction=args.label_fraction, label_unit=args.label_unit)
-    config["objective"].update(supervised_weight=args.supervised_weight, concrete_scoring=args.concrete_scoring)
+    config["objective"].update(supervised_weight=args.supervised_weight, concrete_scoring=args.concrete_scoring,
+                               beta=args.beta)
+    if args.style_warmup_epochs:
+        config["objective"].update(warmup_steps=args.style_warmup_epochs * (steps_for(args) // args.epochs),
+                                   warmup_betas={"style": args.style_warmup_beta})
     config["training"].update(seed=seed, batch_size=args.batch_size, steps=steps_for(args),
                               num_threads=args.threads, checkpoint_every=args.checkpoint_every)
     config["evaluation"]["preset"] = "none"
@@ -69,9 +76,14 @@ def run_config(args: argparse.Namespace, seed: int) -> dict:
 
 
 def run_name(args: argparse.Namespace, seed: int) -> str:
-    """The name of a run's directory and result file, e.g. ``item_w0.1_seed0`` or ``item_w0.1_argmax_seed0``."""
+    """
+    The name of a run's directory and result file, e.g. ``item_w0.1_seed0``, ``item_w0.1_argmax_seed0``
+    or ``item_w1_argmax_warmup5x64_seed0`` (``_b4`` before the seed: beta = 4 instead of the reference's 0).
+    """
     scoring = "" if args.concrete_scoring == "relaxed" else f"_{args.concrete_scoring}"
-    return f"{args.label_unit}_w{args.supervised_weight:g}{scoring}_seed{seed}"
+    scoring += f"_b{args.beta:g}" if args.beta else ""
+    warmup = f"_warmup{args.style_warmup_epochs}x{args.style_warmup_beta:g}" if args.style_warmup_epochs else ""
+    return f"{args.label_unit}_w{args.supervised_weight:g}{scoring}{warmup}_seed{seed}"
 
 
 def steps_for(args: argparse.Namespace) -> int:
@@ -80,13 +92,16 @@ def steps_for(args: argparse.Namespace) -> int:
     return args.epochs * (num_train // args.batch_size)
 
 
-def held_out_accuracy(model: SemiSupervisedHFVAE, dataset: MNIST) -> float:
-    """Accuracy of the Concrete's argmax (the most probable class of ``q(y | x)``) on ``dataset``."""
+def held_out_accuracy(model: SemiSupervisedHFVAE, dataset: MNIST, indices: torch.Tensor | None = None) -> float:
+    """
+    Accuracy of the Concrete's argmax (the most probable class of ``q(y | x)``) on ``dataset`` (on
+    its items ``indices`` if given).
+    """
+    indices = torch.arange(len(dataset)) if indices is None else indices
     model.eval()
     with torch.no_grad():
-        images = dataset.observations(torch.arange(len(dataset)))
-        predicted = model.encode(images)["y"].argmax(-1).numpy()
-    return float(np.mean(predicted == dataset.labels))
+        predicted = model.encode(dataset.observations(indices))["y"].argmax(-1).numpy()
+    return float(np.mean(predicted == dataset.labels[indices.numpy()]))
 
 
 def train_hfvae(args: argparse.Namespace, seed: int) -> dict:
@@ -101,17 +116,26 @@ def train_hfvae(args: argparse.Namespace, seed: int) -> dict:
     status = trainer.train()
     if status != "completed":
         raise SystemExit(f"run {run_dir} was {status}; rerun the same command to resume it")
-    labelled = None
+    labelled, unlabelled_accuracy = None, None
     if args.label_unit == "item":
-        labelled = int(trainer.model.labelled_items(trainer.dataset_size, seed).sum())
+        labelled_items = trainer.model.labelled_items(trainer.dataset_size, seed)
+        labelled = int(labelled_items.sum())
+        # The training digits whose labels the run never used: the accuracy settings are chosen by
+        # (the held-out digits are for the final report only).
+        unlabelled = (~labelled_items).nonzero().squeeze(-1)
+        train_indices = unlabelled if trainer.train_indices is None else trainer.train_indices[unlabelled].cpu()
+        unlabelled_accuracy = held_out_accuracy(trainer.model, trainer.dataset, train_indices)
     held_out = MNIST(Path(args.data).expanduser(), "pooled_held_out")
     return {
         "method": "semi_supervised_hfvae",
         "label_unit": args.label_unit,
         "supervised_weight": args.supervised_weight,
         "concrete_scoring": args.concrete_scoring,
+        "beta": args.beta,
         "label_fraction": args.label_fraction,
         "labelled_items": labelled,
+        "style_warmup_epochs": args.style_warmup_epochs,
+        "style_warmup_beta": args.style_warmup_beta if args.style_warmup_epochs else None,
         "seed": seed,
         "epochs": args.epochs,
         "steps": trainer.step_count,
@@ -119,6 +143,7 @@ def train_hfvae(args: argparse.Namespace, seed: int) -> dict:
         "num_train": trainer.dataset_size,
         "num_held_out": len(held_out),
         "held_out_accuracy": held_out_accuracy(trainer.model, held_out),
+        "unlabelled_train_accuracy": unlabelled_accuracy,
         "train_seconds": trainer.elapsed_seconds(),
         "seconds_this_session": time.perf_counter() - started,
         "final_record": trainer.last_record,
@@ -180,8 +205,11 @@ def summary(results: Path) -> str:
         record = json.loads(path.read_text())
         name = record["method"]
         if "label_unit" in record:
+            warmup = record.get("style_warmup_epochs") or 0
+            warmup = f", style warm-up {warmup} epochs x {record['style_warmup_beta']:g}" if warmup else ""
+            beta = f", beta {record['beta']:g}" if record.get("beta") else ""
             name += (f" ({record['label_unit']} labels, classifier weight {record['supervised_weight']:g}, "
-                     f"{record.get('concrete_scoring', 'relaxed')} Concrete scoring)")
+                     f"{record.get('concrete_scoring', 'relaxed')} Concrete scoring{beta}{warmup})")
         rows.setdefault(name, []).append(record)
     lines = ["| method | labelled | seeds | held-out accuracy per seed | mean +- sd | median | images seen |",
              "|---|---|---|---|---|---|---|"]
@@ -190,10 +218,9 @@ def summary(results: Path) -> str:
         accuracy = np.array([r["held_out_accuracy"] for r in records])
         labelled = records[0]["labelled_items"]
         seen = records[0].get("images_seen", records[0]["steps"] * 128)
-        sd = accuracy.std(ddof=1) if len(accuracy) > 1 else float("nan")
         lines.append(f"| {name} | {labelled if labelled is not None else '10 % of batches'} "
                      f"| {', '.join(str(r['seed']) for r in records)} "
-                     f"| {', '.join(f'{a:.4f}' for a in accuracy)} | {accuracy.mean():.4f} +- {sd:.4f} "
+                     f"| {', '.join(f'{a:.4f}' for a in accuracy)} | {mean_sd(accuracy, 4)} "
                      f"| {np.median(accuracy):.4f} | {seen:,} |")
     return "\n".join(lines)
 
@@ -245,6 +272,12 @@ def make_parser() -> argparse.ArgumentParser:
                         help="weight of log q(y = label | x) per labelled data point (the reference: 0.1)")
     parser.add_argument("--concrete-scoring", choices=("relaxed", "argmax"), default="relaxed",
                         help="how HFVAELoss scores the Concrete (the reference, probtorch: argmax)")
+    parser.add_argument("--beta", type=float, default=0.0,
+                        help="HFVAE weight of the TC between the class and the style (the reference: 0)")
+    parser.add_argument("--style-warmup-epochs", type=int, default=0,
+                        help="first train this many epochs with the style's rate weighted by --style-warmup-beta "
+                             "and the class's by 1 (HITLoss, no classifier term), then the HFVAE loss")
+    parser.add_argument("--style-warmup-beta", type=float, default=64.0)
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from tests.datasets.conftest import write_pooled_mnist
 
@@ -44,6 +45,34 @@ def test_semi_supervised_mnist_smoke_and_resume(example, digits_folder, tmp_path
     longer = example.main(parse(example, flags + ["--epochs", "3", "--overwrite"]))
     assert longer[0]["steps"] == 3 * (200 // 32)
     assert longer[0]["seconds_this_session"] < longer[0]["train_seconds"]
+
+
+def test_style_warmup_run(example, digits_folder, tmp_path):
+    from pyro_hfvae.datasets import MNIST
+    from pyro_hfvae.training import Trainer
+
+    flags = ["--preset", "smoke", "--data", str(digits_folder), "--epochs", "3", "--supervised-weight", "1",
+             "--beta", "4", "--style-warmup-epochs", "2", "--style-warmup-beta", "16",
+             "--runs-dir", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+    (record,) = example.main(parse(example, flags))
+    assert (record["beta"], record["style_warmup_epochs"], record["style_warmup_beta"]) == (4.0, 2, 16.0)
+    run_dir = tmp_path / "runs" / "item_w1_b4_warmup2x16_seed0"
+    assert record["run_dir"] == str(run_dir)
+    trainer = Trainer.from_run(run_dir)
+    objective = trainer.config["objective"]
+    assert objective["beta"] == 4.0
+    assert objective["warmup_steps"] == 2 * (200 // 32) and dict(objective["warmup_betas"]) == {"style": 16.0}
+    # The accuracy on the training digits whose labels were never used, computed here from the pooled split.
+    train = MNIST(digits_folder, "pooled_train")
+    unlabelled = (~trainer.model.labelled_items(len(train), 0)).nonzero().squeeze(-1)
+    trainer.model.eval()
+    with torch.no_grad():
+        predicted = trainer.model.encode(train.observations(unlabelled))["y"].argmax(-1).numpy()
+    assert len(unlabelled) == 180
+    assert record["unlabelled_train_accuracy"] == pytest.approx(np.mean(predicted == train.labels[unlabelled.numpy()]))
+    table = example.summary(tmp_path / "results")
+    assert ("(item labels, classifier weight 1, relaxed Concrete scoring, beta 4, style warm-up 2 epochs x 16) | 20 "
+            in table)
 
 
 def test_summary_table(example, tmp_path):

@@ -26,7 +26,7 @@ def test_smoke_runs_score_the_same_items_and_resume(example, tmp_path):
     table = example.summary(tmp_path / "results")
     assert "| hfvae | held-in only | 0 |" in table and "| beta-vae | every image | 0 |" in table
     gap = records[0]["scores"]["held_in_neighbours"]["elbo"] - records[0]["scores"]["held_out"]["elbo"]
-    assert f"| {gap:.2f} +- nan |" in table
+    assert f"| {gap:.2f} |" in table
     # Rerun: the result files are reused, nothing is trained again.
     again = example.main(example.parse_with_preset(example.make_parser(), example.PRESETS, flags[:-1]))
     assert [json.dumps(r, sort_keys=True) for r in again] == [json.dumps(r, sort_keys=True) for r in records]
