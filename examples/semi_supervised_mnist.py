@@ -66,10 +66,11 @@ def run_config(args: argparse.Namespace, seed: int) -> dict:
     config["model"].update(label_fraction=args.label_fraction, label_unit=args.label_unit)
     config["objective"].update(supervised_weight=args.supervised_weight, concrete_scoring=args.concrete_scoring,
                                beta=args.beta)
+    steps = steps_for(args)  # reads the data set: once
     if args.style_warmup_epochs:
-        config["objective"].update(warmup_steps=args.style_warmup_epochs * (steps_for(args) // args.epochs),
+        config["objective"].update(warmup_steps=args.style_warmup_epochs * (steps // args.epochs),
                                    warmup_betas={"style": args.style_warmup_beta})
-    config["training"].update(seed=seed, batch_size=args.batch_size, steps=steps_for(args),
+    config["training"].update(seed=seed, batch_size=args.batch_size, steps=steps,
                               num_threads=args.threads, checkpoint_every=args.checkpoint_every)
     config["evaluation"]["preset"] = "none"
     return config
@@ -81,9 +82,9 @@ def run_name(args: argparse.Namespace, seed: int) -> str:
     or ``item_w1_argmax_warmup5x64_seed0`` (``_b4`` before the seed: beta = 4 instead of the reference's 0).
     """
     scoring = "" if args.concrete_scoring == "relaxed" else f"_{args.concrete_scoring}"
-    scoring += f"_b{args.beta:g}" if args.beta else ""
+    beta = f"_b{args.beta:g}" if args.beta else ""
     warmup = f"_warmup{args.style_warmup_epochs}x{args.style_warmup_beta:g}" if args.style_warmup_epochs else ""
-    return f"{args.label_unit}_w{args.supervised_weight:g}{scoring}{warmup}_seed{seed}"
+    return f"{args.label_unit}_w{args.supervised_weight:g}{scoring}{beta}{warmup}_seed{seed}"
 
 
 def steps_for(args: argparse.Namespace) -> int:
@@ -92,7 +93,7 @@ def steps_for(args: argparse.Namespace) -> int:
     return args.epochs * (num_train // args.batch_size)
 
 
-def held_out_accuracy(model: SemiSupervisedHFVAE, dataset: MNIST, indices: torch.Tensor | None = None) -> float:
+def class_accuracy(model: SemiSupervisedHFVAE, dataset: MNIST, indices: torch.Tensor | None = None) -> float:
     """
     Accuracy of the Concrete's argmax (the most probable class of ``q(y | x)``) on ``dataset`` (on
     its items ``indices`` if given).
@@ -124,7 +125,7 @@ def train_hfvae(args: argparse.Namespace, seed: int) -> dict:
         # (the held-out digits are for the final report only).
         unlabelled = (~labelled_items).nonzero().squeeze(-1)
         train_indices = unlabelled if trainer.train_indices is None else trainer.train_indices[unlabelled].cpu()
-        unlabelled_accuracy = held_out_accuracy(trainer.model, trainer.dataset, train_indices)
+        unlabelled_accuracy = class_accuracy(trainer.model, trainer.dataset, train_indices)
     held_out = MNIST(Path(args.data).expanduser(), "pooled_held_out")
     return {
         "method": "semi_supervised_hfvae",
@@ -142,7 +143,7 @@ def train_hfvae(args: argparse.Namespace, seed: int) -> dict:
         "images_seen": trainer.step_count * args.batch_size,
         "num_train": trainer.dataset_size,
         "num_held_out": len(held_out),
-        "held_out_accuracy": held_out_accuracy(trainer.model, held_out),
+        "held_out_accuracy": class_accuracy(trainer.model, held_out),
         "unlabelled_train_accuracy": unlabelled_accuracy,
         "train_seconds": trainer.elapsed_seconds(),
         "seconds_this_session": time.perf_counter() - started,
@@ -185,7 +186,7 @@ def train_classifier(args: argparse.Namespace, seed: int) -> dict:
         "steps": steps,
         "images_seen": steps * batch_size,
         "num_held_out": len(held_out),
-        "held_out_accuracy": held_out_accuracy(network, held_out),
+        "held_out_accuracy": class_accuracy(network, held_out),
         "train_seconds": time.perf_counter() - started,
     }
 
