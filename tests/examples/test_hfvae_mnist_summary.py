@@ -27,7 +27,7 @@ def test_tables_and_figures(example, tmp_path):
     args = example.make_parser().parse_args(["--runs", *paths[:2], "--sweep", *paths, "--out-dir", str(tmp_path)])
     text = example.main(args)
     runs, best, sweep = text.split("\n\n")
-    assert best.splitlines()[2] == "| HFVAE (beta=2) | 0 | -100.0 | 0.400 | 0.390 |"  # ties: the first seed
+    assert best.splitlines()[2] == "| HFVAE (beta=2) | 0, 1 | 0 | -100.000 | 0.400 | 0.390 |"  # ties: the first seed
     row = runs.splitlines()[2]
     assert f"0.400, 0.600 (mean {np.mean([0.4, 0.6]):.3f} +- {np.std([0.4, 0.6], ddof=1):.3f}, median 0.500)" in row
     assert row.endswith("| 1, 1 of 3 |")  # one dimension below 0.1 nats in each run
@@ -55,3 +55,30 @@ def test_a_style_warm_up_names_its_rows(example, tmp_path):
     runs_row, screen_row = text.split("\n\n")[0].splitlines()[2], text.split("\n\n")[2].splitlines()[2]
     assert runs_row.startswith("| HFVAE (beta=16) + style warm-up (5 epochs, style rate x 64) | 0 |")
     assert screen_row.startswith("| HFVAE warmup | style_warmup_epochs=5, style_warmup_beta=64.0 | 0.600 |")
+
+
+def test_restarts_kept_by_the_class_kl(example, tmp_path):
+    rng = np.random.default_rng(0)
+    class_kl, accuracy = rng.permutation(6) / 10, rng.uniform(0.3, 0.8, 6)
+    paths = []
+    for seed in range(6):
+        record = _result(seed, 16.0, 3.0, float(accuracy[seed]), 6.0, 0.0, 0.0, 0.1)
+        record["models"]["HFVAE (beta=16)"]["decomposition"]["dimwise_kl/class"] = float(class_kl[seed])
+        record["models"]["beta-VAE (beta=4)"] = {**record["models"]["HFVAE (beta=16)"], "kind": "beta-vae",
+                                                 "decomposition": {"elbo": -90.0}}
+        paths.append(tmp_path / f"seed{seed}.json")
+        paths[-1].write_text(json.dumps(record))
+    args = ["--runs", *map(str, paths), "--keep-by", "class_kl", "--restarts", "2"]
+    _, rows, notes = example.main(example.make_parser().parse_args(args)).split("\n\n")
+    kept = [2 * g + int(class_kl[2 * g + 1] > class_kl[2 * g]) for g in range(3)]  # a loop over the pairs
+    for line, seed in zip(rows.splitlines()[2:], kept, strict=True):
+        assert line.startswith(f"| HFVAE (beta=16) | {2 * (seed // 2)}, {2 * (seed // 2) + 1} | {seed} "
+                               f"| {class_kl[seed]:.3f} | {accuracy[seed]:.3f} | {accuracy[seed] - 0.01:.3f} |")
+    ranks = [np.argsort(np.argsort(v)) for v in (class_kl, accuracy)]
+    rho = np.corrcoef(*ranks)[0, 1]
+    held_out = accuracy[kept] - 0.01
+    assert notes.splitlines() == [
+        f"HFVAE (beta=16): kept runs' held-out cluster accuracy {np.mean(held_out):.3f} +- "
+        f"{np.std(held_out, ddof=1):.3f}, median {np.median(held_out):.3f}; Spearman correlation of the class KL "
+        f"with the training accuracy over 6 runs: {rho:.2f}",
+        "beta-VAE (beta=4): no class KL in its result files"]
