@@ -81,7 +81,10 @@ KEEP_BY = {
 
 
 def restart_groups(rows: list[dict], group_size: int | None) -> list[list[dict]]:
-    """``rows`` (one model's runs) in seed order, split into consecutive groups of ``group_size`` (all: None)."""
+    """
+    ``rows`` (one model's runs) in seed order, split into consecutive groups of ``group_size`` (all:
+    None); a last group with fewer runs is left out, so that every kept run had as many rivals.
+    """
     rows = sorted(rows, key=lambda r: r["settings"]["seed"])
     size = group_size or len(rows)
     return [rows[i:i + size] for i in range(0, len(rows) - size + 1, size)]
