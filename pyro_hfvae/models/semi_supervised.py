@@ -273,15 +273,33 @@ class SemiSupervisedHFVAE(nn.Module):
             with group("style"):
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
+    def posterior(self, x: torch.Tensor) -> dict[str, torch.distributions.Distribution]:
+        r"""
+        The guide's distributions at the point estimate of the class: the Concrete
+        :math:`q(y \mid x)` and the style's Normal :math:`q(z \mid x, \bar y)` at the class
+        probabilities :math:`\bar y` (what :meth:`encode` uses). The style's exact posterior,
+        :math:`\int q(z \mid x, y)\, q(y \mid x)\, dy`, is a mixture; this one component stands
+        in for it where a factorised posterior is needed (the information metrics).
+
+        :returns: ``{"y": Concrete, "z": Normal}`` (batch first).
+        :rtype: dict
+        """
+        self._check(x, None, None)
+        h = self.encoder(x)
+        logits = self.class_head(h)
+        loc, scale = self._style(h, logits.softmax(-1))
+        return {
+            "y": dist.RelaxedOneHotCategorical(self.temperature, logits=logits),
+            "z": dist.Normal(loc, scale).to_event(1),
+        }
+
     def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """
         :returns: the class probabilities ``"y"`` and the style mean ``"z"`` at them.
         :rtype: dict
         """
-        self._check(x, None, None)
-        h = self.encoder(x)
-        probs = self.class_head(h).softmax(-1)
-        return {"y": probs, "z": self._style(h, probs)[0]}
+        posterior = self.posterior(x)
+        return {"y": posterior["y"].probs, "z": posterior["z"].mean}
 
     def decode(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """

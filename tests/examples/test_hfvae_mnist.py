@@ -145,3 +145,30 @@ def test_style_warm_up_trains_with_the_style_rate_weighted_then_with_the_hfvae_l
     assert losses[0].read_betas() == {"z": 64.0} and losses[0].default_beta == 1.0
     assert losses[0].concrete_scoring == args.concrete_scoring == "argmax"
     assert (losses[-1].alpha, losses[-1].beta, losses[-1].gamma) == (args.alpha, args.beta, args.gamma)
+
+
+def test_contingency_table_counts_every_pair(example):
+    rng = np.random.RandomState(3)
+    labels, clusters = rng.randint(5, size=80), rng.randint(5, size=80)
+    expected = [[sum(1 for a, b in zip(labels, clusters) if (a, b) == (i, j)) for j in range(5)] for i in range(5)]
+    assert example.contingency_table(labels, clusters, 5).tolist() == expected
+
+
+@pytest.mark.parametrize("guide, network", [("factorised", "ConvHFVAE"), ("structured", "SemiSupervisedHFVAE")])
+def test_structured_guide_conditions_the_style_on_the_class(example, tmp_path, guide, network):
+    flags = TINY + ["--data", str(tmp_path / "absent"), "--models", "hfvae", "--guide", guide]
+    args = parse(example, flags)
+    vae = example.hfvae_network((1, 8, 8), args)
+    assert type(vae).__name__ == network
+    x = torch.rand(4, 1, 8, 8).round()
+    trace = pyro.poutine.trace(vae.guide).get_trace(x, torch.arange(4), 200)
+    # The style's location moves with the class sample only under the structured guide.
+    y_other = torch.eye(10)[[1, 2, 3, 4]]
+    replayed = pyro.poutine.trace(pyro.poutine.condition(vae.guide, data={"y": y_other})).get_trace(
+        x, torch.arange(4), 200)
+    moved = not torch.allclose(trace.nodes["z"]["fn"].base_dist.loc, replayed.nodes["z"]["fn"].base_dist.loc)
+    assert moved == (guide == "structured")
+    (_, result), = example.main(args).items()
+    assert result["clusters_used"] == sum(size > 0.01 for size in result["cluster_sizes"])
+    assert sum(result["cluster_sizes"]) == pytest.approx(1.0) and sum(result["class_marginal"]) == pytest.approx(1.0)
+    assert sum(map(sum, result["contingency"])) == 200

@@ -56,3 +56,22 @@ def test_labelled_items_count_and_determinism(fraction, num_items, expected):
 def test_label_unit_error():
     with pytest.raises(ValueError, match="expected label_unit 'batch' or 'item' but got 'items'"):
         SemiSupervisedHFVAE(label_unit="items")
+
+
+def test_posterior_is_the_guide_at_the_class_probabilities():
+    vae = _vae()
+    x = torch.rand((6,) + SHAPE).round()
+    probs = torch.tensor([[0.7, 0.1, 0.1, 0.1]]).expand(6, 4)
+    with torch.no_grad():
+        vae.class_head.weight.zero_()
+        vae.class_head.bias.copy_(probs[0].log())
+    posterior = vae.posterior(x)
+    assert torch.allclose(posterior["y"].probs, probs)
+    # The guide's style at y = the class probabilities, computed by hand from the layers.
+    with torch.no_grad():
+        h = torch.relu(vae.encoder[1](x.flatten(1)))
+        loc, log_scale = vae.style_head(torch.cat([h, probs], -1)).split(3, -1)
+    assert torch.allclose(posterior["z"].mean, loc)
+    assert torch.allclose(posterior["z"].stddev, log_scale.exp())
+    codes = vae.encode(x)
+    assert torch.equal(codes["y"], posterior["y"].probs) and torch.equal(codes["z"], posterior["z"].mean)
