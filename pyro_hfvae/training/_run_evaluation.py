@@ -122,17 +122,19 @@ def _hold_out_summary(dataset, model, model_kwargs: Mapping[str, Any], device: t
     """
     How the model does on the held-out factor combinations against held-in items that share
     part of them (``dataset.held_out_neighbour_indices()``): per group of at most ``num_items``
-    items (a fixed random choice), the mean ELBO per item (one-sample
-    :class:`~pyro.infer.Trace_ELBO`) and the mean squared error of the reconstruction, summed
-    over an item's pixels. ``None`` without a hold-out.
+    items (a fixed random choice), the mean ELBO per item (one sample; :class:`~pyro_hfvae.HITLoss`
+    with every weight 1, which is :class:`~pyro.infer.Trace_ELBO`'s value but scores a Concrete at
+    its sample's exact logarithm, where ``Trace_ELBO``'s relaxed density of a confident posterior's
+    underflowed sample is NaN) and the mean squared error of the reconstruction, summed over an
+    item's pixels. ``None`` without a hold-out.
     """
-    from pyro.infer import Trace_ELBO
+    from pyro_hfvae.infer.hit import HITLoss
 
     held_out = dataset.held_out_indices() if hasattr(dataset, "held_out_indices") else ()
     if not len(held_out):
         return None
     random_state = np.random.RandomState(seed)
-    elbo_loss = Trace_ELBO()
+    elbo_loss = HITLoss(analytic_kl=False)
     summary = {}
     for name, indices in (("held_out", held_out), ("held_in_neighbours", dataset.held_out_neighbour_indices())):
         chosen = np.sort(random_state.choice(indices, min(num_items, len(indices)), replace=False))
