@@ -9,6 +9,7 @@ Tables and figures from the result files of ``examples/hfvae_mnist.py --json``, 
   and the figure of I(label; z_d) per dimension (the paper's Fig. 5, right); then the run a user
   without labels would keep, by ``--keep-by`` (the highest training ELBO, or the class group's
   dimension-wise KL), from all of a model's seeds or from groups of ``--restarts`` consecutive seeds.
+  With ``--paired``, every model against the first one read, seed by seed on their shared seeds.
 - ``--screen``: result files of single runs of varied settings, one row each.
 - ``--sweep``: result files of a sweep over beta and gamma (the paper's Fig. 6); per setting, the
   mutual information I(x; {z, c}) against the total correlation TC({z, c}) of the code, and the label's
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from _flags import mean_sd  # examples/_flags.py
-from scipy.stats import spearmanr
+from scipy.stats import spearmanr, ttest_rel, wilcoxon
 
 from pyro_hfvae.util import atomic_file
 
@@ -122,6 +123,29 @@ def kept_restarts_table(records: list[dict], keep_by: str = "elbo", group_size: 
                          f"{np.median(held_out):.3f}; Spearman correlation of the {column} with the training "
                          f"accuracy over {len(rows)} runs: {rho:.2f}")
     return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def paired_table(records: list[dict]) -> str:
+    """
+    Every model against the first one read (files in sorted order), seed by seed on the seeds both have: the held-out
+    cluster accuracy's differences (this model - the first), their mean +- sd, the paired t test's
+    and the Wilcoxon signed-rank test's two-sided p, and how many seeds went up.
+    """
+    names = list(dict.fromkeys(r["name"] for r in records))
+    lines = ["| model | against | seeds | difference per seed (held out) | mean +- sd | paired t p | Wilcoxon p "
+             "| seeds up |", "|---|---|---|---|---|---|---|---|"]
+    accuracy = {(r["name"], r["settings"]["seed"]): r["held_out_cluster_accuracy"] for r in records}
+    for name in names[1:]:
+        seeds = sorted(seed for other, seed in accuracy if other == name and (names[0], seed) in accuracy)
+        if len(seeds) < 2:
+            continue
+        new, old = (np.array([accuracy[model, seed] for seed in seeds]) for model in (name, names[0]))
+        difference = new - old
+        lines.append(f"| {name} | {names[0]} | {', '.join(map(str, seeds))} "
+                     f"| {', '.join(f'{d:+.3f}' for d in difference)} | {mean_sd(difference)} "
+                     f"| {ttest_rel(new, old).pvalue:.3f} | {wilcoxon(new, old).pvalue:.3f} "
+                     f"| {int((difference > 0).sum())} of {len(seeds)} |")
+    return "\n".join(lines)
 
 
 #: The settings of examples/hfvae_mnist.py a screen varies, with the script's defaults.
@@ -250,6 +274,8 @@ def main(args: argparse.Namespace) -> str:
     if args.runs:
         records = read(args.runs)
         parts += [runs_table(records), kept_restarts_table(records, args.keep_by, args.restarts)]
+        if args.paired:
+            parts.append(paired_table(records))
         if out_dir is not None:
             plot_label_information(records, out_dir / "label_information.png")
     if args.screen:
@@ -273,6 +299,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help="the label-free criterion that keeps one of several restarts (with --runs)")
     parser.add_argument("--restarts", type=int, default=None,
                         help="restarts per group, consecutive seeds (default: every seed of a model is one group)")
+    parser.add_argument("--paired", action="store_true",
+                        help="with --runs: every model against the first, seed by seed (paired t and Wilcoxon)")
     parser.add_argument("--out-dir", default=None, help="where to write the figures")
     return parser
 

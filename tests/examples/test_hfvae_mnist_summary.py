@@ -82,3 +82,26 @@ def test_restarts_kept_by_the_class_kl(example, tmp_path):
         f"{np.std(held_out, ddof=1):.3f}, median {np.median(held_out):.3f}; Spearman correlation of the class KL "
         f"with the training accuracy over 6 runs: {rho:.2f}",
         "beta-VAE (beta=4): no class KL in its result files"]
+
+
+def test_paired_table_against_the_first_model(example, tmp_path):
+    first = {0: 0.50, 1: 0.60, 2: 0.55, 3: 0.70}
+    second = {1: 0.65, 2: 0.52, 3: 0.80, 4: 0.90}  # seed 4 has no partner
+    paths = []
+    for tag, accuracies, guide in (("a", first, "factorised"), ("b", second, "structured")):
+        for seed, accuracy in accuracies.items():
+            record = _result(seed, 16.0, 3.0, accuracy + 0.01, 6.0, 0.0, 0.0, 0.1)
+            record["settings"]["guide"] = guide
+            path = tmp_path / f"{tag}{seed}.json"
+            path.write_text(json.dumps(record))
+            paths.append(str(path))
+    text = example.main(example.make_parser().parse_args(["--runs", *paths, "--paired"]))
+    row = text.split("\n\n")[-1].splitlines()[2]
+    difference = np.array([0.65 - 0.60, 0.52 - 0.55, 0.80 - 0.70])
+    t = difference.mean() / (difference.std(ddof=1) / np.sqrt(3))
+    # Two-sided p of Student's t with 2 degrees of freedom, in closed form: 1 - t / sqrt(2 + t^2).
+    p = 1.0 - abs(t) / np.sqrt(2.0 + t * t)
+    assert row.startswith("| HFVAE (beta=16), style given class | HFVAE (beta=16) | 1, 2, 3 | +0.050, -0.030, +0.100 |")
+    assert f"| {p:.3f} |" in row
+    # Wilcoxon, exact for 3 pairs: W = min(W+, W-) = 1 (the -0.03 has rank 1), P(W <= 1) = 2 * 2/8.
+    assert row.endswith("| 0.500 | 2 of 3 |")
