@@ -251,9 +251,6 @@ def evaluate(vae: Network, images: torch.Tensor, labels: np.ndarray, args: argpa
         probs = codes["y"].cpu().numpy()
         clusters = probs.argmax(1)
         result["info_y"] = float(information.variables["y"])
-        sizes = np.bincount(clusters, minlength=vae.num_classes) / len(clusters)
-        result["clusters_used"] = int((sizes > 0.01).sum())
-        result["cluster_sizes"] = sizes.tolist()
         result["class_marginal"] = probs.mean(0).tolist()  # the average q(y | x) over the training digits
         result["label_info_soft"] = soft_label_information(labels, probs)
         style_clusters = KMeans(10, n_init=10, random_state=args.seed).fit_predict(means)
@@ -266,7 +263,12 @@ def evaluate(vae: Network, images: torch.Tensor, labels: np.ndarray, args: argpa
     result["cluster_accuracy"], matched = cluster_accuracy(labels, clusters, 10)
     result["label_info"] = float(mutual_info_score(labels, clusters))
     # digits (rows) against clusters (columns) on the training digits: which digits share a cluster
-    result["contingency"] = contingency_table(labels, clusters, 10).tolist()
+    contingency = contingency_table(labels, clusters, 10)
+    result["contingency"] = contingency.tolist()
+    if vae.num_classes:
+        sizes = contingency.sum(0) / len(clusters)
+        result["clusters_used"] = int((sizes > 0.01).sum())
+        result["cluster_sizes"] = sizes.tolist()
     result["label_gap"] = label_gap(result["label_info"], result["label_info_z"]) if vae.num_classes else None
     if held_out is not None:
         with torch.no_grad():

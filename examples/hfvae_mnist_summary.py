@@ -42,11 +42,12 @@ def read(paths: list[str]) -> list[dict]:
         record = json.loads(Path(path).read_text())
         settings = record["settings"]
         for name, result in record["models"].items():
-            if result.get("kind") == "hfvae" and settings.get("guide", "factorised") == "structured":
-                name += ", style given class"
-            if result.get("kind") == "hfvae" and settings.get("style_warmup_epochs", 0) > 0:
-                name += (f" + style warm-up ({settings['style_warmup_epochs']} epochs, "
-                         f"style rate x {settings['style_warmup_beta']:g})")
+            if result.get("kind") == "hfvae":
+                if settings.get("guide", "factorised") == "structured":
+                    name += ", style given class"
+                if settings.get("style_warmup_epochs", 0) > 0:
+                    name += (f" + style warm-up ({settings['style_warmup_epochs']} epochs, "
+                             f"style rate x {settings['style_warmup_beta']:g})")
             records.append({"name": name, "path": str(path), "settings": settings, **result})
     return records
 
@@ -127,9 +128,9 @@ def kept_restarts_table(records: list[dict], keep_by: str = "elbo", group_size: 
 
 def paired_table(records: list[dict]) -> str:
     """
-    Every model against the first one read (files in sorted order), seed by seed on the seeds both have: the held-out
-    cluster accuracy's differences (this model - the first), their mean +- sd, the paired t test's
-    and the Wilcoxon signed-rank test's two-sided p, and how many seeds went up.
+    Every model against the first one read (files in sorted order), seed by seed on the seeds both
+    have: the held-out cluster accuracy's differences (this model - the first), their mean +- sd, the
+    paired t test's and the Wilcoxon signed-rank test's two-sided p, and how many seeds went up.
     """
     names = list(dict.fromkeys(r["name"] for r in records))
     lines = ["| model | against | seeds | difference per seed (held out) | mean +- sd | paired t p | Wilcoxon p "

@@ -1,6 +1,8 @@
 import json
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -113,7 +115,6 @@ def test_neighbours_share_part_of_the_held_out_combination(shapes3d_config):
 
 
 def test_evaluation_reports_the_held_out_combinations(shapes3d_config, tmp_path):
-    import pyro
     from pyro.infer import Trace_ELBO
 
     from pyro_hfvae.training._run_evaluation import _hold_out_summary
@@ -162,9 +163,6 @@ class _ConfidentConcrete:
     weights = torch.tensor([[1.0, -1.0], [0.5, 2.0], [-1.5, 0.0]])
 
     def model(self, x):
-        import pyro
-        import pyro.distributions as dist
-
         with pyro.plate("data", len(x)):
             y = pyro.sample("y", dist.RelaxedOneHotCategorical(torch.tensor(0.5), logits=torch.zeros(3)))
             pyro.sample("x", dist.Normal(y @ self.weights, 1.0).to_event(1), obs=x)
@@ -173,9 +171,6 @@ class _ConfidentConcrete:
         return torch.tensor([0.0, 90.0, 0.0]) + x.sum(-1, keepdim=True)
 
     def guide(self, x):
-        import pyro
-        import pyro.distributions as dist
-
         with pyro.plate("data", len(x)):
             pyro.sample("y", dist.RelaxedOneHotCategorical(torch.tensor(0.5), logits=self.logits(x)))
 
@@ -198,7 +193,6 @@ class _Items:
 
 
 def test_hold_out_elbo_of_a_confident_concrete_is_exact_where_trace_elbo_is_nan():
-    import pyro
     from pyro.infer import Trace_ELBO
     from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
