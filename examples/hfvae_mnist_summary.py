@@ -10,7 +10,7 @@ Tables and figures from the result files of ``examples/hfvae_mnist.py --json``, 
   without labels would keep, by ``--keep-by`` (the highest training ELBO, or the class group's
   dimension-wise KL), from all of a model's seeds or from groups of ``--restarts`` consecutive seeds.
   With ``--paired``, every model against the first one read, seed by seed on their shared seeds.
-- ``--screen``: result files of single runs of varied settings, one row each.
+- ``--screen``: result files of runs of varied settings, one row per setting (mean +- sd over its seeds).
 - ``--sweep``: result files of a sweep over beta and gamma (the paper's Fig. 6); per setting, the
   mutual information I(x; {z, c}) against the total correlation TC({z, c}) of the code, and the label's
   information gap between the Concrete and the best continuous dimension, as a table and a figure.
@@ -48,6 +48,8 @@ def read(paths: list[str]) -> list[dict]:
                 if settings.get("style_warmup_epochs", 0) > 0:
                     name += (f" + style warm-up ({settings['style_warmup_epochs']} epochs, "
                              f"style rate x {settings['style_warmup_beta']:g})")
+            if settings.get("architecture", "mlp") == "conv":
+                name += f", conv {'-'.join(map(str, settings['channels']))}"
             records.append({"name": name, "path": str(path), "settings": settings, **result})
     return records
 
@@ -150,8 +152,9 @@ def paired_table(records: list[dict]) -> str:
 
 
 #: The settings of examples/hfvae_mnist.py a screen varies, with the script's defaults.
-SCREENED = {"beta": 16.0, "gamma": 3.0, "concrete_scoring": "argmax", "style_dim": 10, "temperature": 0.66, "lr": 1e-3,
-            "style_warmup_epochs": 0, "guide": "factorised"}
+SCREENED = {"alpha": 1.0, "beta": 16.0, "gamma": 3.0, "concrete_scoring": "argmax", "style_dim": 10,
+            "temperature": 0.66, "lr": 1e-3, "style_warmup_epochs": 0, "guide": "factorised", "architecture": "mlp",
+            "hidden_dim": 400, "batch_size": 128}
 
 
 def changed_settings(settings: dict) -> str:
@@ -162,17 +165,35 @@ def changed_settings(settings: dict) -> str:
     return ", ".join(changed)
 
 
+def screen_name(record: dict) -> str:
+    """A screen row's name: the file's stem without a trailing seed (``base_s3`` -> ``base``)."""
+    if record["kind"] != "hfvae":
+        return "beta-VAE (beta=4)"
+    stem = re.sub(rf"_?s(eed)?{record['settings'].get('seed')}$", "", Path(record["path"]).stem)
+    return f"HFVAE {stem}"
+
+
 def screen_table(records: list[dict]) -> str:
-    """One row per run: the screened settings it changes, its label recovery, pruning and ELBO."""
+    """
+    One row per screened setting: the settings it changes, its label recovery, pruning and ELBO,
+    mean +- sd over the seeds of that setting (files with the same name once their seed is removed).
+    """
     lines = ["| run | changed settings | cluster accuracy (train) | cluster accuracy (held out) | I(label; clusters) "
-             "| clusters used | pruned dims | ELBO |", "|---|---|---|---|---|---|---|---|"]
+             "| clusters used | pruned dims | ELBO | seeds |", "|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
-        changed = changed_settings(r["settings"])
-        name = "beta-VAE (beta=4)" if r["kind"] != "hfvae" else f"HFVAE {Path(r['path']).stem}"
-        lines.append(f"| {name} | {changed if r['kind'] == 'hfvae' and changed else '-'} "
-                     f"| {r['cluster_accuracy']:.3f} | {r['held_out_cluster_accuracy']:.3f} | {r['label_info']:.3f} "
-                     f"| {r.get('clusters_used') or '-'} | {sum(v < PRUNED for v in r['info_z'])} of "
-                     f"{len(r['info_z'])} | {r['decomposition']['elbo']:.1f} |")
+        changed = changed_settings(r["settings"]) if r["kind"] == "hfvae" else ""
+        groups.setdefault((screen_name(r), changed or "-"), []).append(r)
+    for (name, changed), rows in groups.items():
+        columns = [[r["cluster_accuracy"] for r in rows], [r["held_out_cluster_accuracy"] for r in rows],
+                   [r["label_info"] for r in rows]]
+        used = [r.get("clusters_used") for r in rows]
+        pruned = [sum(v < PRUNED for v in r["info_z"]) for r in rows]
+        lines.append(f"| {name} | {changed} | " + " | ".join(mean_sd(c) for c in columns)
+                     + f" | {', '.join(map(str, used)) if all(used) else '-'} "
+                     f"| {', '.join(map(str, pruned))} of {len(rows[0]['info_z'])} "
+                     f"| {mean_sd([r['decomposition']['elbo'] for r in rows], digits=1)} "
+                     f"| {', '.join(str(r['settings'].get('seed', '-')) for r in rows)} |")
     return "\n".join(lines)
 
 
@@ -295,7 +316,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="*", default=[], help="result files of repeated runs of one setting")
     parser.add_argument("--sweep", nargs="*", default=[], help="result files of a sweep over beta and gamma")
-    parser.add_argument("--screen", nargs="*", default=[], help="result files of single runs, one row each")
+    parser.add_argument("--screen", nargs="*", default=[], help="result files of a screen, one row per setting")
     parser.add_argument("--keep-by", choices=tuple(KEEP_BY), default="elbo",
                         help="the label-free criterion that keeps one of several restarts (with --runs)")
     parser.add_argument("--restarts", type=int, default=None,

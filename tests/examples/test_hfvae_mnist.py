@@ -172,3 +172,23 @@ def test_structured_guide_conditions_the_style_on_the_class(example, tmp_path, g
     assert result["clusters_used"] == sum(size > 0.01 for size in result["cluster_sizes"])
     assert sum(result["cluster_sizes"]) == pytest.approx(1.0) and sum(result["class_marginal"]) == pytest.approx(1.0)
     assert sum(map(sum, result["contingency"])) == 200
+
+
+def test_conv_architecture_builds_both_models_convolutional(example, tmp_path):
+    flags = TINY + ["--data", str(tmp_path / "absent"), "--architecture", "conv", "--channels", "4", "8"]
+    args = parse(example, flags)
+    hfvae = example.hfvae_network((1, 8, 8), args)
+    baseline = example.image_network((1, 8, 8), 0, 20, args)
+    for vae in (hfvae, baseline):
+        convolutions = [m for m in vae.encoder_trunk.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert [m.out_channels for m in convolutions] == [4, 8]
+    assert hfvae.encode(torch.rand(3, 1, 8, 8))["y"].shape == (3, 10)
+    results = example.main(args)
+    assert len(results) == 2
+    _check_results(results)
+
+
+def test_structured_guide_rejects_the_conv_architecture(example, tmp_path):
+    args = parse(example, TINY + ["--guide", "structured", "--architecture", "conv"])
+    with pytest.raises(ValueError, match="expected --architecture mlp"):
+        example.hfvae_network((1, 8, 8), args)

@@ -46,6 +46,23 @@ def test_screen_table_names_the_changed_settings(example, tmp_path):
     assert row.startswith("| HFVAE relaxed | concrete_scoring=relaxed | 0.400 | 0.390 | 1.000 | - | 1 of 3 |")
 
 
+def test_screen_pools_the_seeds_of_a_setting(example, tmp_path):
+    paths = []
+    for seed, temperature, accuracy in [(1, 0.66, 0.5), (2, 0.66, 0.6), (1, 1.0, 0.4)]:
+        record = _result(seed, 16.0, 3.0, accuracy, 6.0, 0.0, 0.0, 0.1)
+        record["settings"].update(temperature=temperature)
+        name = "base" if temperature == 0.66 else "t1"
+        path = tmp_path / f"{name}_s{seed}.json"
+        path.write_text(json.dumps(record))
+        paths.append(str(path))
+    rows = example.main(example.make_parser().parse_args(["--screen", *paths])).splitlines()[2:]
+    assert len(rows) == 2
+    pooled = f"{np.mean([0.5, 0.6]):.3f} +- {np.std([0.5, 0.6], ddof=1):.3f}"
+    assert rows[0].startswith(f"| HFVAE base | - | {pooled} |")
+    assert rows[0].endswith("| 1, 1 of 3 | -100.0 +- 0.0 | 1, 2 |")
+    assert rows[1].startswith("| HFVAE t1 | temperature=1.0 | 0.400 | 0.390 |") and rows[1].endswith("| 1 |")
+
+
 def test_a_style_warm_up_names_its_rows(example, tmp_path):
     record = _result(0, 16.0, 3.0, 0.6, 6.0, 0.0, 0.0, 0.1)
     record["settings"].update(style_warmup_epochs=5, style_warmup_beta=64.0)
@@ -55,6 +72,17 @@ def test_a_style_warm_up_names_its_rows(example, tmp_path):
     runs_row, screen_row = text.split("\n\n")[0].splitlines()[2], text.split("\n\n")[2].splitlines()[2]
     assert runs_row.startswith("| HFVAE (beta=16) + style warm-up (5 epochs, style rate x 64) | 0 |")
     assert screen_row.startswith("| HFVAE warmup | style_warmup_epochs=5, style_warmup_beta=64.0 | 0.600 |")
+
+
+def test_a_conv_network_names_its_rows(example, tmp_path):
+    record = _result(0, 16.0, 3.0, 0.6, 6.0, 0.0, 0.0, 0.1)
+    record["settings"].update(architecture="conv", channels=[16, 32], hidden_dim=256)
+    path = tmp_path / "conv.json"
+    path.write_text(json.dumps(record))
+    text = example.main(example.make_parser().parse_args(["--screen", str(path), "--runs", str(path)]))
+    runs_row, screen_row = text.split("\n\n")[0].splitlines()[2], text.split("\n\n")[2].splitlines()[2]
+    assert runs_row.startswith("| HFVAE (beta=16), conv 16-32 | 0 |")
+    assert screen_row.startswith("| HFVAE conv | architecture=conv, hidden_dim=256 | 0.600 |")
 
 
 def test_restarts_kept_by_the_class_kl(example, tmp_path):
