@@ -63,26 +63,22 @@ def test_screen_pools_the_seeds_of_a_setting(example, tmp_path):
     assert rows[1].startswith("| HFVAE t1 | temperature=1.0 | 0.400 | 0.390 |") and rows[1].endswith("| 1 |")
 
 
-def test_a_style_warm_up_names_its_rows(example, tmp_path):
+@pytest.mark.parametrize("stem, settings, runs_name, screen_start", [
+    ("warmup", {"style_warmup_epochs": 5, "style_warmup_beta": 64.0},
+     "HFVAE (beta=16) + style warm-up (5 epochs, style rate x 64)",
+     "HFVAE warmup | style_warmup_epochs=5, style_warmup_beta=64.0"),
+    ("conv", {"architecture": "conv", "channels": [16, 32], "hidden_dim": 256},
+     "HFVAE (beta=16), conv 16-32", "HFVAE conv | architecture=conv, hidden_dim=256"),
+])
+def test_a_changed_network_or_schedule_names_its_rows(example, tmp_path, stem, settings, runs_name, screen_start):
     record = _result(0, 16.0, 3.0, 0.6, 6.0, 0.0, 0.0, 0.1)
-    record["settings"].update(style_warmup_epochs=5, style_warmup_beta=64.0)
-    path = tmp_path / "warmup.json"
+    record["settings"].update(settings)
+    path = tmp_path / f"{stem}.json"
     path.write_text(json.dumps(record))
     text = example.main(example.make_parser().parse_args(["--screen", str(path), "--runs", str(path)]))
     runs_row, screen_row = text.split("\n\n")[0].splitlines()[2], text.split("\n\n")[2].splitlines()[2]
-    assert runs_row.startswith("| HFVAE (beta=16) + style warm-up (5 epochs, style rate x 64) | 0 |")
-    assert screen_row.startswith("| HFVAE warmup | style_warmup_epochs=5, style_warmup_beta=64.0 | 0.600 |")
-
-
-def test_a_conv_network_names_its_rows(example, tmp_path):
-    record = _result(0, 16.0, 3.0, 0.6, 6.0, 0.0, 0.0, 0.1)
-    record["settings"].update(architecture="conv", channels=[16, 32], hidden_dim=256)
-    path = tmp_path / "conv.json"
-    path.write_text(json.dumps(record))
-    text = example.main(example.make_parser().parse_args(["--screen", str(path), "--runs", str(path)]))
-    runs_row, screen_row = text.split("\n\n")[0].splitlines()[2], text.split("\n\n")[2].splitlines()[2]
-    assert runs_row.startswith("| HFVAE (beta=16), conv 16-32 | 0 |")
-    assert screen_row.startswith("| HFVAE conv | architecture=conv, hidden_dim=256 | 0.600 |")
+    assert runs_row.startswith(f"| {runs_name} | 0 |")
+    assert screen_row.startswith(f"| {screen_start} | 0.600 |")
 
 
 def test_restarts_kept_by_the_class_kl(example, tmp_path):
