@@ -363,9 +363,9 @@ def _fmt(value) -> str:
 
 def hfvae_network(image_shape: tuple[int, int, int], args: argparse.Namespace) -> Network:
     """
-    The HFVAE of ``--guide``: ``factorised``, q(y | x) q(z | x) (:class:`ConvHFVAE`'s MLP), or
-    ``structured``, q(y | x) q(z | x, y) (probtorch's network, :class:`SemiSupervisedHFVAE` without
-    labels); both decode (y, z) through hidden_dim / 2 and hidden_dim units.
+    The HFVAE of ``--guide``: ``factorised``, q(y | x) q(z | x) (:func:`image_network`, the MLP or the
+    conv network of ``--architecture``), or ``structured``, q(y | x) q(z | x, y) (probtorch's MLP,
+    :class:`SemiSupervisedHFVAE` without labels).
     """
     if args.guide == "structured":
         if args.architecture != "mlp":
