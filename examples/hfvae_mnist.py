@@ -256,6 +256,8 @@ def evaluate(vae: Network, images: torch.Tensor, labels: np.ndarray, args: argpa
         clusters = probs.argmax(1)
         result["info_y"] = float(information.variables["y"])
         result["class_marginal"] = probs.mean(0).tolist()  # the average q(y | x) over the training digits
+        if getattr(vae, "class_prior_logits", None) is not None:
+            result["class_prior"] = vae.class_prior_logits.detach().softmax(-1).tolist()
         result["label_info_soft"] = soft_label_information(labels, probs)
         style_clusters = KMeans(10, n_init=10, random_state=args.seed).fit_predict(means)
         result["style_kmeans_accuracy"], _ = cluster_accuracy(labels, style_clusters, 10)
@@ -368,22 +370,26 @@ def hfvae_network(image_shape: tuple[int, int, int], args: argparse.Namespace) -
     :class:`SemiSupervisedHFVAE` without labels).
     """
     if args.guide == "structured":
+        if args.learn_class_prior:
+            raise ValueError("expected --guide factorised with --learn-class-prior but got structured; "
+                             "only the factorised network has a learned class prior")
         if args.architecture != "mlp":
             raise ValueError(f"expected --architecture mlp with --guide structured but got {args.architecture}; "
                              "the reference's structured network is an MLP")
         return SemiSupervisedHFVAE(image_shape, 10, args.style_dim, args.temperature, hidden_dim=args.hidden_dim,
                                    style_hidden_dim=args.hidden_dim // 2, label_fraction=0.0)
-    return image_network(image_shape, 10, args.style_dim, args)
+    return image_network(image_shape, 10, args.style_dim, args, learn_class_prior=args.learn_class_prior)
 
 
 def image_network(image_shape: tuple[int, int, int], num_classes: int, style_dim: int,
-                  args: argparse.Namespace) -> ConvHFVAE:
+                  args: argparse.Namespace, learn_class_prior: bool = False) -> ConvHFVAE:
     """
     :class:`ConvHFVAE` with the encoder and decoder of ``--architecture``: the paper's MLP, or two
-    4x4 stride-2 convolutions of ``--channels`` (28 -> 14 -> 7) under a dense layer of ``--hidden-dim``.
+    4x4 stride-2 convolutions of ``--channels`` (28 -> 14 -> 7) under a dense layer of ``--hidden-dim``;
+    with ``learn_class_prior``, a learned class prior.
     """
     return ConvHFVAE(image_shape, num_classes, style_dim, args.temperature, architecture=args.architecture,
-                     hidden_dim=args.hidden_dim, channels=tuple(args.channels))
+                     hidden_dim=args.hidden_dim, channels=tuple(args.channels), learn_class_prior=learn_class_prior)
 
 
 def main(args: argparse.Namespace) -> dict[str, dict]:
@@ -461,6 +467,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help="how HFVAELoss scores the Concrete (relaxed density or argmax pmf)")
     parser.add_argument("--temperature", type=float, default=0.66, help="Concrete temperature")
     parser.add_argument("--style-dim", type=int, default=10)
+    parser.add_argument("--learn-class-prior", action="store_true",
+                        help="HFVAE: learn the Concrete prior's logits instead of the uniform prior")
     parser.add_argument("--guide", choices=("factorised", "structured"), default="factorised",
                         help="HFVAE: q(y|x) q(z|x), or q(y|x) q(z|x, y) as the reference's network")
     parser.add_argument("--style-warmup-epochs", type=int, default=0,

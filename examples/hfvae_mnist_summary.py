@@ -45,6 +45,8 @@ def read(paths: list[str]) -> list[dict]:
             if result.get("kind") == "hfvae":
                 if settings.get("guide", "factorised") == "structured":
                     name += ", style given class"
+                if settings.get("learn_class_prior", False):
+                    name += ", learned class prior"
                 if settings.get("style_warmup_epochs", 0) > 0:
                     name += (f" + style warm-up ({settings['style_warmup_epochs']} epochs, "
                              f"style rate x {settings['style_warmup_beta']:g})")
@@ -154,7 +156,7 @@ def paired_table(records: list[dict]) -> str:
 #: The settings of examples/hfvae_mnist.py a screen varies, with the script's defaults.
 SCREENED = {"alpha": 1.0, "beta": 16.0, "gamma": 3.0, "concrete_scoring": "argmax", "style_dim": 10,
             "temperature": 0.66, "lr": 1e-3, "style_warmup_epochs": 0, "guide": "factorised", "architecture": "mlp",
-            "hidden_dim": 400, "batch_size": 128}
+            "hidden_dim": 400, "batch_size": 128, "learn_class_prior": False}
 
 
 def changed_settings(settings: dict) -> str:

@@ -56,7 +56,9 @@ class ConvHFVAE(nn.Module):
     dSprites network of the benchmarks); ``"mlp"`` is a 400-unit MLP (the HFVAE
     paper's MNIST network). ``num_classes=0`` drops the Concrete group (a plain
     Normal VAE: beta-VAE and beta-TCVAE baselines); ``style_dim=0`` drops the
-    Normal one.
+    Normal one. ``learn_class_prior=True`` learns the Concrete prior's location,
+    :math:`\mathrm{Concrete}(y; \mathrm{softmax}(\eta), \lambda)` with :math:`\eta` a parameter
+    starting at the uniform prior's 0, so that the model may prefer some classes.
 
     :param tuple image_shape: ``(channels, height, width)``.
     :param int num_classes: categories of the Concrete variable ``y`` (0: none).
@@ -65,6 +67,7 @@ class ConvHFVAE(nn.Module):
     :param str architecture: ``"conv"`` or ``"mlp"`` (default: conv for 64x64, else mlp).
     :param int hidden_dim: width of the dense layers.
     :param tuple channels: channels of the convolutions (conv architecture).
+    :param bool learn_class_prior: learn the class prior's logits :math:`\eta` (default: uniform).
 
     Example::
 
@@ -88,6 +91,7 @@ class ConvHFVAE(nn.Module):
         architecture: str | None = None,
         hidden_dim: int = 256,
         channels: tuple[int, ...] = (32, 32, 64, 64),
+        learn_class_prior: bool = False,
     ) -> None:
         super().__init__()
         if len(image_shape) != 3:
@@ -100,6 +104,8 @@ class ConvHFVAE(nn.Module):
             raise ValueError("expected num_classes 0 or >= 2 but got 1; a one-category Concrete is constant")
         if temperature <= 0:
             raise ValueError(f"expected temperature > 0 but got {temperature}")
+        if learn_class_prior and not num_classes:
+            raise ValueError("expected num_classes >= 2 with learn_class_prior=True but got 0; there is no class prior")
         if architecture is None:
             architecture = "conv" if tuple(image_shape[1:]) == (64, 64) else "mlp"
         if architecture not in ("conv", "mlp"):
@@ -109,6 +115,8 @@ class ConvHFVAE(nn.Module):
         self.style_dim = style_dim
         self.architecture = architecture
         self.register_buffer("temperature", torch.tensor(float(temperature)))
+        # Only a learned prior gets a state entry, so checkpoints of uniform-prior models keep their keys.
+        self.class_prior_logits = nn.Parameter(torch.zeros(num_classes)) if learn_class_prior else None
         num_pixels = math.prod(image_shape)
         latent_dim = num_classes + style_dim
         if architecture == "conv":
@@ -199,6 +207,18 @@ class ConvHFVAE(nn.Module):
             )
         return self._logits(latents.get("y"), latents.get("z")).sigmoid()
 
+    def class_prior(self) -> dist.RelaxedOneHotCategorical:
+        """
+        :returns: the prior of ``y``: Concrete at uniform logits, or the learned ones.
+        :rtype: ~pyro.distributions.RelaxedOneHotCategorical
+        """
+        if self.num_classes == 0:
+            raise ValueError("expected a model with num_classes >= 2 but got 0; it has no class prior")
+        logits = self.class_prior_logits
+        if logits is None:
+            logits = self.temperature.new_zeros(self.num_classes)
+        return dist.RelaxedOneHotCategorical(self.temperature, logits=logits)
+
     def model(self, x: torch.Tensor, idx: torch.Tensor | None = None, dataset_size: int | None = None) -> None:
         """
         The generative model: a Pyro program with latent sites ``"y"`` and ``"z"``
@@ -212,8 +232,7 @@ class ConvHFVAE(nn.Module):
         y = z = None
         with data_plate(x, idx, dataset_size):
             if self.num_classes:
-                uniform = x.new_zeros(self.num_classes)
-                y = pyro.sample("y", dist.RelaxedOneHotCategorical(self.temperature, logits=uniform))
+                y = pyro.sample("y", self.class_prior())
             if self.style_dim:
                 z = pyro.sample("z", dist.Normal(x.new_zeros(self.style_dim), 1.0).to_event(1))
             logits = self._logits(y, z)
@@ -253,8 +272,7 @@ class ConvHFVAE(nn.Module):
         device = self.temperature.device
         y = z = None
         if self.num_classes:
-            uniform = torch.zeros(num_samples, self.num_classes, device=device)
-            y = dist.RelaxedOneHotCategorical(self.temperature, logits=uniform).sample()
+            y = self.class_prior().sample((num_samples,))
         if self.style_dim:
             z = torch.randn(num_samples, self.style_dim, device=device)
         return self._logits(y, z).sigmoid()

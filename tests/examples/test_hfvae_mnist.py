@@ -192,3 +192,18 @@ def test_structured_guide_rejects_the_conv_architecture(example, tmp_path):
     args = parse(example, TINY + ["--guide", "structured", "--architecture", "conv"])
     with pytest.raises(ValueError, match="expected --architecture mlp"):
         example.hfvae_network((1, 8, 8), args)
+
+
+def test_learned_class_prior_is_trained_and_recorded(example, tmp_path):
+    args = parse(example, TINY + ["--data", str(tmp_path / "absent"), "--models", "hfvae", "--learn-class-prior",
+                                  "--lr", "0.05"])
+    (_, result), = example.main(args).items()
+    assert len(result["class_prior"]) == 10 and sum(result["class_prior"]) == pytest.approx(1.0)
+    assert max(result["class_prior"]) > 0.1 + 1e-4  # moved away from uniform in three steps
+    assert example.image_network((1, 8, 8), 0, 20, args).class_prior_logits is None  # the baseline has no class
+
+
+def test_structured_guide_rejects_a_learned_class_prior(example):
+    args = parse(example, TINY + ["--guide", "structured", "--learn-class-prior"])
+    with pytest.raises(ValueError, match="expected --guide factorised with --learn-class-prior"):
+        example.hfvae_network((1, 8, 8), args)

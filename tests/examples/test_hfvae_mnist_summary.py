@@ -69,6 +69,8 @@ def test_screen_pools_the_seeds_of_a_setting(example, tmp_path):
      "HFVAE warmup | style_warmup_epochs=5, style_warmup_beta=64.0"),
     ("conv", {"architecture": "conv", "channels": [16, 32], "hidden_dim": 256},
      "HFVAE (beta=16), conv 16-32", "HFVAE conv | architecture=conv, hidden_dim=256"),
+    ("prior", {"learn_class_prior": True},
+     "HFVAE (beta=16), learned class prior", "HFVAE prior | learn_class_prior=True"),
 ])
 def test_a_changed_network_or_schedule_names_its_rows(example, tmp_path, stem, settings, runs_name, screen_start):
     record = _result(0, 16.0, 3.0, 0.6, 6.0, 0.0, 0.0, 0.1)
