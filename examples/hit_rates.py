@@ -31,7 +31,11 @@ The 5 x 5 grids in docs/hit_results.md are the defaults (about 8 minutes of CPU 
 
 ``--preset smoke`` runs in seconds; ``--preset paper`` is the paper's 21 x 21 scan (for a GPU:
 ``--device cuda``). The seeds are pooled with ``--from-csv runs/hit_rates*/hit_rates.csv
---out-dir runs/hit_rates_pooled``.
+--out-dir runs/hit_rates_pooled``. ``--chosen-on`` those CSVs trains only each use's best unequal and best
+beta-VAE setting on their mean, on new seeds or at a longer budget, and tests the difference on the new runs::
+
+    python examples/hit_rates.py --preset cpu --steps 10000 --seed 2 --out-dir runs/hit_confirm_s2 \
+        --chosen-on docs/_static/hit/hit_rates_9x9_top20_seed0.csv docs/_static/hit/hit_rates_9x9_top20_seed1.csv
 """
 
 import argparse
@@ -40,6 +44,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 import torch
 from _flags import add_preset_flag, parse_with_preset  # examples/_flags.py
 
@@ -141,6 +146,18 @@ def _value(grid: list[dict], setting: tuple, metric: str) -> float:
     return next(row[metric] for row in grid if _setting(row) == setting)
 
 
+def chosen_settings(grids: list[list[dict]], uses: dict[str, str]) -> dict[str, tuple[tuple, tuple]]:
+    """Per use, its best unequal setting and its best beta-VAE setting on the mean of ``grids``."""
+    mean = average_rate_grids(grids)
+    return {
+        use: (
+            _setting(best_row([row for row in mean if not is_diagonal(row)], metric)),
+            _setting(best_row([row for row in mean if is_diagonal(row)], metric)),
+        )
+        for use, metric in uses.items()
+    }
+
+
 def compare_over_seeds(grids: list[list[dict]], uses: dict[str, str]) -> str:
     """
     Markdown: per use, the best unequal setting against the best beta-VAE setting (both
@@ -148,29 +165,54 @@ def compare_over_seeds(grids: list[list[dict]], uses: dict[str, str]) -> str:
     choosing and judging on the same runs, the difference on the second half of the grids
     of the two settings chosen on the first half.
     """
-    mean = average_rate_grids(grids)
     half = len(grids) // 2
-    first, second = average_rate_grids(grids[:half]), average_rate_grids(grids[half:])
+    second = average_rate_grids(grids[half:])
+    on_all, on_first = chosen_settings(grids, uses), chosen_settings(grids[:half], uses)
     lines = [
         "| use | metric | best unequal betas | best beta-VAE betas | difference per grid | mean ± s.e. | "
         "grids won by the unequal setting | chosen on the first half, difference on the second |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for use, metric in uses.items():
-        unequal = _setting(best_row([row for row in mean if not is_diagonal(row)], metric))
-        diagonal = _setting(best_row([row for row in mean if is_diagonal(row)], metric))
+        unequal, diagonal = on_all[use]
         differences = np.array([_value(g, unequal, metric) - _value(g, diagonal, metric) for g in grids])
         spread = differences.std(ddof=1) / math.sqrt(len(grids)) if len(grids) > 1 else math.nan
-        chosen = (
-            _setting(best_row([row for row in first if not is_diagonal(row)], metric)),
-            _setting(best_row([row for row in first if is_diagonal(row)], metric)),
-        )
+        chosen = on_first[use]
         held_out = _value(second, chosen[0], metric) - _value(second, chosen[1], metric)
         lines.append(
             f"| {use} | {metric} | {_betas_of(unequal)} | {_betas_of(diagonal)} | "
             + ", ".join(f"{d:+.3g}" for d in differences)
             + f" | {differences.mean():+.3g} ± {spread:.2g} | {int((differences > 0).sum())}/{len(grids)} | "
             f"{_betas_of(chosen[0])} vs {_betas_of(chosen[1])}: {held_out:+.3g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def confirm_chosen(grids: list[list[dict]], uses: dict[str, str], chosen: dict[str, tuple[tuple, tuple]]) -> str:
+    """
+    Markdown: per use, the unequal setting minus the beta-VAE setting ``chosen`` on other grids
+    (:func:`chosen_settings` of ``--chosen-on``), grid by grid on ``grids``, with the two-sided
+    paired t-test of a zero mean difference. Choosing and testing on different seeds keeps the
+    test honest about having picked the best of many settings.
+    """
+    lines = [
+        "| use | metric | unequal betas | beta-VAE betas | difference per grid | mean ± sd | "
+        "grids won by the unequal setting | paired t p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for use, metric in uses.items():
+        unequal, diagonal = chosen[use]
+        differences = np.array([_value(g, unequal, metric) - _value(g, diagonal, metric) for g in grids])
+        if len(grids) > 1:
+            spread = differences.std(ddof=1)
+            p = scipy.stats.ttest_1samp(differences, 0.0).pvalue if spread > 0 else math.nan
+        else:
+            spread = p = math.nan
+        lines.append(
+            f"| {use} | {metric} | {_betas_of(unequal)} | {_betas_of(diagonal)} | "
+            + ", ".join(f"{d:+.3g}" for d in differences)
+            + f" | {differences.mean():+.3g} ± {spread:.2g} | {int((differences > 0).sum())}/{len(grids)} | "
+            f"{p:.2g} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -267,9 +309,12 @@ def plot(rows: list[dict], uses: dict[str, str], path: Path) -> None:
     plt.close(fig)
 
 
-def train_grid(args: argparse.Namespace, out_dir: Path) -> list[dict]:
+def train_grid(
+    args: argparse.Namespace, out_dir: Path, chosen: dict[str, tuple[tuple, tuple]] | None = None
+) -> list[dict]:
     """
-    Loads the data and trains the grid (see the module docstring). Each finished setting is saved to
+    Loads the data and trains the grid (see the module docstring), or only the settings ``chosen``
+    (:func:`chosen_settings`) where given. Each finished setting is saved to
     ``out_dir/hit_rates.partial.csv`` and skipped when the same command runs again: a setting's row
     does not depend on the others (each is seeded), so an interrupted grid resumes where it stopped.
     """
@@ -290,7 +335,11 @@ def train_grid(args: argparse.Namespace, out_dir: Path) -> list[dict]:
         ).to(args.device)
 
     site_names = make_model().site_names
-    settings = default_betas_grid(site_names, args.num_betas, (args.beta_min, args.beta_max))
+    if chosen is None:
+        settings = default_betas_grid(site_names, args.num_betas, (args.beta_min, args.beta_max))
+    else:
+        pairs = dict.fromkeys(setting for pair in chosen.values() for setting in pair)
+        settings = [dict(zip(site_names, setting, strict=True)) for setting in pairs]
     partial = out_dir / "hit_rates.partial.csv"
     done = {_key(_setting(row)): row for row in (read_rate_grid_csv(partial) if partial.exists() else [])}
     if done:
@@ -324,22 +373,31 @@ def _key(setting: tuple) -> tuple:
     return tuple(round(value, 9) for value in setting)
 
 
+def uses_of(rows: list[dict]) -> dict[str, str]:
+    """The paper's three uses and the metric of each, for the sites of ``rows``."""
+    return {
+        "reconstruction": "psnr",
+        "representation": f"logistic/{rate_sites(rows)[-1]}",
+        "generation": "inception_score",
+    }
+
+
 def main(args: argparse.Namespace) -> list[dict]:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    chosen = None
+    if args.chosen_on:
+        earlier = [read_rate_grid_csv(path) for path in args.chosen_on]
+        chosen = chosen_settings(earlier, uses_of(earlier[0]))
     if args.from_csv:
         grids = [read_rate_grid_csv(path) for path in args.from_csv]
         rows = average_rate_grids(grids)
     else:
-        rows = train_grid(args, out_dir)
+        rows = train_grid(args, out_dir, chosen)
         grids = [rows]
         write_rate_grid_csv(rows, out_dir / "hit_rates.csv")
     sites = rate_sites(rows)
-    uses = {
-        "reconstruction": "psnr",
-        "representation": f"logistic/{sites[-1]}",
-        "generation": "inception_score",
-    }
+    uses = uses_of(rows)
     plot(rows, uses, out_dir / "hit_rates.png")
     best = {f"best {use}": best_row(rows, metric) for use, metric in uses.items()}
     plot_rate_rate_distortion(rows, best, path=out_dir / "hit_rates_rate_rate_distortion.png")
@@ -363,6 +421,9 @@ def main(args: argparse.Namespace) -> list[dict]:
             + compare_over_seeds(grids, uses) + "\nWhere the optima lie, with their uncertainty:\n\n"
             + near_optimal(grids, uses)[0] + "\n"
         )
+    if chosen is not None:
+        summary += (f"\nEach use's settings chosen on {len(args.chosen_on)} earlier grids, tested on these "
+                    f"{len(grids)}:\n\n" + confirm_chosen(grids, uses, chosen) + "\n")
     summary += table(rows, columns)
     with atomic_file(out_dir / "summary.md", "w") as file:
         file.write(summary)
@@ -409,6 +470,12 @@ def make_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="remake the figure and summary from saved hit_rates.csv files (no training); several "
         "(one per seed) are averaged setting by setting and compared grid by grid",
+    )
+    parser.add_argument(
+        "--chosen-on",
+        nargs="+",
+        help="saved hit_rates.csv files of earlier seeds: train only each use's best unequal and best beta-VAE "
+        "setting on their mean, and test the difference on the new runs (with --from-csv: on those grids)",
     )
     return parser
 

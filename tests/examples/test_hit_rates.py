@@ -1,6 +1,7 @@
 """The HIT rate-grid example: smoke runs, resuming, the summaries it draws from saved grids."""
 import numpy as np
 import pytest
+import scipy.stats
 
 
 def parse(example, *argv):
@@ -111,3 +112,43 @@ def test_near_optimal_sets_against_a_hand_computation(load_example):
     assert "- use and other: 3 settings in both sets" in text
     with pytest.raises(ValueError, match="at least two grids"):
         example.near_optimal(grids[:1], {"use": "m"})
+
+
+def test_settings_chosen_on_earlier_grids_are_trained_and_tested(load_example, tmp_path):
+    example = load_example("hit_rates")
+    example.main(parse(example, "--num-betas", "3", "--out-dir", str(tmp_path / "earlier")))
+    earlier = example.read_rate_grid_csv(tmp_path / "earlier" / "hit_rates.csv")
+    uses = example.uses_of(earlier)
+    chosen = example.chosen_settings([earlier], uses)
+    for use, metric in uses.items():
+        unequal, diagonal = chosen[use]
+        assert unequal[0] != unequal[1] and diagonal[0] == diagonal[1]
+        # max over the rows instead of best_row
+        best_diagonal = max((row for row in earlier if row["beta/z1"] == row["beta/z2"]), key=lambda row: row[metric])
+        best_unequal = max((row for row in earlier if row["beta/z1"] != row["beta/z2"]), key=lambda row: row[metric])
+        assert (diagonal, unequal) == (example._setting(best_diagonal), example._setting(best_unequal))
+    csv = str(tmp_path / "earlier" / "hit_rates.csv")
+    rows = example.main(parse(example, "--num-betas", "3", "--chosen-on", csv, "--seed", "1",
+                              "--out-dir", str(tmp_path / "new")))
+    trained = {example._setting(row) for row in rows}
+    assert trained == {setting for pair in chosen.values() for setting in pair} and len(rows) == len(trained)
+    summary = (tmp_path / "new" / "summary.md").read_text()
+    assert "Each use's settings chosen on 1 earlier grids, tested on these 1:" in summary
+
+
+def test_confirm_chosen_against_a_hand_computation(load_example):
+    example = load_example("hit_rates")
+    settings = [(0.1, 0.1), (0.1, 1.0), (1.0, 1.0)]
+
+    def grid(values):
+        return [{"beta/z1": a, "beta/z2": b, "m": v} for (a, b), v in zip(settings, values)]
+
+    grids = [grid([0.5, 0.6, 0.1]), grid([0.5, 0.7, 0.1]), grid([0.6, 0.5, 0.1])]
+    chosen = {"use": ((0.1, 1.0), (0.1, 0.1))}
+    line = example.confirm_chosen(grids, {"use": "m"}, chosen).splitlines()[2]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    differences = np.array([0.1, 0.2, -0.1])
+    t = differences.mean() / (differences.std(ddof=1) / np.sqrt(3))
+    p = 2 * scipy.stats.t.sf(abs(t), df=2)
+    assert cells[2:] == ["(0.1, 1)", "(0.1, 0.1)", "+0.1, +0.2, -0.1", f"+0.0667 ± {differences.std(ddof=1):.2g}",
+                         "2/3", f"{p:.2g}"]
