@@ -158,6 +158,11 @@ def chosen_settings(grids: list[list[dict]], uses: dict[str, str]) -> dict[str, 
     }
 
 
+def _differences(grids: list[list[dict]], pair: tuple[tuple, tuple], metric: str) -> np.ndarray:
+    """The first setting's ``metric`` minus the second's, grid by grid."""
+    return np.array([_value(grid, pair[0], metric) - _value(grid, pair[1], metric) for grid in grids])
+
+
 def compare_over_seeds(grids: list[list[dict]], uses: dict[str, str]) -> str:
     """
     Markdown: per use, the best unequal setting against the best beta-VAE setting (both
@@ -175,10 +180,10 @@ def compare_over_seeds(grids: list[list[dict]], uses: dict[str, str]) -> str:
     ]
     for use, metric in uses.items():
         unequal, diagonal = on_all[use]
-        differences = np.array([_value(g, unequal, metric) - _value(g, diagonal, metric) for g in grids])
+        differences = _differences(grids, on_all[use], metric)
         spread = differences.std(ddof=1) / math.sqrt(len(grids)) if len(grids) > 1 else math.nan
         chosen = on_first[use]
-        held_out = _value(second, chosen[0], metric) - _value(second, chosen[1], metric)
+        (held_out,) = _differences([second], chosen, metric)
         lines.append(
             f"| {use} | {metric} | {_betas_of(unequal)} | {_betas_of(diagonal)} | "
             + ", ".join(f"{d:+.3g}" for d in differences)
@@ -202,7 +207,7 @@ def confirm_chosen(grids: list[list[dict]], uses: dict[str, str], chosen: dict[s
     ]
     for use, metric in uses.items():
         unequal, diagonal = chosen[use]
-        differences = np.array([_value(g, unequal, metric) - _value(g, diagonal, metric) for g in grids])
+        differences = _differences(grids, chosen[use], metric)
         if len(grids) > 1:
             spread = differences.std(ddof=1)
             p = scipy.stats.ttest_1samp(differences, 0.0).pvalue if spread > 0 else math.nan
