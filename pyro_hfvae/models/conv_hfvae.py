@@ -58,7 +58,10 @@ class ConvHFVAE(nn.Module):
     Normal VAE: beta-VAE and beta-TCVAE baselines); ``style_dim=0`` drops the
     Normal one. ``learn_class_prior=True`` learns the Concrete prior's location,
     :math:`\mathrm{Concrete}(y; \mathrm{softmax}(\eta), \lambda)` with :math:`\eta` a parameter
-    starting at the uniform prior's 0, so that the model may prefer some classes.
+    starting at the uniform prior's 0, so that the model may prefer some classes. Scored by
+    the argmax (``HFVAELoss(concrete_scoring="argmax")``), :math:`\log p(y)` is the categorical
+    pmf of the sample's class, which passes no gradient to the networks: the learned logits fit
+    the class frequencies and leave the encoder and decoder as they are under the uniform prior.
 
     :param tuple image_shape: ``(channels, height, width)``.
     :param int num_classes: categories of the Concrete variable ``y`` (0: none).

@@ -76,3 +76,20 @@ def test_learned_class_prior_needs_a_class():
         ConvHFVAE((1, 8, 8), num_classes=0, style_dim=2, learn_class_prior=True)
     with pytest.raises(ValueError, match="it has no class prior"):
         ConvHFVAE((1, 8, 8), num_classes=0, style_dim=2).class_prior()
+
+
+@pytest.mark.parametrize("concrete_scoring", ["relaxed", "argmax"])
+def test_the_class_prior_reaches_the_networks_only_through_the_relaxed_density(concrete_scoring):
+    pyro.set_rng_seed(0)
+    vae = ConvHFVAE((1, 8, 8), num_classes=3, style_dim=2, learn_class_prior=True)
+    x = torch.rand(16, 1, 8, 8).round()
+    loss = HFVAELoss(beta=2.0, dataset_size=16, concrete_scoring=concrete_scoring)
+    gradients = []
+    for logits in (torch.zeros(3), torch.tensor([2.0, -1.0, 0.0])):
+        with torch.no_grad():
+            vae.class_prior_logits.copy_(logits)
+        _prior_gradient(vae, loss, x)
+        networks = [p for name, p in vae.named_parameters() if name != "class_prior_logits"]
+        gradients.append(torch.cat([p.grad.flatten() for p in networks]))
+    same = torch.allclose(gradients[0], gradients[1], atol=1e-6)
+    assert same == (concrete_scoring == "argmax")
