@@ -65,7 +65,7 @@ from pyro_hfvae.metrics import (
     evaluate,
     sample_codes,
 )
-from pyro_hfvae.training import Trainer
+from pyro_hfvae.training import Trainer, paired_comparison
 from pyro_hfvae.training.config import resolve_config
 from pyro_hfvae.training.trainer import EVALUATIONS_FILE, read_jsonl
 
@@ -224,8 +224,37 @@ def run(args: argparse.Namespace, model: str, seed: int, earlier: dict | None = 
             "objective": config["objective"], "model_settings": config["model"]}
 
 
+#: The final scores compared seed by seed in :func:`paired_table`: key -> name in the table.
+PAIRED_SCORES = {"dci_disentanglement": "DCI D", "factor_vae_eval_accuracy": "FactorVAE", "mig": "MIG"}
+
+
+def paired_table(records: list[dict], model: str = "hfvae") -> str:
+    """
+    ``model`` against every other model, seed by seed on the seeds both have: per score of
+    :data:`PAIRED_SCORES`, the differences (``model`` - the other), their mean +- sd, the seeds where
+    ``model`` is ahead, and the two-sided p of the paired t and Wilcoxon signed-rank tests.
+    """
+    final = {(r["model"], r["seed"]): r["final"] for r in records}
+    lines = [f"| score | {MODELS[model]} minus | seeds | differences | mean +- sd | {MODELS[model]} ahead | paired t p "
+             "| Wilcoxon p |", "|---|---|---|---|---|---|---|---|"]
+    for key, title in PAIRED_SCORES.items():
+        for other, name in MODELS.items():
+            seeds = sorted(seed for kind, seed in final if kind == other and (model, seed) in final)
+            if other == model or len(seeds) < 2:
+                continue
+            comparison = paired_comparison(*([final[kind, seed][key] for seed in seeds] for kind in (model, other)))
+            lines.append(f"| {title} | {name} | {', '.join(map(str, seeds))} | "
+                         + ", ".join(f"{d:+.3f}" for d in comparison.differences)
+                         + f" | {mean_sd(comparison.differences)} | {comparison.ahead}/{len(seeds)} "
+                         f"| {comparison.t_p:.3g} | {comparison.wilcoxon_p:.3g} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def summary(results: Path) -> str:
-    """The table over seeds of the result files in ``results``: mean +- sd (sample sd)."""
+    """
+    The table over seeds of the result files in ``results`` (mean +- sd, sample sd), and the HFVAE
+    against each baseline seed by seed (:func:`paired_table`).
+    """
     records = read_results(results)
     columns = [("factor_vae_eval_accuracy", "FactorVAE"), ("dci_disentanglement", "DCI D"),
                ("dci_completeness", "DCI C"), ("dci_informativeness_r2", "DCI I (R^2)"), ("mig", "MIG"),
@@ -246,6 +275,9 @@ def summary(results: Path) -> str:
         lines += ["", f"The HFVAE's class (its argmax) against each factor, I(class; factor) / H(factor), over "
                       f"{len(shares)} seeds: " + ", ".join(f"{name} {mean_sd([s[name] for s in shares])}"
                                                         for name in DSprites.factor_names) + "."]
+    paired = paired_table(records)
+    if paired:
+        lines += ["", "The HFVAE minus each model, seed by seed (two-sided p):", "", paired]
     return "\n".join(lines)
 
 

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 from _flags import mean_sd  # examples/_flags.py
-from scipy.stats import spearmanr, ttest_rel, wilcoxon
+from scipy.stats import spearmanr
 
+from pyro_hfvae.training import paired_comparison
 from pyro_hfvae.util import atomic_file
 
 #: I(x; z_d) below this many nats counts as pruned (as in docs/examples_results.md).
@@ -144,12 +145,12 @@ def paired_table(records: list[dict]) -> str:
         seeds = sorted(seed for other, seed in accuracy if other == name and (names[0], seed) in accuracy)
         if len(seeds) < 2:
             continue
-        new, old = (np.array([accuracy[model, seed] for seed in seeds]) for model in (name, names[0]))
-        difference = new - old
+        comparison = paired_comparison(*([accuracy[model, seed] for seed in seeds] for model in (name, names[0])))
+        difference = comparison.differences
         lines.append(f"| {name} | {names[0]} | {', '.join(map(str, seeds))} "
                      f"| {', '.join(f'{d:+.3f}' for d in difference)} | {mean_sd(difference)} "
-                     f"| {ttest_rel(new, old).pvalue:.3f} | {wilcoxon(new, old).pvalue:.3f} "
-                     f"| {int((difference > 0).sum())} of {len(seeds)} |")
+                     f"| {comparison.t_p:.3f} | {comparison.wilcoxon_p:.3f} "
+                     f"| {comparison.ahead} of {len(seeds)} |")
     return "\n".join(lines)
 
 

@@ -44,7 +44,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 import torch
 from _flags import add_preset_flag, parse_with_preset  # examples/_flags.py
 
@@ -59,6 +58,7 @@ from pyro_hfvae.plots.rate_grid import (
     plot_rate_rate_distortion,
     rate_sites,
 )
+from pyro_hfvae.training.paired_comparison import PairedComparison, paired_comparison
 from pyro_hfvae.training.rate_grid import (
     average_rate_grids,
     default_betas_grid,
@@ -158,9 +158,9 @@ def chosen_settings(grids: list[list[dict]], uses: dict[str, str]) -> dict[str, 
     }
 
 
-def _differences(grids: list[list[dict]], pair: tuple[tuple, tuple], metric: str) -> np.ndarray:
-    """The first setting's ``metric`` minus the second's, grid by grid."""
-    return np.array([_value(grid, pair[0], metric) - _value(grid, pair[1], metric) for grid in grids])
+def _comparison(grids: list[list[dict]], pair: tuple[tuple, tuple], metric: str) -> PairedComparison:
+    """The first setting's ``metric`` against the second's, grid by grid."""
+    return paired_comparison(*([_value(grid, setting, metric) for grid in grids] for setting in pair))
 
 
 def compare_over_seeds(grids: list[list[dict]], uses: dict[str, str]) -> str:
@@ -180,10 +180,10 @@ def compare_over_seeds(grids: list[list[dict]], uses: dict[str, str]) -> str:
     ]
     for use, metric in uses.items():
         unequal, diagonal = on_all[use]
-        differences = _differences(grids, on_all[use], metric)
+        differences = _comparison(grids, on_all[use], metric).differences
         spread = differences.std(ddof=1) / math.sqrt(len(grids)) if len(grids) > 1 else math.nan
         chosen = on_first[use]
-        (held_out,) = _differences([second], chosen, metric)
+        (held_out,) = _comparison([second], chosen, metric).differences
         lines.append(
             f"| {use} | {metric} | {_betas_of(unequal)} | {_betas_of(diagonal)} | "
             + ", ".join(f"{d:+.3g}" for d in differences)
@@ -207,17 +207,12 @@ def confirm_chosen(grids: list[list[dict]], uses: dict[str, str], chosen: dict[s
     ]
     for use, metric in uses.items():
         unequal, diagonal = chosen[use]
-        differences = _differences(grids, chosen[use], metric)
-        if len(grids) > 1:
-            spread = differences.std(ddof=1)
-            p = scipy.stats.ttest_1samp(differences, 0.0).pvalue if spread > 0 else math.nan
-        else:
-            spread = p = math.nan
+        comparison = _comparison(grids, chosen[use], metric)
         lines.append(
             f"| {use} | {metric} | {_betas_of(unequal)} | {_betas_of(diagonal)} | "
-            + ", ".join(f"{d:+.3g}" for d in differences)
-            + f" | {differences.mean():+.3g} ± {spread:.2g} | {int((differences > 0).sum())}/{len(grids)} | "
-            f"{p:.2g} |"
+            + ", ".join(f"{d:+.3g}" for d in comparison.differences)
+            + f" | {comparison.mean:+.3g} ± {comparison.sd:.2g} | {comparison.ahead}/{len(grids)} | "
+            f"{comparison.t_p:.2g} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -51,7 +51,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pyro
-import scipy.stats
 import torch
 from _flags import add_preset_flag, parse_with_preset, write_json  # examples/_flags.py
 from pyro.infer import SVI
@@ -70,6 +69,7 @@ from pyro_hfvae.metrics.information_flow import (
 )
 from pyro_hfvae.models.conv_hfvae import ConvHFVAE
 from pyro_hfvae.models.vlae import VLAE
+from pyro_hfvae.training import paired_comparison
 
 logger = logging.getLogger("progressive_vlae")
 
@@ -417,15 +417,15 @@ def paired_differences(runs: list[Run], quantities: dict[str, Callable[[Run], fl
         for baseline in baselines:
             pairs = [(value(r), value(by_seed[(baseline, seed)])) for (model, seed), r in sorted(by_seed.items())
                      if model == "pro-VLAE" and (baseline, seed) in by_seed]
-            differences = np.array([a - b for a, b in pairs if a is not None and b is not None])
-            if len(differences) < 2:
+            pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+            if len(pairs) < 2:
                 continue
-            t_p = scipy.stats.ttest_1samp(differences, 0.0).pvalue
-            w_p = scipy.stats.wilcoxon(differences).pvalue if np.any(differences != 0) else 1.0
+            comparison = paired_comparison(*zip(*pairs))
+            differences = comparison.differences
             lines.append(
                 f"| {name} | {baseline} | {len(differences)} | " + ", ".join(f"{d:+.3f}" for d in differences)
-                + f" | {_mean_std(differences)} | {int((differences > 0).sum())}/{len(differences)} | {t_p:.3g} | "
-                f"{w_p:.3g} |"
+                + f" | {_mean_std(differences)} | {comparison.ahead}/{len(differences)} | {comparison.t_p:.3g} | "
+                f"{comparison.wilcoxon_p:.3g} |"
             )
     return "\n".join(lines) if len(lines) > 2 else ""
 

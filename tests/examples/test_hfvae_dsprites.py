@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from pyro_hfvae import HFVAELoss, HITLoss
 from pyro_hfvae.training import Trainer
@@ -111,3 +112,18 @@ def test_the_gpu_script_runs_the_four_models_on_a_cpu_at_smoke_size(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert all(f"| {name} | 0 | 32 |" in summary for name in ("VAE", "beta-VAE", "beta-TCVAE", "HFVAE"))
     assert (tmp_path / "results" / "curves.png").is_file()
+
+
+def test_paired_table_compares_the_hfvae_seed_by_seed(example):
+    scores = {"hfvae": [0.40, 0.30, 0.50], "beta-vae": [0.30, 0.35, 0.20, 0.9]}
+    records = [{"model": model, "seed": seed, "final": {"dci_disentanglement": value, "factor_vae_eval_accuracy": 0.5,
+                                                        "mig": 0.1 * seed}}
+               for model, values in scores.items() for seed, value in enumerate(values)]
+    lines = example.paired_table(records).splitlines()
+    assert len(lines) == 2 + 3  # one baseline, three scores; seed 3 has no HFVAE run
+    cells = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    differences = [0.10, -0.05, 0.30]
+    mean, sd = np.mean(differences), np.std(differences, ddof=1)
+    t_p = 2 * scipy.stats.t.sf(mean / (sd / np.sqrt(3)), 2)
+    assert cells == ["DCI D", "beta-VAE", "0, 1, 2", "+0.100, -0.050, +0.300", f"{mean:.3f} +- {sd:.3f}", "2/3",
+                     f"{t_p:.3g}", "0.5"]  # Wilcoxon: ranks 2, 1, 3, W+ = 5; 4 of the 8 sign patterns as extreme

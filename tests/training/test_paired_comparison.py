@@ -1,0 +1,38 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from pyro_hfvae.training import paired_comparison
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("num_seeds", [3, 5, 8])
+def test_paired_tests_against_hand_computations(seed, num_seeds):
+    rng = np.random.default_rng(seed)
+    first, second = rng.normal(0.5, 0.1, num_seeds), rng.normal(0.45, 0.1, num_seeds)
+    comparison = paired_comparison(first.tolist(), second.tolist())
+    d = first - second
+    assert comparison.num_seeds == num_seeds and comparison.ahead == sum(x > 0 for x in d)
+    mean = sum(d) / num_seeds
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (num_seeds - 1))
+    assert comparison.mean == pytest.approx(mean) and comparison.sd == pytest.approx(sd)
+    t = mean / (sd / math.sqrt(num_seeds))
+    assert comparison.t_p == pytest.approx(2 * scipy.stats.t.sf(abs(t), num_seeds - 1))
+    # The exact signed-rank test: the share of the 2^n sign patterns whose rank sum is as extreme.
+    ranks = scipy.stats.rankdata(np.abs(d))
+    observed = ranks[d > 0].sum()
+    sums = [sum(r for r, sign in zip(ranks, signs) if sign) for signs in itertools.product([0, 1], repeat=num_seeds)]
+    centre = ranks.sum() / 2
+    exact = np.mean([abs(s - centre) >= abs(observed - centre) - 1e-9 for s in sums])
+    assert comparison.wilcoxon_p == pytest.approx(exact)
+
+
+def test_undefined_tests_and_bad_input():
+    assert math.isnan(paired_comparison([0.5], [0.4]).t_p) and math.isnan(paired_comparison([0.5], [0.4]).sd)
+    assert math.isnan(paired_comparison([1.0, 2.0], [0.0, 1.0]).t_p)  # no spread
+    assert paired_comparison([0.5, 0.6], [0.5, 0.6]).wilcoxon_p == 1.0
+    with pytest.raises(ValueError, match="expected two equal-length lists"):
+        paired_comparison([0.5, 0.6], [0.4])
