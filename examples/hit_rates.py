@@ -205,9 +205,9 @@ def confirm_chosen(grids: list[list[dict]], uses: dict[str, str], chosen: dict[s
         "grids won by the unequal setting | paired t p |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for use, metric in uses.items():
-        unequal, diagonal = chosen[use]
-        comparison = _comparison(grids, chosen[use], metric)
+    for use, (unequal, diagonal) in chosen.items():
+        metric = uses[use]
+        comparison = _comparison(grids, (unequal, diagonal), metric)
         lines.append(
             f"| {use} | {metric} | {_betas_of(unequal)} | {_betas_of(diagonal)} | "
             + ", ".join(f"{d:+.3g}" for d in comparison.differences)
@@ -389,6 +389,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     if args.chosen_on:
         earlier = [read_rate_grid_csv(path) for path in args.chosen_on]
         chosen = chosen_settings(earlier, uses_of(earlier[0]))
+        chosen = {use: pair for use, pair in chosen.items() if use in args.uses}
     if args.from_csv:
         grids = [read_rate_grid_csv(path) for path in args.from_csv]
         rows = average_rate_grids(grids)
@@ -470,6 +471,13 @@ def make_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="remake the figure and summary from saved hit_rates.csv files (no training); several "
         "(one per seed) are averaged setting by setting and compared grid by grid",
+    )
+    parser.add_argument(
+        "--uses",
+        nargs="+",
+        choices=("reconstruction", "representation", "generation"),
+        default=["reconstruction", "representation", "generation"],
+        help="with --chosen-on: the uses whose chosen settings are trained and tested",
     )
     parser.add_argument(
         "--chosen-on",

@@ -134,6 +134,12 @@ def test_settings_chosen_on_earlier_grids_are_trained_and_tested(load_example, t
     assert trained == {setting for pair in chosen.values() for setting in pair} and len(rows) == len(trained)
     summary = (tmp_path / "new" / "summary.md").read_text()
     assert "Each use's settings chosen on 1 earlier grids, tested on these 1:" in summary
+    # --uses keeps one use's pair: two settings trained, one row tested
+    rows = example.main(parse(example, "--num-betas", "3", "--chosen-on", csv, "--uses", "reconstruction",
+                              "--seed", "1", "--out-dir", str(tmp_path / "one")))
+    assert {example._setting(row) for row in rows} == set(chosen["reconstruction"])
+    tested = (tmp_path / "one" / "summary.md").read_text().split("tested on these 1:")[1].split("\n\n")[1]
+    assert [line.split("|")[1].strip() for line in tested.splitlines()[2:]] == ["reconstruction"]
 
 
 def test_confirm_chosen_against_a_hand_computation(load_example):
