@@ -180,14 +180,15 @@ def compare_over_seeds(grids: list[list[dict]], uses: dict[str, str]) -> str:
     ]
     for use, metric in uses.items():
         unequal, diagonal = on_all[use]
-        differences = _comparison(grids, on_all[use], metric).differences
-        spread = differences.std(ddof=1) / math.sqrt(len(grids)) if len(grids) > 1 else math.nan
+        comparison = _comparison(grids, on_all[use], metric)
+        differences = comparison.differences
+        spread = comparison.sd / math.sqrt(comparison.num_seeds)  # NaN for one grid
         chosen = on_first[use]
         (held_out,) = _comparison([second], chosen, metric).differences
         lines.append(
             f"| {use} | {metric} | {_betas_of(unequal)} | {_betas_of(diagonal)} | "
             + ", ".join(f"{d:+.3g}" for d in differences)
-            + f" | {differences.mean():+.3g} ± {spread:.2g} | {int((differences > 0).sum())}/{len(grids)} | "
+            + f" | {comparison.mean:+.3g} ± {spread:.2g} | {comparison.ahead}/{len(grids)} | "
             f"{_betas_of(chosen[0])} vs {_betas_of(chosen[1])}: {held_out:+.3g} |"
         )
     return "\n".join(lines) + "\n"

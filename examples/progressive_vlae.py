@@ -417,7 +417,7 @@ def paired_differences(runs: list[Run], quantities: dict[str, Callable[[Run], fl
         for baseline in baselines:
             pairs = [(value(r), value(by_seed[(baseline, seed)])) for (model, seed), r in sorted(by_seed.items())
                      if model == "pro-VLAE" and (baseline, seed) in by_seed]
-            pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+            pairs = [pair for pair in pairs if None not in pair]
             if len(pairs) < 2:
                 continue
             comparison = paired_comparison(*zip(*pairs))
