@@ -49,22 +49,28 @@ def add_result_flags(parser: argparse.ArgumentParser, results: str) -> None:
     parser.add_argument("--summary", action="store_true", help="only print the table of the result files")
 
 
-def mean_sd(values: Sequence[float], digits: int = 3) -> str:
+def mean_sd(values: Sequence[float], digits: int = 3, plus_minus: str = "+-") -> str:
     """
     ``"mean +- sd"`` of ``values`` (the sample standard deviation); a single value alone, which has
-    no sd.
+    no sd; ``"-"`` for no values. ``plus_minus`` is the sign between them.
 
     Example::
 
         >>> mean_sd([1.0, 2.0, 3.0], digits=2)
         '2.00 +- 1.00'
+        >>> mean_sd([1.0, 2.0, 3.0], digits=2, plus_minus="±")
+        '2.00 ± 1.00'
         >>> mean_sd([0.5])
         '0.500'
+        >>> mean_sd([])
+        '-'
     """
     values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return "-"
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
-    return f"{values.mean():.{digits}f} +- {values.std(ddof=1):.{digits}f}"
+    return f"{values.mean():.{digits}f} {plus_minus} {values.std(ddof=1):.{digits}f}"
 
 
 def read_results(folder: str | os.PathLike, pattern: str = "*_seed*.json") -> list[dict]:

@@ -52,7 +52,7 @@ from collections.abc import Callable
 import numpy as np
 import pyro
 import torch
-from _flags import add_preset_flag, parse_with_preset, write_json  # examples/_flags.py
+from _flags import add_preset_flag, mean_sd, parse_with_preset, write_json  # examples/_flags.py
 from pyro.infer import SVI
 from pyro.optim import Adam
 
@@ -394,12 +394,8 @@ def failure_phase(iteration: int, args: argparse.Namespace) -> str:
 
 
 def _mean_std(values, digits: int = 3) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+    """:func:`mean_sd` of the values that are not None, with the "±" of this script's published tables."""
+    return mean_sd([v for v in values if v is not None], digits, plus_minus="±")
 
 
 def paired_differences(runs: list[Run], quantities: dict[str, Callable[[Run], float | None]],

@@ -1,5 +1,9 @@
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import scipy.stats
@@ -118,3 +122,15 @@ def test_an_ablation_run_whose_information_is_at_the_wrong_level_fails(load_exam
     assert rows["both"][1:5] == ["2/2", "1.00", "0 / 0 / 0", "0"]
     assert rows["no strategy"][1:5] == ["0/3", "0.00", "1 / 0 / 0", "2"]
     assert "- no strategy, seed 1: information went to the wrong level: I(x;z1)" in report
+
+
+def test_the_gpu_script_runs_the_three_models_on_a_cpu_at_smoke_size(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "examples" / "progressive_gpu.sh"
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
+    result = subprocess.run(["bash", str(script), "--allow-cpu"], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = (tmp_path / "summary.md").read_text()
+    assert all(f"| {model} | 1 |" in summary for model in ("beta-VAE", "VLAE", "pro-VLAE"))
+    assert (tmp_path / "information_flow.png").is_file()
+    assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == 3
