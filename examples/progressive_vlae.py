@@ -398,6 +398,27 @@ def _mean_std(values, digits: int = 3) -> str:
     return mean_sd([v for v in values if v is not None], digits, plus_minus="±")
 
 
+#: The paper's Fig. 2 reports, per model, the mean of the best three of three to five runs (Li et al. 2020, Fig. 2).
+PAPER_BEST_OF = 3
+
+
+def best_mean(values, best_of: int = PAPER_BEST_OF) -> str:
+    """
+    The mean of the ``best_of`` largest values that are not None, as the paper reports its
+    disentanglement scores; ``"-"`` when there are fewer. It selects the lucky runs, so it describes
+    and does not test: a model whose runs spread more gains more from it.
+
+    Example::
+
+        >>> best_mean([0.1, 0.4, None, 0.3, 0.2])
+        '0.300'
+        >>> best_mean([0.1, 0.4])
+        '-'
+    """
+    values = sorted((v for v in values if v is not None), reverse=True)
+    return f"{sum(values[:best_of]) / best_of:.3f}" if len(values) >= best_of else "-"
+
+
 def paired_differences(runs: list[Run], quantities: dict[str, Callable[[Run], float | None]],
                        baselines: tuple[str, ...]) -> str:
     """
@@ -454,17 +475,19 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
             sections.append("Information at the end, seed by seed:\n\n" + paired)
     compared = [r for r in runs if r.mig is not None]
     if compared:
-        lines = ["| model | runs | MIG | MIG-sup |", "|---|---|---|---|"]
+        lines = [f"| model | runs | MIG | MIG-sup | MIG, best {PAPER_BEST_OF} | MIG-sup, best {PAPER_BEST_OF} |",
+                 "|---|---|---|---|---|---|"]
         for model in ("beta-VAE", "VLAE", "pro-VLAE"):
             chosen = [r for r in compared if r.model == model]
             if chosen:
-                lines.append(
-                    f"| {model} | {len(chosen)} | {_mean_std([r.mig for r in chosen])} | "
-                    f"{_mean_std([r.mig_sup for r in chosen])} |"
-                )
+                migs, mig_sups = [r.mig for r in chosen], [r.mig_sup for r in chosen]
+                lines.append(f"| {model} | {len(chosen)} | {_mean_std(migs)} | {_mean_std(mig_sups)} | "
+                             f"{best_mean(migs)} | {best_mean(mig_sups)} |")
         paired = paired_differences(runs, {"MIG": lambda r: r.mig, "MIG-sup": lambda r: r.mig_sup},
                                     ("VLAE", "beta-VAE"))
-        sections.append("Disentanglement (mean ± std over runs):\n\n" + "\n".join(lines)
+        sections.append(f"Disentanglement (mean ± std over runs; best {PAPER_BEST_OF}: the mean of the "
+                        f"{PAPER_BEST_OF} highest, as the paper reports, a description and not a test):\n\n"
+                        + "\n".join(lines)
                         + ("\n\nSeed by seed:\n\n" + paired if paired else ""))
     ablation = [r for r in runs if r.model == "pro-VLAE"]
     if {r.strategy for r in ablation} - {"both"}:

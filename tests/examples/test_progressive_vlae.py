@@ -1,3 +1,4 @@
+import doctest
 import json
 import math
 import os
@@ -134,3 +135,22 @@ def test_the_gpu_script_runs_the_three_models_on_a_cpu_at_smoke_size(tmp_path):
     assert all(f"| {model} | 1 |" in summary for model in ("beta-VAE", "VLAE", "pro-VLAE"))
     assert (tmp_path / "information_flow.png").is_file()
     assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == 3
+
+
+def test_the_docstring_examples_of_the_example_hold(load_example):
+    # the examples folder is outside the doctest paths of the suite, so its doctests run here
+    failed, attempted = doctest.testmod(load_example("progressive_vlae"))
+    assert attempted > 0 and failed == 0
+
+
+@pytest.mark.parametrize("migs", [[0.1, 0.5, 0.2, 0.4], [0.3, 0.1, 0.2], [0.2, 0.6]])
+def test_the_comparison_table_reports_the_mean_of_the_best_three_as_the_paper_does(load_example, migs):
+    example = load_example("progressive_vlae")
+    runs = [example.Run(model, "both" if model == "pro-VLAE" else "-", seed, mig=mig, mig_sup=mig / 2)
+            for model in ("pro-VLAE", "VLAE") for seed, mig in enumerate(migs)]
+    args = example.parse_with_preset(example.build_parser(), example.PRESETS, ["--preset", "smoke"])
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in example.report(runs, args).splitlines() if line.startswith("| pro-VLAE |")]
+    best = sorted(migs)[-3:]
+    expected = [f"{sum(best) / 3:.3f}", f"{sum(best) / 6:.3f}"] if len(migs) >= 3 else ["-", "-"]
+    assert rows[0][:2] == ["pro-VLAE", str(len(migs))] and rows[0][4:6] == expected
