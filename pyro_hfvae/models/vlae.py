@@ -65,8 +65,9 @@ class VLAE(nn.Module):
 
     :meth:`model` and :meth:`guide` have one sample site per level, named ``"z{l}"``,
     inside ``pyro.plate("data", size=N, subsample=idx)``, and an observed site ``"x"``.
-    Layers have no batch normalisation (the authors' code has it), so that one data point's
-    posterior does not depend on the rest of its batch.
+    Layers have no batch normalisation, so that one data point's posterior does not depend on
+    the rest of its batch. The authors' code calls batch normalisation in TensorFlow 1's default
+    inference mode with statistics that are never updated, so its layers only scale and shift.
 
     :param int levels: number of latent levels ``L`` (sites ``"zL"`` ... ``"z1"``).
     :param int latent_dim: dimensions of each level.
