@@ -71,6 +71,26 @@ def test_example_dominance_check(load_example):
     assert pairs == [(rows[0], rows[1])]
 
 
+def test_dominance_found_on_one_grid_is_judged_on_the_others(load_example):
+    example = load_example("hit_rates")
+
+    def grid(rates, values):
+        settings = [(1.0, 1.0), (0.5, 2.0), (2.0, 0.5)]
+        return [{"beta/z1": a, "beta/z2": b, "rate": r, "m": v} for (a, b), r, v in zip(settings, rates, values)]
+
+    grids = [
+        grid([10.0, 9.0, 12.0], [0.5, 0.7, 0.9]),  # (0.5, 2) beats the diagonal at lower rate
+        grid([10.0, 9.5, 8.0], [0.5, 0.6, 0.4]),  # it holds here; (2, 0.5) is cheaper but worse
+        grid([10.0, 11.0, 8.0], [0.5, 0.8, 0.6]),  # here (0.5, 2) costs more; (2, 0.5) beats the diagonal
+    ]
+    rows = example.dominance_over_seeds(grids, {"use": "m"}).splitlines()[2:]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    # Grid 0's pair holds on grid 1, not on grid 2 (higher rate); grid 1's pair is the same one, holding on
+    # grid 0 only; grid 2's pair (2, 0.5) fails on grid 0 (higher rate) and on grid 1 (worse).
+    assert cells == [["use", "0", "1 of 1", "1/2"], ["use", "1", "1 of 1", "1/2"], ["use", "2", "1 of 1", "0/2"],
+                     ["use", "all", "", "2/6"]]
+
+
 def test_example_compares_optima_grid_by_grid(load_example):
     example = load_example("hit_rates")
 
