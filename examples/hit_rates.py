@@ -83,6 +83,11 @@ def load_images(args: argparse.Namespace) -> tuple[torch.Tensor, np.ndarray]:
     return dataset.observations(index), dataset.factors_of(index)[:, 0].astype(np.int64)
 
 
+def _beats_at_rate(row: dict, other: dict, metric: str) -> bool:
+    """Whether ``row`` has at most ``other``'s total rate and a higher ``metric``."""
+    return row["rate"] <= other["rate"] and row[metric] > other[metric]
+
+
 def dominated_diagonal(rows: list[dict], metric: str) -> list[tuple[dict, dict]]:
     """
     Pairs (beta-VAE row, better row) where a setting with unequal weights has at most the
@@ -90,11 +95,7 @@ def dominated_diagonal(rows: list[dict], metric: str) -> list[tuple[dict, dict]]
     """
     pairs = []
     for diagonal in (row for row in rows if is_diagonal(row)):
-        better = [
-            row
-            for row in rows
-            if not is_diagonal(row) and row["rate"] <= diagonal["rate"] and row[metric] > diagonal[metric]
-        ]
+        better = [row for row in rows if not is_diagonal(row) and _beats_at_rate(row, diagonal, metric)]
         if better:
             pairs.append((diagonal, max(better, key=lambda row: row[metric])))
     return pairs
@@ -110,16 +111,14 @@ def dominance_over_seeds(grids: list[list[dict]], uses: dict[str, str]) -> str:
     """
     lines = ["| use | chosen on grid | beta-VAE settings beaten | pairs that hold on the other grids |",
              "|---|---|---|---|"]
+    by_setting = [{_setting(row): row for row in grid} for grid in grids]
     for use, metric in uses.items():
         held_all = tried_all = 0
         for index, grid in enumerate(grids):
             pairs = dominated_diagonal(grid, metric)
-            others = [{_setting(row): row for row in other} for number, other in enumerate(grids) if number != index]
-            held = sum(
-                other[_setting(better)]["rate"] <= other[_setting(diagonal)]["rate"]
-                and other[_setting(better)][metric] > other[_setting(diagonal)][metric]
-                for diagonal, better in pairs for other in others
-            )
+            others = by_setting[:index] + by_setting[index + 1:]
+            held = sum(_beats_at_rate(other[_setting(better)], other[_setting(diagonal)], metric)
+                       for diagonal, better in pairs for other in others)
             tried = len(pairs) * len(others)
             held_all, tried_all = held_all + held, tried_all + tried
             lines.append(f"| {use} | {index} | {len(pairs)} of {sum(map(is_diagonal, grid))} | {held}/{tried} |")

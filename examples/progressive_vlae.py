@@ -398,7 +398,7 @@ def _mean_std(values, digits: int = 3) -> str:
     return mean_sd([v for v in values if v is not None], digits, plus_minus="±")
 
 
-#: The paper's Fig. 2 reports, per model, the mean of the best three of three to five runs (Li et al. 2020, Fig. 2).
+#: Li et al. (2020, Fig. 2) report, per model, the mean of the best three of three to five runs.
 PAPER_BEST_OF = 3
 
 
