@@ -317,8 +317,16 @@ def reference_curve(results: Path, args: argparse.Namespace) -> dict:
                       "metrics": {"factor_vae_eval_accuracy": f"{kim:.2f} ± {kim_sd:.2f}"}}}
 
 
+def mean_curve(curves: list[list[dict]], key: str) -> tuple[list[int], list[float]]:
+    """The mean of ``key`` over several runs' curves, at the images-seen points that every run has."""
+    by_images = [{point["images"]: point.get(key, np.nan) for point in points} for points in curves]
+    shared = sorted(set.intersection(*(set(values) for values in by_images)))
+    return shared, [float(np.mean([values[images] for values in by_images])) for images in shared]
+
+
 def plot_curves(results: Path, path: Path) -> None:
-    """MIG, MIG-sup and the FactorVAE score of every run against images seen (the periodic evaluations)."""
+    """MIG, MIG-sup and the FactorVAE score against images seen: every run thin, each model's
+    mean over its seeds bold (at the points every seed has), so ten seeds per model stay legible."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -328,11 +336,16 @@ def plot_curves(results: Path, path: Path) -> None:
     panels = (("mig", "MIG"), ("mig_sup", "MIG-sup"), ("factor_vae_eval_accuracy", "FactorVAE score (fast)"))
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), constrained_layout=True)
     for color, (model, name) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], MODELS.items()):
-        for index, record in enumerate(r for r in records if r["model"] == model):
-            points = record["curve"]
-            for axis, (key, _) in zip(axes, panels):
-                axis.plot([p["images"] / 1e6 for p in points], [p.get(key, np.nan) for p in points], "o-", color=color,
-                          markersize=3, linewidth=1, label=name if index == 0 else None)
+        curves = [record["curve"] for record in records if record["model"] == model]
+        if not curves:
+            continue
+        for axis, (key, _) in zip(axes, panels):
+            for points in curves:
+                axis.plot([p["images"] / 1e6 for p in points], [p.get(key, np.nan) for p in points], "-",
+                          color=color, linewidth=0.7, alpha=0.35)
+            images, mean = mean_curve(curves, key)
+            axis.plot([i / 1e6 for i in images], mean, "o-", color=color, markersize=3, linewidth=2,
+                      label=f"{name} ({len(curves)} seeds)")
     for axis, (_, title) in zip(axes, panels):
         axis.set_xlabel("images seen (millions)")
         axis.set_title(title)

@@ -75,6 +75,15 @@ def test_a_run_made_with_other_settings_is_refused(example, tmp_path):
         example.main(_args(example, tmp_path, "--models", "beta-tcvae", "--steps", "6", "--beta", "2"))
 
 
+def test_the_mean_curve_averages_the_points_every_run_has(example):
+    first = [{"images": 10, "mig": 0.1}, {"images": 20, "mig": 0.3}, {"images": 30, "mig": 0.5}]
+    second = [{"images": 10, "mig": 0.2}, {"images": 20}]  # cut short, and its last point unscored
+    images, mean = example.mean_curve([first, second], "mig")
+    assert images == [10, 20]
+    assert mean[0] == pytest.approx(0.15) and np.isnan(mean[1])
+    assert example.mean_curve([first], "mig") == ([10, 20, 30], pytest.approx([0.1, 0.3, 0.5]))
+
+
 def test_the_figure_draws_every_run(example, tmp_path):
     example.main(_args(example, tmp_path, "--models", "vae", "hfvae", "--figure"))
     assert (tmp_path / "results" / "curves.png").stat().st_size > 10_000
