@@ -9,8 +9,14 @@ dSprites image, and with a block of factor combinations left out (``[data] hold_
 every square in the right third of the image). Each run then scores the left-out images and the
 held-in images that share part of their combination (squares elsewhere, other shapes in the right
 third; :meth:`~pyro_hfvae.datasets.GroundTruthDataset.held_out_neighbour_indices`): the ELBO per
-image and the squared reconstruction error. A model that generalises to the unseen combinations
-scores them as it scores their neighbours, and as the model that saw them does.
+image, the squared reconstruction error, and whether the reconstruction shows the right shape
+(nearer to the square than to the other shapes drawn with the same factors). A model that
+generalises to the unseen combinations scores them as it scores their neighbours, and as the model
+that saw them does; ``--summary`` also compares the two models' cost of never seeing them, seed by
+seed.
+
+A finished run of the same model made elsewhere (the dSprites Table 3 runs, say) can stand in for a
+run trained on every image: copy its directory to ``RUNS_DIR/MODEL_all_seedS``.
 
 One run directory per model, condition and seed (rerunning resumes unfinished runs and reuses
 finished ones); a result file per run; ``--summary`` prints the table from the result files::
@@ -36,6 +42,7 @@ from _flags import (  # examples/_flags.py
 
 from pyro_hfvae.training import Trainer
 from pyro_hfvae.training.config import resolve_config
+from pyro_hfvae.training.paired_comparison import paired_comparison
 from pyro_hfvae.util import atomic_file
 
 logger = logging.getLogger("unseen_combinations")
@@ -74,7 +81,9 @@ def run(args: argparse.Namespace, model: str, held_out: bool, seed: int) -> dict
     name = f"{model}_{'held_out' if held_out else 'all'}_seed{seed}"
     run_dir = Path(args.runs_dir) / name
     if (run_dir / "checkpoint.pt").exists():
-        trainer = Trainer.from_run(run_dir, {"training.steps": args.steps})
+        # The scoring settings are this script's, also for a finished run made elsewhere with the same model.
+        trainer = Trainer.from_run(run_dir, {"training.steps": args.steps, "evaluation.preset": "none",
+                                             "evaluation.information_points": args.items})
     else:
         trainer = Trainer(run_config(args, model, held_out, seed), run_dir, overwrite=True)
     if trainer.train() != "completed":
@@ -83,17 +92,50 @@ def run(args: argparse.Namespace, model: str, held_out: bool, seed: int) -> dict
         # Scored on the same items as the held-out runs; training is over, so this changes nothing it saw.
         trainer.dataset.hold_out = SQUARES_RIGHT_THIRD
     result = trainer.evaluate(write=False)
+    dataset = trainer.dataset
+    random_state = np.random.RandomState(0)
+    held_in_squares = dataset.held_out_neighbour_indices()
+    held_in_squares = held_in_squares[dataset.factors_of(held_in_squares)[:, dataset.factor_names.index("shape")] == 0]
+    shape_drawn = {}
+    for items, indices in (("held_out", dataset.held_out_indices()), ("held_in_squares", held_in_squares)):
+        chosen = random_state.choice(indices, min(args.items, len(indices)), replace=False)
+        shape_drawn[items] = shape_drawn_fraction(trainer, np.sort(chosen))
     return {"model": model, "held_out": held_out, "seed": seed, "steps": trainer.step_count,
             "images_seen": trainer.step_count * args.batch_size, "hold_out": SQUARES_RIGHT_THIRD,
-            "scores": result["hold_out"], "run_dir": str(run_dir), "name": name}
+            "scores": result["hold_out"], "shape_drawn": shape_drawn, "run_dir": str(run_dir), "name": name}
+
+
+def shape_drawn_fraction(trainer: Trainer, indices: np.ndarray, batch_size: int = 256) -> float:
+    """
+    The fraction of the items ``indices`` whose reconstruction (at the posterior means) is nearer, in
+    squared error, to the item's own shape than to every other shape drawn at the same scale,
+    orientation and position: whether the model draws the right shape, not just a blob in the right
+    place.
+    """
+    dataset = trainer.dataset
+    shape_axis = dataset.factor_names.index("shape")
+    factors = dataset.factors_of(indices)
+    right = 0
+    for rows in np.array_split(np.arange(len(indices)), -(-len(indices) // batch_size)):
+        with torch.no_grad():
+            reconstruction = trainer.model.reconstruct(dataset.observations(torch.from_numpy(indices[rows])))
+        errors = []
+        for shape in range(dataset.factor_sizes[shape_axis]):
+            drawn = factors[rows].copy()
+            drawn[:, shape_axis] = shape
+            image = dataset.observations(torch.from_numpy(dataset.index_of(drawn)))
+            errors.append((reconstruction - image).pow(2).flatten(1).sum(1))
+        right += int((torch.stack(errors, 1).argmin(1).numpy() == factors[rows, shape_axis]).sum())
+    return right / len(indices)
 
 
 def summary(results: Path) -> str:
     """Per model and condition: the ELBO and reconstruction error of both item sets, mean +- sd over seeds."""
     records = read_results(results)
     lines = ["| model | trained on | seeds | ELBO, left-out | ELBO, neighbours | ELBO gap | "
-             "reconstruction error, left-out | reconstruction error, neighbours | images seen |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "reconstruction error, left-out | reconstruction error, neighbours | square drawn, left-out "
+             "| square drawn, held-in squares | images seen |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     for model in MODELS:
         for held_out in (True, False):
@@ -107,12 +149,58 @@ def summary(results: Path) -> str:
                          f"| {', '.join(str(r['seed']) for r in rows)} | {mean_sd([o['elbo'] for o in out], 2)} "
                          f"| {mean_sd([n['elbo'] for n in near], 2)} | {mean_sd(gap, 2)} "
                          f"| {mean_sd([o['reconstruction_error'] for o in out], 2)} "
-                         f"| {mean_sd([n['reconstruction_error'] for n in near], 2)} | {rows[0]['images_seen']:,} |")
+                         f"| {mean_sd([n['reconstruction_error'] for n in near], 2)} "
+                         f"| {shape_drawn_column(rows, 'held_out')} | {shape_drawn_column(rows, 'held_in_squares')} "
+                         f"| {rows[0]['images_seen']:,} |")
+    return "\n".join(lines)
+
+
+def shape_drawn_column(rows: list[dict], items: str) -> str:
+    """The shape score of ``items`` over the runs ``rows``, mean +- sd ("-" for result files made before it)."""
+    values = [r["shape_drawn"][items] for r in rows if "shape_drawn" in r]
+    return mean_sd(values, 3) if len(values) == len(rows) else "-"
+
+
+#: The cost of leaving the squares out, from a model's held-in-only run and its every-image run of one
+#: seed: name -> (held-in-only record, every-image record) -> cost (larger: the unseen squares cost more).
+COSTS = {
+    "reconstruction error increase, left-out (%)": lambda out, seen: 100 * (
+        out["scores"]["held_out"]["reconstruction_error"] / seen["scores"]["held_out"]["reconstruction_error"] - 1),
+    "ELBO gap increase (nats)": lambda out, seen: elbo_gap(out) - elbo_gap(seen),
+    "square-drawn drop, left-out": lambda out, seen: seen["shape_drawn"]["held_out"] - out["shape_drawn"]["held_out"],
+}
+
+
+def elbo_gap(record: dict) -> float:
+    """The held-in neighbours' ELBO minus the left-out items' (nats per image)."""
+    return record["scores"]["held_in_neighbours"]["elbo"] - record["scores"]["held_out"]["elbo"]
+
+
+def cost_table(results: Path, model: str = "hfvae", other: str = "beta-vae") -> str:
+    """
+    Per cost of :data:`COSTS` and seed, ``model``'s cost of never seeing the left-out squares minus
+    ``other``'s (negative: ``model`` loses less), over the seeds where both models have both runs,
+    with mean +- sd and the two-sided paired t and Wilcoxon p; empty with fewer than two such seeds.
+    """
+    runs = {(r["model"], r["held_out"], r["seed"]): r for r in read_results(results) if "shape_drawn" in r}
+    seeds = sorted(seed for kind, held_out, seed in runs if kind == model and held_out
+                   and all((m, h, seed) in runs for m in (model, other) for h in (True, False)))
+    if len(seeds) < 2:
+        return ""
+    lines = [f"| cost of the unseen squares | {model} | {other} | {model} minus {other} | mean +- sd "
+             f"| {model} loses less | paired t p | Wilcoxon p |", "|---|---|---|---|---|---|---|---|"]
+    for name, cost in COSTS.items():
+        costs = {m: [cost(runs[m, True, seed], runs[m, False, seed]) for seed in seeds] for m in (model, other)}
+        comparison = paired_comparison(costs[model], costs[other])
+        lines.append(f"| {name} | {mean_sd(costs[model], 3)} | {mean_sd(costs[other], 3)} | "
+                     + ", ".join(f"{d:+.3f}" for d in comparison.differences)
+                     + f" | {mean_sd(comparison.differences, 3)} | {int((comparison.differences < 0).sum())}/"
+                     f"{len(seeds)} | {comparison.t_p:.3g} | {comparison.wilcoxon_p:.3g} |")
     return "\n".join(lines)
 
 
 def plot_reconstructions(args: argparse.Namespace, path: Path, count: int = 8) -> None:
-    """Left-out squares (top row) and their reconstructions by each seed-0 run, one row per run."""
+    """Left-out squares (top row) and their reconstructions by each run of the first seed, one row per run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,8 +209,8 @@ def plot_reconstructions(args: argparse.Namespace, path: Path, count: int = 8) -
     rows = []
     for model in MODELS:
         for held_out in (True, False):
-            trainer = Trainer.from_run(Path(args.runs_dir) / f"{model}_{'held_out' if held_out else 'all'}_seed0",
-                                       read_only=True)
+            name = f"{model}_{'held_out' if held_out else 'all'}_seed{args.seeds[0]}"
+            trainer = Trainer.from_run(Path(args.runs_dir) / name, read_only=True)
             trainer.dataset.hold_out = SQUARES_RIGHT_THIRD
             chosen = np.random.RandomState(0).choice(trainer.dataset.held_out_indices(), count, replace=False)
             x = trainer.dataset.observations(torch.from_numpy(np.sort(chosen)))
@@ -148,6 +236,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     results = Path(args.results)
     if args.summary:
         print(summary(results))
+        print(cost_table(results))
         return []
     records = []
     for seed in args.seeds:
@@ -161,7 +250,8 @@ def main(args: argparse.Namespace) -> list[dict]:
                 write_json(path, record)
                 records.append(record)
     print(summary(results))
-    if args.figure and 0 in args.seeds and list(args.models) == list(MODELS):
+    print(cost_table(results))
+    if args.figure and list(args.models) == list(MODELS):
         plot_reconstructions(args, results / "reconstructions.png")
     return records
 
@@ -179,7 +269,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden-dim", type=int, default=256, help="width of the MLP networks")
     parser.add_argument("--items", type=int, default=2000, help="items scored per set (left-out, neighbours)")
     parser.add_argument("--runs-dir", default="runs/unseen_combinations", help="the run directories")
-    parser.add_argument("--figure", action="store_true", help="draw the reconstructions of seed 0")
+    parser.add_argument("--figure", action="store_true", help="draw the reconstructions of the first seed")
     return parser
 
 
