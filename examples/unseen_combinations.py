@@ -10,7 +10,8 @@ every square in the right third of the image). Each run then scores the left-out
 held-in images that share part of their combination (squares elsewhere, other shapes in the right
 third; :meth:`~pyro_hfvae.datasets.GroundTruthDataset.held_out_neighbour_indices`): the ELBO per
 image, the squared reconstruction error, and whether the reconstruction shows the right shape
-(nearer to the square than to the other shapes drawn with the same factors). A model that
+(nearer to the square than to the other shapes drawn with the same factors) and its outline (nearer
+to the square than to a disc of the same area and centre). A model that
 generalises to the unseen combinations scores them as it scores their neighbours, and as the model
 that saw them does; ``--summary`` also compares the two models' cost of never seeing them, seed by
 seed.
@@ -96,13 +97,15 @@ def run(args: argparse.Namespace, model: str, held_out: bool, seed: int) -> dict
     random_state = np.random.RandomState(0)
     held_in_squares = dataset.held_out_neighbour_indices()
     held_in_squares = held_in_squares[dataset.factors_of(held_in_squares)[:, dataset.factor_names.index("shape")] == 0]
-    shape_drawn = {}
+    shape_drawn, outline_drawn = {}, {}
     for items, indices in (("held_out", dataset.held_out_indices()), ("held_in_squares", held_in_squares)):
         chosen = random_state.choice(indices, min(args.items, len(indices)), replace=False)
         shape_drawn[items] = shape_drawn_fraction(trainer, np.sort(chosen))
+        outline_drawn[items] = outline_drawn_fraction(trainer, np.sort(chosen))
     return {"model": model, "held_out": held_out, "seed": seed, "steps": trainer.step_count,
             "images_seen": trainer.step_count * args.batch_size, "hold_out": SQUARES_RIGHT_THIRD,
-            "scores": result["hold_out"], "shape_drawn": shape_drawn, "run_dir": str(run_dir), "name": name}
+            "scores": result["hold_out"], "shape_drawn": shape_drawn, "outline_drawn": outline_drawn,
+            "run_dir": str(run_dir), "name": name}
 
 
 def shape_drawn_fraction(trainer: Trainer, indices: np.ndarray, batch_size: int = 256) -> float:
@@ -129,13 +132,58 @@ def shape_drawn_fraction(trainer: Trainer, indices: np.ndarray, batch_size: int 
     return right / len(indices)
 
 
+def disc_of_same_area(images: torch.Tensor) -> torch.Tensor:
+    """
+    For binary images of shape ``(n, 1, H, W)``: a disc per image with the image's area and centroid,
+    the blob a model draws where it has the size and position of a shape but not its outline.
+
+    Example::
+
+        >>> square = torch.zeros(1, 1, 9, 9)
+        >>> square[..., 2:8, 2:8] = 1  # 36 pixels; the disc of radius 3.4 about (4.5, 4.5) covers 32
+        >>> disc = disc_of_same_area(square)[0, 0]
+        >>> int(disc.sum()), disc[4, 2:8].tolist(), disc[2, 2].item()  # a corner of the square is outside
+        (32, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0], 0.0)
+    """
+    height, width = images.shape[-2:]
+    rows, columns = torch.meshgrid(torch.arange(height, dtype=images.dtype),
+                                   torch.arange(width, dtype=images.dtype), indexing="ij")
+    mass = images[:, 0]
+    area = mass.sum((1, 2))
+    centre_row = (mass * rows).sum((1, 2)) / area
+    centre_column = (mass * columns).sum((1, 2)) / area
+    radius_squared = (area / np.pi)[:, None, None]
+    inside = (rows - centre_row[:, None, None]) ** 2 + (columns - centre_column[:, None, None]) ** 2 <= radius_squared
+    return inside.to(images.dtype)[:, None]
+
+
+def outline_drawn_fraction(trainer: Trainer, indices: np.ndarray, batch_size: int = 256) -> float:
+    """
+    The fraction of the items ``indices`` whose reconstruction is nearer, in squared error, to the
+    item itself than to a disc of its area and centroid (:func:`disc_of_same_area`): whether the
+    model draws the shape's outline (a square's corners), not a blob of the right size in the right
+    place. The shape score (:func:`shape_drawn_fraction`) cannot tell these apart: a square's disc
+    is nearer to the square than to the smaller ellipse and heart.
+    """
+    dataset = trainer.dataset
+    right = 0
+    for rows in np.array_split(np.arange(len(indices)), -(-len(indices) // batch_size)):
+        images = dataset.observations(torch.from_numpy(indices[rows]))
+        with torch.no_grad():
+            reconstruction = trainer.model.reconstruct(images)
+        to_item = (reconstruction - images).pow(2).flatten(1).sum(1)
+        to_disc = (reconstruction - disc_of_same_area(images)).pow(2).flatten(1).sum(1)
+        right += int((to_item < to_disc).sum())
+    return right / len(indices)
+
+
 def summary(results: Path) -> str:
     """Per model and condition: the ELBO and reconstruction error of both item sets, mean +- sd over seeds."""
     records = read_results(results)
     lines = ["| model | trained on | seeds | ELBO, left-out | ELBO, neighbours | ELBO gap | "
              "reconstruction error, left-out | reconstruction error, neighbours | square drawn, left-out "
-             "| square drawn, held-in squares | images seen |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| square drawn, held-in squares | outline drawn, left-out | outline drawn, held-in squares "
+             "| images seen |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     for model in MODELS:
         for held_out in (True, False):
@@ -150,14 +198,17 @@ def summary(results: Path) -> str:
                          f"| {mean_sd([n['elbo'] for n in near], 2)} | {mean_sd(gap, 2)} "
                          f"| {mean_sd([o['reconstruction_error'] for o in out], 2)} "
                          f"| {mean_sd([n['reconstruction_error'] for n in near], 2)} "
-                         f"| {shape_drawn_column(rows, 'held_out')} | {shape_drawn_column(rows, 'held_in_squares')} "
+                         f"| {drawn_column(rows, 'shape_drawn', 'held_out')} "
+                         f"| {drawn_column(rows, 'shape_drawn', 'held_in_squares')} "
+                         f"| {drawn_column(rows, 'outline_drawn', 'held_out')} "
+                         f"| {drawn_column(rows, 'outline_drawn', 'held_in_squares')} "
                          f"| {rows[0]['images_seen']:,} |")
     return "\n".join(lines)
 
 
-def shape_drawn_column(rows: list[dict], items: str) -> str:
-    """The shape score of ``items`` over the runs ``rows``, mean +- sd ("-" for result files made before it)."""
-    values = [r["shape_drawn"][items] for r in rows if "shape_drawn" in r]
+def drawn_column(rows: list[dict], score: str, items: str) -> str:
+    """The score ``score`` of ``items`` over the runs ``rows``, mean +- sd ("-" for result files made before it)."""
+    values = [r[score][items] for r in rows if score in r]
     return mean_sd(values, 3) if len(values) == len(rows) else "-"
 
 
@@ -168,6 +219,8 @@ COSTS = {
         out["scores"]["held_out"]["reconstruction_error"] / seen["scores"]["held_out"]["reconstruction_error"] - 1),
     "ELBO gap increase (nats)": lambda out, seen: elbo_gap(out) - elbo_gap(seen),
     "square-drawn drop, left-out": lambda out, seen: seen["shape_drawn"]["held_out"] - out["shape_drawn"]["held_out"],
+    "outline-drawn drop, left-out": lambda out, seen: (seen["outline_drawn"]["held_out"]
+                                                       - out["outline_drawn"]["held_out"]),
 }
 
 
@@ -182,7 +235,8 @@ def cost_table(results: Path, model: str = "hfvae", other: str = "beta-vae") -> 
     ``other``'s (negative: ``model`` loses less), over the seeds where both models have both runs,
     with mean +- sd and the two-sided paired t and Wilcoxon p; empty with fewer than two such seeds.
     """
-    runs = {(r["model"], r["held_out"], r["seed"]): r for r in read_results(results) if "shape_drawn" in r}
+    runs = {(r["model"], r["held_out"], r["seed"]): r for r in read_results(results)
+            if "outline_drawn" in r}
     seeds = sorted(seed for kind, held_out, seed in runs if kind == model and held_out
                    and all((m, h, seed) in runs for m in (model, other) for h in (True, False)))
     if len(seeds) < 2:

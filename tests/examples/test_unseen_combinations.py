@@ -20,8 +20,9 @@ def test_smoke_runs_score_the_same_items_and_resume(example, tmp_path):
         assert record["steps"] == 3 and record["images_seen"] == 48
         assert record["scores"]["held_out"]["items"] == record["scores"]["held_in_neighbours"]["items"] == 16
         assert np.isfinite(record["scores"]["held_out"]["elbo"]) and record["scores"]["held_out"]["elbo"] < 0
-        assert set(record["shape_drawn"]) == {"held_out", "held_in_squares"}
-        assert all(0 <= value <= 1 for value in record["shape_drawn"].values())
+        for score in ("shape_drawn", "outline_drawn"):
+            assert set(record[score]) == {"held_out", "held_in_squares"}
+            assert all(0 <= value <= 1 for value in record[score].values())
     # The runs trained on every image are scored on the same left-out combinations.
     assert records[1]["hold_out"] == example.SQUARES_RIGHT_THIRD
     assert (tmp_path / "results" / "reconstructions.png").stat().st_size > 0
@@ -88,7 +89,8 @@ def _record(model, held_out, seed, error, elbos, shape_drawn):
     return {"model": model, "held_out": held_out, "seed": seed, "images_seen": 100,
             "scores": {"held_out": {"elbo": elbos[0], "reconstruction_error": error},
                        "held_in_neighbours": {"elbo": elbos[1], "reconstruction_error": 1.0}},
-            "shape_drawn": {"held_out": shape_drawn, "held_in_squares": 0.9}}
+            "shape_drawn": {"held_out": shape_drawn, "held_in_squares": 0.9},
+            "outline_drawn": {"held_out": shape_drawn / 2, "held_in_squares": 0.8}}
 
 
 def test_cost_table_pairs_each_models_cost_by_seed(example, tmp_path):
@@ -112,11 +114,12 @@ def test_cost_table_pairs_each_models_cost_by_seed(example, tmp_path):
     example.write_json(tmp_path / "hfvae_held_out_seed7.json", _record("hfvae", True, 7, 1.0, (-1, -1), 0.5))
     table = example.cost_table(tmp_path)
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines()[2:]}
-    assert len(rows) == 3 and all(row[3] and "0, 1, 3" not in row for row in rows.values())
+    assert len(rows) == 4 and all(row[3] and "0, 1, 3" not in row for row in rows.values())
     by_hand = {
         "reconstruction error increase, left-out (%)": ([20.0, 25.0, 0.0], [10.0, 4.0, 25.0]),
         "ELBO gap increase (nats)": ([10.0, 18.0, 9.0], [7.0, 10.0, 5.0]),
         "square-drawn drop, left-out": ([0.3, 0.6, 0.1], [0.2, 0.2, 0.4]),
+        "outline-drawn drop, left-out": ([0.15, 0.3, 0.05], [0.1, 0.1, 0.2]),
     }
     for name, (hfvae, beta_vae) in by_hand.items():
         differences = np.subtract(hfvae, beta_vae)
@@ -125,3 +128,42 @@ def test_cost_table_pairs_each_models_cost_by_seed(example, tmp_path):
         assert row[5] == f"{int((differences < 0).sum())}/3"
         assert row[6] == f"{scipy.stats.ttest_1samp(differences, 0.0).pvalue:.3g}"
     assert example.cost_table(tmp_path, model="hfvae", other="vae") == ""
+
+
+class _DrawsDiscs(_Reconstructs):
+    """Draws each image as the disc of its area and centroid."""
+
+    def __init__(self, example, dataset, indices):
+        super().__init__(dataset, indices)
+        self.disc = example.disc_of_same_area
+
+    def reconstruct(self, x):
+        return self.disc(super().reconstruct(x))
+
+
+def test_outline_drawn_fraction_tells_a_square_from_the_disc_of_its_area(example):
+    from pyro_hfvae.datasets import DSprites
+
+    dataset = DSprites()
+    dataset.hold_out = example.SQUARES_RIGHT_THIRD
+    indices = np.sort(np.random.RandomState(1).choice(dataset.held_out_indices(), 24, replace=False))
+    assert example.outline_drawn_fraction(_Reconstructs(dataset, indices), indices, batch_size=10) == 1.0
+    assert example.outline_drawn_fraction(_DrawsDiscs(example, dataset, indices), indices, batch_size=10) == 0.0
+    # The shape score cannot: a square's disc is still nearer to the square than to the ellipse or heart.
+    assert example.shape_drawn_fraction(_DrawsDiscs(example, dataset, indices), indices) == 1.0
+
+
+def test_disc_of_same_area_keeps_area_and_centroid(example):
+    import torch
+
+    images = torch.zeros(2, 1, 32, 32)
+    images[0, 0, 4:14, 6:16] = 1  # a 10 x 10 square, centroid (8.5, 10.5)
+    images[1, 0, 20:23, 20:29] = 1  # a 3 x 9 bar, centroid (21, 24)
+    discs = example.disc_of_same_area(images)
+    rows, columns = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    for image, disc in zip(images[:, 0], discs[:, 0]):
+        area = image.sum()
+        assert abs(disc.sum() - area) <= 0.1 * area
+        for grid in (rows, columns):
+            assert abs((disc * grid).sum() / disc.sum() - (image * grid).sum() / area) < 0.5
+        assert set(disc.unique().tolist()) <= {0.0, 1.0}
