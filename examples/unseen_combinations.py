@@ -112,8 +112,8 @@ def shape_drawn_fraction(trainer: Trainer, indices: np.ndarray, batch_size: int 
     """
     The fraction of the items ``indices`` whose reconstruction (at the posterior means) is nearer, in
     squared error, to the item's own shape than to every other shape drawn at the same scale,
-    orientation and position: whether the model draws the right shape, not just a blob in the right
-    place.
+    orientation and position: whether the model draws a square rather than another shape. A blob of
+    the square's size and place passes too (:func:`outline_drawn_fraction` tells it apart).
     """
     dataset = trainer.dataset
     shape_axis = dataset.factor_names.index("shape")
