@@ -97,39 +97,15 @@ def run(args: argparse.Namespace, model: str, held_out: bool, seed: int) -> dict
     random_state = np.random.RandomState(0)
     held_in_squares = dataset.held_out_neighbour_indices()
     held_in_squares = held_in_squares[dataset.factors_of(held_in_squares)[:, dataset.factor_names.index("shape")] == 0]
-    shape_drawn, outline_drawn = {}, {}
+    drawn = {"shape_drawn": {}, "outline_drawn": {}}
     for items, indices in (("held_out", dataset.held_out_indices()), ("held_in_squares", held_in_squares)):
-        chosen = random_state.choice(indices, min(args.items, len(indices)), replace=False)
-        shape_drawn[items] = shape_drawn_fraction(trainer, np.sort(chosen))
-        outline_drawn[items] = outline_drawn_fraction(trainer, np.sort(chosen))
+        chosen = np.sort(random_state.choice(indices, min(args.items, len(indices)), replace=False))
+        for score, fraction in drawn_fractions(trainer, chosen).items():
+            drawn[score][items] = fraction
     return {"model": model, "held_out": held_out, "seed": seed, "steps": trainer.step_count,
             "images_seen": trainer.step_count * args.batch_size, "hold_out": SQUARES_RIGHT_THIRD,
-            "scores": result["hold_out"], "shape_drawn": shape_drawn, "outline_drawn": outline_drawn,
+            "scores": result["hold_out"], **drawn,
             "run_dir": str(run_dir), "name": name}
-
-
-def shape_drawn_fraction(trainer: Trainer, indices: np.ndarray, batch_size: int = 256) -> float:
-    """
-    The fraction of the items ``indices`` whose reconstruction (at the posterior means) is nearer, in
-    squared error, to the item's own shape than to every other shape drawn at the same scale,
-    orientation and position: whether the model draws a square rather than another shape. A blob of
-    the square's size and place passes too (:func:`outline_drawn_fraction` tells it apart).
-    """
-    dataset = trainer.dataset
-    shape_axis = dataset.factor_names.index("shape")
-    factors = dataset.factors_of(indices)
-    right = 0
-    for rows in np.array_split(np.arange(len(indices)), -(-len(indices) // batch_size)):
-        with torch.no_grad():
-            reconstruction = trainer.model.reconstruct(dataset.observations(torch.from_numpy(indices[rows])))
-        errors = []
-        for shape in range(dataset.factor_sizes[shape_axis]):
-            drawn = factors[rows].copy()
-            drawn[:, shape_axis] = shape
-            image = dataset.observations(torch.from_numpy(dataset.index_of(drawn)))
-            errors.append((reconstruction - image).pow(2).flatten(1).sum(1))
-        right += int((torch.stack(errors, 1).argmin(1).numpy() == factors[rows, shape_axis]).sum())
-    return right / len(indices)
 
 
 def disc_of_same_area(images: torch.Tensor) -> torch.Tensor:
@@ -157,24 +133,40 @@ def disc_of_same_area(images: torch.Tensor) -> torch.Tensor:
     return inside.to(images.dtype)[:, None]
 
 
-def outline_drawn_fraction(trainer: Trainer, indices: np.ndarray, batch_size: int = 256) -> float:
+def drawn_fractions(trainer: Trainer, indices: np.ndarray, batch_size: int = 256) -> dict[str, float]:
     """
-    The fraction of the items ``indices`` whose reconstruction is nearer, in squared error, to the
-    item itself than to a disc of its area and centroid (:func:`disc_of_same_area`): whether the
-    model draws the shape's outline (a square's corners), not a blob of the right size in the right
-    place. The shape score (:func:`shape_drawn_fraction`) cannot tell these apart: a square's disc
-    is nearer to the square than to the smaller ellipse and heart.
+    Two scores of the reconstructions (at the posterior means) of the items ``indices``, each the
+    fraction of items whose reconstruction is nearer, in squared error, to the item than to
+    something else:
+
+    - ``shape_drawn``: than to every other shape drawn at the same scale, orientation and position;
+      whether the model draws a square rather than another shape. A blob of the square's size and
+      place passes too: its disc is nearer to the square than to the smaller ellipse and heart.
+    - ``outline_drawn``: than to a disc of the item's area and centroid (:func:`disc_of_same_area`);
+      whether the model draws the shape's outline (a square's corners), not a blob.
+
+    Each item is reconstructed once for both.
     """
     dataset = trainer.dataset
-    right = 0
+    shape_axis = dataset.factor_names.index("shape")
+    factors = dataset.factors_of(indices)
+    shape_right = outline_right = 0
     for rows in np.array_split(np.arange(len(indices)), -(-len(indices) // batch_size)):
         images = dataset.observations(torch.from_numpy(indices[rows]))
         with torch.no_grad():
             reconstruction = trainer.model.reconstruct(images)
-        to_item = (reconstruction - images).pow(2).flatten(1).sum(1)
-        to_disc = (reconstruction - disc_of_same_area(images)).pow(2).flatten(1).sum(1)
-        right += int((to_item < to_disc).sum())
-    return right / len(indices)
+
+        def distance(target: torch.Tensor) -> torch.Tensor:
+            return (reconstruction - target).pow(2).flatten(1).sum(1)
+
+        to_shapes = []
+        for shape in range(dataset.factor_sizes[shape_axis]):
+            drawn = factors[rows].copy()
+            drawn[:, shape_axis] = shape
+            to_shapes.append(distance(dataset.observations(torch.from_numpy(dataset.index_of(drawn)))))
+        shape_right += int((torch.stack(to_shapes, 1).argmin(1).numpy() == factors[rows, shape_axis]).sum())
+        outline_right += int((distance(images) < distance(disc_of_same_area(images))).sum())
+    return {"shape_drawn": shape_right / len(indices), "outline_drawn": outline_right / len(indices)}
 
 
 def summary(results: Path) -> str:

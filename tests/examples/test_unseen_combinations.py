@@ -64,17 +64,17 @@ class _Reconstructs:
 
 
 @pytest.mark.parametrize("shape, expected", [(None, 1.0), (0, 1.0), (1, 0.0), (2, 0.0)])
-def test_shape_drawn_fraction_is_the_share_drawn_as_their_own_shape(example, shape, expected):
+def test_shape_drawn_is_the_share_drawn_as_their_own_shape(example, shape, expected):
     from pyro_hfvae.datasets import DSprites
 
     dataset = DSprites()
     dataset.hold_out = example.SQUARES_RIGHT_THIRD
     indices = np.sort(np.random.RandomState(0).choice(dataset.held_out_indices(), 40, replace=False))
     trainer = _Reconstructs(dataset, indices, shape)
-    assert example.shape_drawn_fraction(trainer, indices, batch_size=64) == expected
+    assert example.drawn_fractions(trainer, indices, batch_size=64)["shape_drawn"] == expected
 
 
-def test_shape_drawn_fraction_counts_item_by_item(example):
+def test_shape_drawn_counts_item_by_item(example):
     from pyro_hfvae.datasets import DSprites
 
     dataset = DSprites()
@@ -82,7 +82,7 @@ def test_shape_drawn_fraction_counts_item_by_item(example):
     factors = np.array([[0, 5, 0, 10, 10], [0, 2, 7, 25, 3], [0, 0, 30, 1, 31], [2, 5, 0, 10, 10], [2, 3, 9, 16, 16]])
     indices = dataset.index_of(factors)
     trainer = _Reconstructs(dataset, indices, 0)
-    assert example.shape_drawn_fraction(trainer, indices, batch_size=2) == 3 / 5
+    assert example.drawn_fractions(trainer, indices, batch_size=2)["shape_drawn"] == 3 / 5
 
 
 def _record(model, held_out, seed, error, elbos, shape_drawn):
@@ -141,16 +141,17 @@ class _DrawsDiscs(_Reconstructs):
         return self.disc(super().reconstruct(x))
 
 
-def test_outline_drawn_fraction_tells_a_square_from_the_disc_of_its_area(example):
+def test_outline_drawn_tells_a_square_from_the_disc_of_its_area(example):
     from pyro_hfvae.datasets import DSprites
 
     dataset = DSprites()
     dataset.hold_out = example.SQUARES_RIGHT_THIRD
     indices = np.sort(np.random.RandomState(1).choice(dataset.held_out_indices(), 24, replace=False))
-    assert example.outline_drawn_fraction(_Reconstructs(dataset, indices), indices, batch_size=10) == 1.0
-    assert example.outline_drawn_fraction(_DrawsDiscs(example, dataset, indices), indices, batch_size=10) == 0.0
+    assert example.drawn_fractions(_Reconstructs(dataset, indices), indices, batch_size=10)["outline_drawn"] == 1.0
+    discs = example.drawn_fractions(_DrawsDiscs(example, dataset, indices), indices, batch_size=10)
+    assert discs["outline_drawn"] == 0.0
     # The shape score cannot: a square's disc is still nearer to the square than to the ellipse or heart.
-    assert example.shape_drawn_fraction(_DrawsDiscs(example, dataset, indices), indices) == 1.0
+    assert discs["shape_drawn"] == 1.0
 
 
 def test_disc_of_same_area_keeps_area_and_centroid(example):
