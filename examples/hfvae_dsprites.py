@@ -29,9 +29,11 @@ with its ``fast`` preset (MIG, MIG-sup, FactorVAE score on 1,000 / 500 votes, I(
 curve against images seen. At the end the model's representation (the Concrete's class
 probabilities, if any, and the Normal means) is scored once more at disentanglement_lib's sizes:
 MIG and MIG-sup on 10,000 points, the FactorVAE score with 10,000 / 5,000 votes and 10,000
-points for the variances, and DCI from random-forest regressors on 10,000 / 5,000 points, as
-the HFVAE paper computes it (``--dci boosting`` adds disentanglement_lib's gradient-boosted
-classifiers, minutes per model on a CPU). One result file per run; ``--summary`` and
+points for the variances, and DCI from random-forest regressors of full depth on 10,000 / 5,000
+points, as the HFVAE paper computes it (``--dci forest-validated`` adds forests whose depth is
+chosen per factor on a validation fifth of the training points, as Eastwood & Williams did, and
+``--dci boosting`` disentanglement_lib's gradient-boosted classifiers, minutes per model on a
+CPU). One result file per run; ``--summary`` and
 ``--figure`` rebuild the table and the curves from the result files alone::
 
     # one process per model and seed; two at a time on the 2-core machine
@@ -61,8 +63,8 @@ from pyro_hfvae.datasets import DSprites
 from pyro_hfvae.metrics import (
     discrete_entropy,
     discrete_mutual_information,
-    disentanglement_completeness,
     evaluate,
+    forest_dci,
     sample_codes,
 )
 from pyro_hfvae.training import Trainer, paired_comparison
@@ -96,6 +98,9 @@ FINAL_METRICS = {
              "options": {"factor_vae": {"batch_size": 8, "num_train": 40, "num_eval": 20,
                                         "num_variance_estimate": 100}}},
 }
+
+#: The random-forest DCI estimators of ``--dci``: name, key prefix in the result file, trees' depth.
+FORESTS = (("forest", "", None), ("forest-validated", "validated_", "validation"))
 
 #: Settings of ``--preset``; flags given explicitly take precedence. ``cpu``: the results page's
 #: runs (3.1M images per run, about 15 minutes each on one thread); ``paper``: the paper's
@@ -141,27 +146,6 @@ def train(args: argparse.Namespace, model: str, seed: int) -> Trainer:
     return trainer
 
 
-def forest_dci(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarray, factors_test: np.ndarray,
-               factor_sizes: list[int], trees: int = 100, seed: int = 0) -> dict[str, float]:
-    """
-    DCI as the HFVAE paper computes it for its Table 3: one random-forest regressor per factor
-    (the factor's class scaled to [0, 1]) from all codes; their feature importances form the
-    importance matrix (:func:`~pyro_hfvae.metrics.disentanglement_completeness`). Informativeness:
-    the forests' mean R^2 on the test points.
-    """
-    from sklearn.ensemble import RandomForestRegressor
-
-    scale = np.maximum(np.asarray(factor_sizes) - 1, 1)
-    importance = np.zeros((codes_train.shape[1], len(scale)))
-    fit = []
-    for k in range(len(scale)):
-        forest = RandomForestRegressor(trees, random_state=seed).fit(codes_train, factors_train[:, k] / scale[k])
-        importance[:, k] = forest.feature_importances_
-        fit.append(forest.score(codes_test, factors_test[:, k] / scale[k]))
-    scores = disentanglement_completeness(importance)
-    return {f"dci_{key}": value for key, value in scores.items()} | {"dci_informativeness_r2": float(np.mean(fit))}
-
-
 def class_information(trainer: Trainer, num_points: int, seed: int) -> dict[str, float]:
     """
     I(argmax of the class; factor) / H(factor) for every factor, on ``num_points`` sampled
@@ -180,7 +164,7 @@ def class_information(trainer: Trainer, num_points: int, seed: int) -> dict[str,
 def final_scores(trainer: Trainer, args: argparse.Namespace, seed: int) -> dict[str, float]:
     """The final model's metrics at the sizes of ``args.final_metrics``."""
     sizes = FINAL_METRICS[args.final_metrics]
-    boosting = args.dci in ("boosting", "both")
+    boosting = "boosting" in args.dci
     with trainer.evaluation_mode():
         scores = evaluate(trainer.dataset, trainer.encode, metrics=("mig", "mig_sup", "factor_vae")
                           + (("dci",) if boosting else ()), random_state=seed, num_train=sizes["num_train"],
@@ -189,12 +173,19 @@ def final_scores(trainer: Trainer, args: argparse.Namespace, seed: int) -> dict[
             scores = {("boosted_" + key if key.startswith("dci_") else key): value for key, value in scores.items()}
         if "y" in trainer.site_groups:  # the HFVAE's class: which factor does its argmax name?
             scores["class_information"] = class_information(trainer, sizes["num_train"], seed)
-        if args.dci in ("forest", "both"):
+        forests = [(prefix, depth) for name, prefix, depth in FORESTS if name in args.dci]
+        if forests:
             rng = np.random.RandomState(seed)
             train = sample_codes(trainer.dataset, trainer.encode, sizes["num_train"], rng, batch_size=256)
             test = sample_codes(trainer.dataset, trainer.encode, sizes["num_test"], rng, batch_size=256)
-            scores |= forest_dci(train[0].cpu().numpy(), train[1], test[0].cpu().numpy(), test[1],
-                                 trainer.dataset.factor_sizes, sizes["forest_trees"], seed)
+            for prefix, depth in forests:
+                forest = forest_dci(*train, *test, num_trees=sizes["forest_trees"], max_depth=depth, random_state=seed)
+                scores |= {f"{prefix}dci_disentanglement": forest["disentanglement"],
+                           f"{prefix}dci_completeness": forest["completeness"],
+                           f"{prefix}dci_informativeness_r2": forest["informativeness_test"],
+                           f"{prefix}dci_importance": forest["importance"].tolist()}
+                if depth == "validation":
+                    scores[f"{prefix}dci_max_depths"] = forest["max_depths"]
     return scores
 
 
@@ -396,9 +387,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-every", type=int, default=1000)
     parser.add_argument("--final-metrics", choices=tuple(FINAL_METRICS), default="full",
                         help="sizes of the final scoring")
-    parser.add_argument("--dci", choices=("forest", "boosting", "both"), default="forest",
-                        help="DCI from random-forest regressors (the HFVAE paper), gradient-boosted classifiers "
-                             "(disentanglement_lib; minutes per model on a CPU), or both")
+    parser.add_argument("--dci", nargs="+", choices=tuple(name for name, _, _ in FORESTS) + ("boosting",),
+                        default=["forest"],
+                        help="DCI from random-forest regressors of full depth (the published tables), of a depth "
+                             "chosen per factor on a validation fifth of the training points (as Eastwood & "
+                             "Williams), and from gradient-boosted classifiers (disentanglement_lib; minutes per "
+                             "model on a CPU)")
     parser.add_argument("--runs-dir", default="runs/dsprites", help="the run directories")
     parser.add_argument("--figure", action="store_true", help="draw the curves of the result files")
     parser.add_argument("--reference-out", default=None,

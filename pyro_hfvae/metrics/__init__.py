@@ -9,7 +9,7 @@ Array metrics take codes (num_samples, num_codes) and integer factors
 """
 
 from pyro_hfvae.metrics.beta_vae import beta_vae_score
-from pyro_hfvae.metrics.dci import dci, disentanglement_completeness
+from pyro_hfvae.metrics.dci import FOREST_DEPTHS, dci, disentanglement_completeness, forest_dci
 from pyro_hfvae.metrics.discrete_information import discrete_entropy, discrete_mutual_information
 from pyro_hfvae.metrics.evaluate import METRICS, evaluate
 from pyro_hfvae.metrics.explicitness import explicitness
@@ -29,6 +29,7 @@ from pyro_hfvae.metrics.sampling import sample_codes
 from pyro_hfvae.metrics.sap import sap
 
 __all__ = [
+    "FOREST_DEPTHS",
     "METRICS",
     "PRUNED_NATS",
     "MutualInformation",
@@ -41,6 +42,7 @@ __all__ = [
     "evaluate",
     "explicitness",
     "factor_vae_score",
+    "forest_dci",
     "mig",
     "mig_posterior",
     "mig_sup",

@@ -31,27 +31,21 @@ def test_objectives_are_the_special_cases_of_one_loss(example, tmp_path):
     assert classes == {"vae": 0, "beta-vae": 0, "beta-tcvae": 0, "hfvae": 3}
 
 
-def test_forest_dci_of_a_perfect_and_of_an_uninformative_representation(example):
-    rng = np.random.RandomState(0)
-    sizes = [3, 6, 10]
-    factors = np.stack([rng.randint(size, size=600) for size in sizes], axis=1)
-    perfect = example.forest_dci(factors[:400] * 1.0, factors[:400], factors[400:] * 1.0, factors[400:], sizes,
-                                 trees=10)
-    assert perfect["dci_disentanglement"] == pytest.approx(1.0, abs=1e-6)
-    assert perfect["dci_completeness"] == pytest.approx(1.0, abs=1e-6)
-    assert perfect["dci_informativeness_r2"] == pytest.approx(1.0, abs=1e-6)
-    noise = rng.randn(600, 3)
-    useless = example.forest_dci(noise[:400], factors[:400], noise[400:], factors[400:], sizes, trees=10)
-    assert useless["dci_disentanglement"] < 0.1 and useless["dci_informativeness_r2"] < 0
-
-
 def test_smoke_runs_score_and_continue_with_their_curve(example, tmp_path):
-    records = example.main(_args(example, tmp_path, "--models", "beta-vae", "hfvae"))
+    records = example.main(_args(example, tmp_path, "--models", "beta-vae", "hfvae",
+                                 "--dci", "forest", "forest-validated"))
     assert [r["model"] for r in records] == ["beta-vae", "hfvae"]
     for record in records:
         assert [(p["step"], p["images"]) for p in record["curve"]] == [(2, 32), (4, 64)]
-        for key in ("mig", "mig_sup", "factor_vae_eval_accuracy", "dci_disentanglement", "dci_completeness"):
+        for key in ("mig", "mig_sup", "factor_vae_eval_accuracy", "dci_disentanglement", "dci_completeness",
+                    "validated_dci_disentanglement", "validated_dci_completeness"):
             assert 0.0 <= record["final"][key] <= 1.0, key
+        assert len(record["final"]["validated_dci_max_depths"]) == 5
+        for key in ("dci_importance", "validated_dci_importance"):  # codes x factors, columns sum to one
+            importance = np.array(record["final"][key])
+            assert importance.shape == (10 + (3 if record["model"] == "hfvae" else 0), 5)
+            np.testing.assert_allclose(importance.sum(axis=0), 1.0, rtol=1e-9)
+        assert "dci_max_depths" not in record["final"]  # full depth: nothing chosen
         assert math.isfinite(record["information"]["total"])
     assert set(records[1]["information"]["groups"]) == {"class", "style"}
     shares = records[1]["final"]["class_information"]
