@@ -269,6 +269,44 @@ def summary(results: Path) -> str:
     paired = paired_table(records)
     if paired:
         lines += ["", "The HFVAE minus each model, seed by seed (two-sided p):", "", paired]
+    depth = forest_depth_table(records)
+    if depth:
+        lines += ["", "DCI from full-depth forests and from forests of the depth chosen on validation:", "", depth]
+    return "\n".join(lines)
+
+
+def position_mixing(importance) -> float:
+    """
+    How much the codes that carry position mix posX and posY: over the two codes with the largest
+    importance for posX plus posY (``importance``: codes x factors, dSprites' factor order), the
+    mean of min(R_posX, R_posY) / (R_posX + R_posY); 0 when each names one position factor, 0.5 when
+    both alike.
+    """
+    importance = np.asarray(importance)
+    pos_x, pos_y = (importance[:, DSprites.factor_names.index(name)] for name in ("posX", "posY"))
+    top = np.argsort(-(pos_x + pos_y))[:2]
+    return float(np.mean(np.minimum(pos_x[top], pos_y[top]) / (pos_x[top] + pos_y[top])))
+
+
+def forest_depth_table(records: list[dict]) -> str:
+    """
+    Per run scored with both forests (``--dci forest forest-validated``): DCI disentanglement and
+    R^2 at full depth and at the depths chosen on validation, those depths, and the position mixing
+    (:func:`position_mixing`) of the validated forests' importances. Empty without such runs.
+    """
+    rows = [r for model in MODELS for r in sorted(records, key=lambda r: r["seed"])
+            if r["model"] == model and "validated_dci_disentanglement" in r["final"]]
+    if not rows:
+        return ""
+    lines = ["| model | seed | DCI D, full depth | DCI D, chosen depth | change | R^2, full | R^2, chosen | "
+             "depths chosen (shape, scale, orientation, posX, posY) | position mixing |", "|---" * 9 + "|"]
+    for r in rows:
+        f = r["final"]
+        full, chosen = f["dci_disentanglement"], f["validated_dci_disentanglement"]
+        depths = ", ".join("full" if d is None else str(d) for d in f["validated_dci_max_depths"])
+        lines.append(f"| {MODELS[r['model']]} | {r['seed']} | {full:.3f} | {chosen:.3f} | {chosen - full:+.3f} | "
+                     f"{f['dci_informativeness_r2']:.3f} | {f['validated_dci_informativeness_r2']:.3f} | {depths} | "
+                     f"{position_mixing(f['validated_dci_importance']):.2f} |")
     return "\n".join(lines)
 
 

@@ -130,3 +130,30 @@ def test_paired_table_compares_the_hfvae_seed_by_seed(example):
     t_p = 2 * scipy.stats.t.sf(mean / (sd / np.sqrt(3)), 2)
     assert cells == ["DCI D", "beta-VAE", "0, 1, 2", "+0.100, -0.050, +0.300", f"{mean:.3f} +- {sd:.3f}", "2/3",
                      f"{t_p:.3g}", "0.5"]  # Wilcoxon: ranks 2, 1, 3, W+ = 5; 4 of the 8 sign patterns as extreme
+
+
+@pytest.mark.parametrize("position_rows, expected", [
+    ([[1.0, 0.0], [0.0, 1.0]], 0.0),          # one code per position factor
+    ([[0.5, 0.5], [0.5, 0.5]], 0.5),          # both codes carry both alike
+    ([[0.4, 0.1], [0.1, 0.4]], 0.2),          # rotated part of the way
+])
+def test_position_mixing_reads_the_two_position_codes(example, position_rows, expected):
+    # columns: shape, scale, orientation, posX, posY; a third code carries shape and a little position
+    importance = np.zeros((3, 5))
+    importance[:2, 3:] = position_rows
+    importance[2] = [1.0, 0.0, 0.0, 0.01, 0.0]
+    assert example.position_mixing(importance) == pytest.approx(expected)
+
+
+def test_forest_depth_table_lists_runs_scored_with_both_forests(example):
+    importance = np.zeros((3, 5))
+    importance[0, 3], importance[1, 4], importance[2, 0] = 1.0, 1.0, 1.0
+    final = {"dci_disentanglement": 0.25, "validated_dci_disentanglement": 0.5, "dci_informativeness_r2": 0.6,
+             "validated_dci_informativeness_r2": 0.7, "validated_dci_max_depths": [None, 16, 12, 16, 4],
+             "validated_dci_importance": importance.tolist()}
+    records = [{"model": "hfvae", "seed": 1, "final": final},
+               {"model": "beta-vae", "seed": 5, "final": {"dci_disentanglement": 0.1}}]
+    table = example.forest_depth_table(records).splitlines()
+    assert len(table) == 3
+    assert table[2] == "| HFVAE | 1 | 0.250 | 0.500 | +0.250 | 0.600 | 0.700 | full, 16, 12, 16, 4 | 0.00 |"
+    assert example.forest_depth_table(records[1:]) == ""
