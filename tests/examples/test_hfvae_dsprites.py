@@ -57,9 +57,11 @@ def test_smoke_runs_score_and_continue_with_their_curve(example, tmp_path):
     assert again[0] == json.loads((tmp_path / "results" / "hfvae_seed0.json").read_text()) == records[1]
     longer = example.main(_args(example, tmp_path, "--models", "hfvae", "--steps", "6"))[0]
     assert [p["step"] for p in longer["curve"]] == [2, 4, 6] and longer["curve"][:2] == records[1]["curve"]
-    table = example.summary(tmp_path / "results")
+    table, depth_table = example.summary(tmp_path / "results").split("\n\nDCI from full-depth forests")
     assert table.count("\n") == 5 and "| HFVAE | 0 | 96 |" in table and "| beta-VAE | 0 | 64 |" in table
     assert "I(class; factor) / H(factor), over 1 seeds: shape " in table
+    # the HFVAE's file was rewritten by the longer run, scored with the default full-depth forest only
+    assert "\n| beta-VAE | 0 | " in depth_table and "HFVAE" not in depth_table
 
 
 def test_a_run_made_with_other_settings_is_refused(example, tmp_path):
