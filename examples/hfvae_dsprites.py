@@ -383,6 +383,36 @@ def plot_curves(results: Path, path: Path) -> None:
     plt.close(figure)
 
 
+def plot_importance(results: Path, path: Path) -> bool:
+    """
+    The importance matrix of the forests of validated depth (codes x factors, each column summing to
+    one) of every run scored with them, one panel per run; False (nothing drawn) without such runs.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for model in MODELS for r in sorted(read_results(results), key=lambda r: r["seed"])
+            if r["model"] == model and "validated_dci_importance" in r["final"]]
+    if not rows:
+        return False
+    figure, axes = plt.subplots(1, len(rows), figsize=(2.3 * len(rows), 3.6), constrained_layout=True,
+                                squeeze=False)
+    for axis, record in zip(axes[0], rows):
+        importance = np.array(record["final"]["validated_dci_importance"])
+        image = axis.imshow(importance, vmin=0, vmax=1, cmap="Greys", aspect="auto")
+        axis.set_xticks(range(importance.shape[1]), DSprites.factor_names, rotation=90)
+        axis.set_yticks(range(importance.shape[0]))
+        axis.set_title(f"{MODELS[record['model']]} seed {record['seed']}\n"
+                       f"D = {record['final']['validated_dci_disentanglement']:.2f}", fontsize=9)
+    axes[0][0].set_ylabel("code")
+    figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="importance")
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
 def main(args: argparse.Namespace) -> list[dict]:
     results = Path(args.results)
     records = []
@@ -400,6 +430,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     print(summary(results))
     if args.figure:
         plot_curves(results, results / "curves.png")
+        plot_importance(results, results / "importance.png")
     if args.reference_out:
         write_json(args.reference_out, reference_curve(results, args), sort_keys=False)
     return records

@@ -62,6 +62,9 @@ def test_smoke_runs_score_and_continue_with_their_curve(example, tmp_path):
     assert "I(class; factor) / H(factor), over 1 seeds: shape " in table
     # the HFVAE's file was rewritten by the longer run, scored with the default full-depth forest only
     assert "\n| beta-VAE | 0 | " in depth_table and "HFVAE" not in depth_table
+    assert example.plot_importance(tmp_path / "results", tmp_path / "importance.png")
+    assert (tmp_path / "importance.png").stat().st_size > 0
+    assert not example.plot_importance(tmp_path, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
 
 
 def test_a_run_made_with_other_settings_is_refused(example, tmp_path):
