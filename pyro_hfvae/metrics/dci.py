@@ -100,6 +100,18 @@ def disentanglement_completeness(importance_matrix) -> dict[str, float]:
     }
 
 
+def _checked_splits(codes_train, factors_train, codes_test, factors_test) -> tuple:
+    """The splits of :func:`dci` and :func:`forest_dci`, checked: at least two codes and two factors."""
+    codes_train, factors_train, codes_test, factors_test = as_train_test(
+        codes_train, factors_train, codes_test, factors_test
+    )
+    check_min_columns(codes_train.shape, 2, "codes_train", "completeness uses log base num_codes")
+    check_min_columns(
+        factors_train.shape, 2, "factors_train", "disentanglement uses log base num_factors"
+    )
+    return codes_train, factors_train, codes_test, factors_test
+
+
 def dci(
     codes_train, factors_train, codes_test, factors_test, random_state: RandomStateLike = 0
 ) -> dict[str, float]:
@@ -137,12 +149,8 @@ def dci(
     [1] A Framework for the Quantitative Evaluation of Disentangled Representations,
         Cian Eastwood, Christopher K. I. Williams (ICLR 2018)
     """
-    codes_train, factors_train, codes_test, factors_test = as_train_test(
+    codes_train, factors_train, codes_test, factors_test = _checked_splits(
         codes_train, factors_train, codes_test, factors_test
-    )
-    check_min_columns(codes_train.shape, 2, "codes_train", "completeness uses log base num_codes")
-    check_min_columns(
-        factors_train.shape, 2, "factors_train", "disentanglement uses log base num_factors"
     )
     random_state = as_random_state(random_state)
     x_train = to_numpy(codes_train)
@@ -223,12 +231,8 @@ def forest_dci(
     [1] A Framework for the Quantitative Evaluation of Disentangled Representations,
         Cian Eastwood, Christopher K. I. Williams (ICLR 2018)
     """
-    codes_train, factors_train, codes_test, factors_test = as_train_test(
+    codes_train, factors_train, codes_test, factors_test = _checked_splits(
         codes_train, factors_train, codes_test, factors_test
-    )
-    check_min_columns(codes_train.shape, 2, "codes_train", "completeness uses log base num_codes")
-    check_min_columns(
-        factors_train.shape, 2, "factors_train", "disentanglement uses log base num_factors"
     )
     if not (max_depth is None or max_depth == "validation"
             or (isinstance(max_depth, numbers.Integral) and max_depth >= 1)):
