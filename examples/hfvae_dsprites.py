@@ -288,14 +288,19 @@ def position_mixing(importance) -> float:
     return float(np.mean(np.minimum(pos_x[top], pos_y[top]) / (pos_x[top] + pos_y[top])))
 
 
+def validated_runs(records: list[dict]) -> list[dict]:
+    """The runs scored with the forests of validated depth, by model (table order), then seed."""
+    return [r for model in MODELS for r in sorted(records, key=lambda r: r["seed"])
+            if r["model"] == model and "validated_dci_disentanglement" in r["final"]]
+
+
 def forest_depth_table(records: list[dict]) -> str:
     """
     Per run scored with both forests (``--dci forest forest-validated``): DCI disentanglement and
     R^2 at full depth and at the depths chosen on validation, those depths, and the position mixing
     (:func:`position_mixing`) of the validated forests' importances. Empty without such runs.
     """
-    rows = [r for model in MODELS for r in sorted(records, key=lambda r: r["seed"])
-            if r["model"] == model and "validated_dci_disentanglement" in r["final"]]
+    rows = validated_runs(records)
     if not rows:
         return ""
     lines = ["| model | seed | DCI D, full depth | DCI D, chosen depth | change | R^2, full | R^2, chosen | "
@@ -393,8 +398,7 @@ def plot_importance(results: Path, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for model in MODELS for r in sorted(read_results(results), key=lambda r: r["seed"])
-            if r["model"] == model and "validated_dci_importance" in r["final"]]
+    rows = validated_runs(read_results(results))
     if not rows:
         return False
     figure, axes = plt.subplots(1, len(rows), figsize=(2.3 * len(rows), 3.6), constrained_layout=True,
