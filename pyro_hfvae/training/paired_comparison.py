@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "PairedComparison",
+    "holm",
     "paired_comparison",
 ]
 
@@ -96,3 +97,40 @@ def paired_comparison(first: Sequence[float], second: Sequence[float]) -> Paired
             f"{second.shape}; pair the runs by seed first"
         )
     return PairedComparison(first - second)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    r"""
+    Holm's step-down adjustment of the p-values of a family of tests, for claims that need
+    several comparisons at once (e.g. one method ahead of two baselines on two scores): rejecting
+    where the adjusted :math:`\tilde p_i < \alpha` keeps the chance of any false rejection in the
+    family below :math:`\alpha`, with no assumption on how the tests depend on each other. With the
+    :math:`m` values sorted, :math:`p_{(1)} \le \dots \le p_{(m)}`,
+
+    .. math::
+
+        \tilde p_{(i)} = \min\Big(1, \max_{j \le i} (m - j + 1)\, p_{(j)}\Big).
+
+    NaN values (undefined tests) stay NaN and do not count in :math:`m`.
+
+    :param p_values: the family's p-values, in any order.
+    :returns: the adjusted p-values, in the order given.
+    :rtype: list
+
+    Example::
+
+        >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03, 0.2])]
+        [0.04, 0.09, 0.09, 0.2]
+
+    References
+
+    [1] A Simple Sequentially Rejective Multiple Test Procedure,
+        Sture Holm (Scandinavian Journal of Statistics, 1979)
+    """
+    values = np.asarray(p_values, dtype=float)
+    adjusted = np.full(values.shape, math.nan)
+    defined = np.flatnonzero(~np.isnan(values))
+    order = defined[np.argsort(values[defined], kind="stable")]
+    factors = len(order) - np.arange(len(order))
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(factors * values[order]))
+    return adjusted.tolist()

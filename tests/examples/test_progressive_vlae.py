@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import scipy.stats
 
@@ -96,6 +97,32 @@ def test_paired_differences_against_a_hand_computation(load_example):
                          f"{2 * scipy.stats.t.sf(abs(t), df=2):.3g}"]
     # Wilcoxon, exact: ranks 2, 1, 3 of |d|; the negative rank sum is 1, and P(W <= 1) = 2/8 under the null.
     assert float(cells[7]) == pytest.approx(2 * 2 / 8)
+    # A family of one row: Holm leaves its p as it is.
+    assert cells[8] == cells[6]
+
+
+def test_paired_differences_adjust_the_table_as_one_family(load_example):
+    example = load_example("progressive_vlae")
+    Run = example.Run
+    scores = {"pro-VLAE": [0.30, 0.35, 0.40, 0.32], "VLAE": [0.10, 0.30, 0.20, 0.28],
+              "beta-VAE": [0.05, 0.10, 0.12, 0.02]}
+    runs = [Run(model, "both" if model == "pro-VLAE" else "-", seed, mig=mig, mig_sup=mig ** 2)
+            for model, migs in scores.items() for seed, mig in enumerate(migs)]
+    text = example.paired_differences(runs, {"MIG": lambda r: r.mig, "MIG-sup": lambda r: r.mig_sup},
+                                      ("VLAE", "beta-VAE"))
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()[2:]]
+    assert [row[:2] for row in rows] == [["MIG", "VLAE"], ["MIG", "beta-VAE"], ["MIG-sup", "VLAE"],
+                                         ["MIG-sup", "beta-VAE"]]
+    p = [scipy.stats.ttest_rel(np.power(scores["pro-VLAE"], power), np.power(scores[row[1]], power)).pvalue
+         for row, power in zip(rows, (1, 1, 2, 2))]
+    # Holm by hand: sorted p times 4, 3, 2, 1, never below the previous one, at most 1.
+    order = sorted(range(4), key=p.__getitem__)
+    expected, running = [0.0] * 4, 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (4 - rank) * p[index]))
+        expected[index] = running
+    assert [float(row[8]) for row in rows] == pytest.approx(expected, rel=5e-3)
+    assert [float(row[6]) for row in rows] == pytest.approx(p, rel=5e-3)
 
 
 def _finished(example, strategy, seed, z3, z2, z1):
@@ -146,7 +173,7 @@ def test_the_docstring_examples_of_the_example_hold(load_example):
 @pytest.mark.parametrize("migs", [[0.1, 0.5, 0.2, 0.4], [0.3, 0.1, 0.2], [0.2, 0.6]])
 def test_the_comparison_table_reports_the_mean_of_the_best_three_as_the_paper_does(load_example, migs):
     example = load_example("progressive_vlae")
-    runs = [example.Run(model, "both" if model == "pro-VLAE" else "-", seed, mig=mig, mig_sup=mig / 2)
+    runs = [example.Run(model, "both" if model == "pro-VLAE" else "-", seed, mig=mig, mig_sup=mig ** 2)
             for model in ("pro-VLAE", "VLAE") for seed, mig in enumerate(migs)]
     args = example.parse_with_preset(example.build_parser(), example.PRESETS, ["--preset", "smoke"])
     rows = [[cell.strip() for cell in line.strip("|").split("|")]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from pyro_hfvae.training import paired_comparison
+from pyro_hfvae.training import holm, paired_comparison
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -36,3 +36,37 @@ def test_undefined_tests_and_bad_input():
     assert paired_comparison([0.5, 0.6], [0.5, 0.6]).wilcoxon_p == 1.0
     with pytest.raises(ValueError, match="expected two equal-length lists"):
         paired_comparison([0.5, 0.6], [0.4])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("size", [1, 2, 4, 7])
+def test_holm_against_the_step_down_procedure(seed, size):
+    # The procedure as Holm states it: walk the sorted p-values, rejecting at level alpha while
+    # p_(i) < alpha / (m - i + 1); the adjusted p of a test is the smallest alpha that rejects it.
+    rng = np.random.default_rng(seed)
+    p_values = rng.uniform(0.0, 0.2, size).tolist()
+    adjusted = holm(p_values)
+    order = sorted(range(size), key=p_values.__getitem__)
+
+    def rejected(alpha):
+        out = set()
+        for i, index in enumerate(order):
+            if not p_values[index] < alpha / (size - i):
+                break
+            out.add(index)
+        return out
+
+    for index in range(size):
+        # Rejection grows with alpha, so bisect for the smallest alpha that rejects.
+        low, high = 0.0, 1.0 + 1e-9
+        for _ in range(60):
+            middle = (low + high) / 2
+            low, high = (low, middle) if index in rejected(middle) else (middle, high)
+        assert adjusted[index] == pytest.approx(min(high, 1.0), abs=1e-9)
+    assert all(a >= p for a, p in zip(adjusted, p_values))
+
+
+def test_holm_keeps_undefined_tests_out_of_the_family():
+    adjusted = holm([0.01, math.nan, 0.04])
+    assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
+    assert holm([]) == [] and holm([0.6, 0.7]) == [1.0, 1.0]
