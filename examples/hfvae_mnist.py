@@ -121,8 +121,11 @@ def num_steps(args: argparse.Namespace, num_data: int) -> int:
     return args.steps if args.epochs is None else args.epochs * (num_data // min(args.batch_size, num_data))
 
 
-def train(vae: Network, images: torch.Tensor, args: argparse.Namespace, kind: str) -> float:
-    """Trains ``vae`` as an HFVAE or a beta-VAE; returns the seconds it took."""
+def train(vae: Network, images: torch.Tensor, args: argparse.Namespace, kind: str, steps: int | None = None) -> float:
+    """
+    Trains ``vae`` as an HFVAE or a beta-VAE for ``steps`` steps (default :func:`num_steps`);
+    returns the seconds it took.
+    """
     pyro.clear_param_store()  # both models register as "hfvae"
     if kind == "hfvae":
         loss = HFVAELoss(args.alpha, args.beta, args.gamma, concrete_scoring=args.concrete_scoring)
@@ -136,7 +139,8 @@ def train(vae: Network, images: torch.Tensor, args: argparse.Namespace, kind: st
     svi = SVI(model, guide, optim, loss)
     num_data, batch_size = len(images), min(args.batch_size, len(images))
     generator = torch.Generator().manual_seed(args.seed)
-    start, step, steps = time.perf_counter(), 0, num_steps(args, num_data)
+    start, step = time.perf_counter(), 0
+    steps = num_steps(args, num_data) if steps is None else steps
     warmup_steps = 0
     if kind == "hfvae" and args.style_warmup_epochs > 0:
         # Style bottleneck first (JointVAE's reason for a small continuous capacity): the style's
@@ -158,6 +162,60 @@ def train(vae: Network, images: torch.Tensor, args: argparse.Namespace, kind: st
             if step == steps:
                 break
     return time.perf_counter() - start
+
+
+def initialise_weights(vae: Network, scheme: str) -> None:
+    """
+    Re-draws the weights of every linear and convolutional layer of ``vae`` by ``scheme``
+    (``"xavier"``: Glorot uniform; ``"kaiming"``: He normal for ReLU) and zeroes their biases;
+    ``"default"`` keeps PyTorch's initialisation.
+    """
+    if scheme == "default":
+        return
+    for layer in vae.modules():
+        if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            if scheme == "xavier":
+                torch.nn.init.xavier_uniform_(layer.weight)
+            else:
+                torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(layer.bias)
+
+
+def kmeans_class_init(vae: ConvHFVAE, images: torch.Tensor, labels: np.ndarray, args: argparse.Namespace) -> dict:
+    """
+    A label-free start for the class (deep clustering's initialisation, as DEC and VaDE start from
+    k-means on a pretrained autoencoder's code): trains the beta-VAE of :func:`main` for
+    ``--class-init-epochs`` epochs, clusters its posterior means of the training digits by k-means
+    (10 clusters), and fits ``vae``'s class head to those clusters by cross-entropy for
+    ``--class-init-fit-epochs`` epochs. ``labels`` only score the clusters; they do not enter
+    training. Returns what it did, with the images it used.
+    """
+    num_data, batch_size = len(images), min(args.batch_size, len(images))
+    pretrained = image_network(tuple(images.shape[1:]), 0, 10 + args.style_dim, args).to(images.device)
+    pretrain_steps = args.class_init_epochs * (num_data // batch_size)
+    seconds = train(pretrained, images, args, "beta-vae", steps=pretrain_steps)
+    with torch.no_grad():
+        means = torch.cat([pretrained.encode(batch)["z"] for batch in images.split(1000)]).cpu().numpy()
+    clusters = KMeans(10, n_init=10, random_state=args.seed).fit_predict(means)
+    targets = torch.from_numpy(clusters).long().to(images.device)
+    optim = torch.optim.Adam(vae.parameters(), lr=args.lr)
+    generator = torch.Generator().manual_seed(args.seed)
+    start, fit_steps = time.perf_counter(), args.class_init_fit_epochs * (num_data // batch_size)
+    for step in range(fit_steps):
+        if step % (num_data // batch_size) == 0:
+            order = torch.randperm(num_data, generator=generator).to(images.device)
+        first = (step % (num_data // batch_size)) * batch_size
+        idx = order[first:first + batch_size]
+        optim.zero_grad()
+        logits = vae.posterior(images[idx])["y"].logits
+        torch.nn.functional.cross_entropy(logits, targets[idx]).backward()
+        optim.step()
+    with torch.no_grad():
+        fitted = torch.cat([vae.encode(batch)["y"].argmax(-1) for batch in images.split(1000)]).cpu().numpy()
+    return {"kmeans_accuracy": cluster_accuracy(labels, clusters, 10)[0],
+            "agreement": float(np.mean(fitted == clusters)),
+            "images": (pretrain_steps + fit_steps) * batch_size,
+            "seconds": seconds + time.perf_counter() - start}
 
 
 def decomposition(vae: Network, images: torch.Tensor, args: argparse.Namespace) -> dict[str, float]:
@@ -416,10 +474,20 @@ def main(args: argparse.Namespace) -> dict[str, dict]:
         if kind not in args.models:
             continue
         vae.to(args.device)
+        class_init = None
+        if kind == "hfvae":
+            initialise_weights(vae, args.weight_init)
+            if args.class_init == "kmeans":
+                class_init = kmeans_class_init(vae, images, labels, args)
         seconds = train(vae, images, args, kind)
         results[name] = evaluate(vae, images, labels, args, knn, held_out)
         results[name].update(seconds=seconds, kind=kind, steps=num_steps(args, len(images)))
         results[name]["images_seen"] = results[name]["steps"] * min(args.batch_size, len(images))
+        if class_init is not None:
+            # the budget counts the pretrained beta-VAE's and the class head's images too
+            results[name]["class_init"] = class_init
+            results[name]["images_seen"] += class_init["images"]
+            results[name]["seconds"] += class_init["seconds"]
     print(report(results, description))
     if args.json is not None:
         record = {"data": description, "settings": vars(args),
@@ -476,6 +544,14 @@ def make_parser() -> argparse.ArgumentParser:
                              "--style-warmup-beta and the class's by 1 (HITLoss)")
     parser.add_argument("--style-warmup-beta", type=float, default=64.0,
                         help="weight of the style's rate during the warm-up")
+    parser.add_argument("--weight-init", choices=("default", "xavier", "kaiming"), default="default",
+                        help="HFVAE: PyTorch's initialisation, Glorot uniform, or He normal (biases zero)")
+    parser.add_argument("--class-init", choices=("none", "kmeans"), default="none",
+                        help="HFVAE: kmeans first fits the class head to k-means clusters of a beta-VAE's means")
+    parser.add_argument("--class-init-epochs", type=int, default=20,
+                        help="--class-init kmeans: epochs of the beta-VAE whose means are clustered")
+    parser.add_argument("--class-init-fit-epochs", type=int, default=2,
+                        help="--class-init kmeans: epochs of cross-entropy fitting the class head to the clusters")
     parser.add_argument("--hidden-dim", type=int, default=400)
     parser.add_argument("--architecture", choices=("mlp", "conv"), default="mlp",
                         help="encoder and decoder of both models: the paper's MLP or a small convolutional network")

@@ -157,7 +157,8 @@ def paired_table(records: list[dict]) -> str:
 #: The settings of examples/hfvae_mnist.py a screen varies, with the script's defaults.
 SCREENED = {"alpha": 1.0, "beta": 16.0, "gamma": 3.0, "concrete_scoring": "argmax", "style_dim": 10,
             "temperature": 0.66, "lr": 1e-3, "style_warmup_epochs": 0, "guide": "factorised", "architecture": "mlp",
-            "hidden_dim": 400, "batch_size": 128, "learn_class_prior": False}
+            "hidden_dim": 400, "batch_size": 128, "learn_class_prior": False, "weight_init": "default",
+            "class_init": "none"}
 
 
 def changed_settings(settings: dict) -> str:
@@ -165,6 +166,9 @@ def changed_settings(settings: dict) -> str:
     changed = [f"{k}={settings[k]}" for k, v in SCREENED.items() if settings.get(k, v) != v]
     if settings.get("style_warmup_epochs", 0) > 0:
         changed.append(f"style_warmup_beta={settings['style_warmup_beta']}")
+    if settings.get("class_init", "none") != "none":
+        changed += [f"class_init_epochs={settings['class_init_epochs']}",
+                    f"class_init_fit_epochs={settings['class_init_fit_epochs']}"]
     return ", ".join(changed)
 
 

@@ -207,3 +207,57 @@ def test_structured_guide_rejects_a_learned_class_prior(example):
     args = parse(example, TINY + ["--guide", "structured", "--learn-class-prior"])
     with pytest.raises(ValueError, match="expected --guide factorised with --learn-class-prior"):
         example.hfvae_network((1, 8, 8), args)
+
+
+@pytest.mark.parametrize("scheme", ["default", "xavier", "kaiming"])
+def test_weight_init_redraws_every_layer_by_its_scheme(example, scheme):
+    from pyro_hfvae.models import ConvHFVAE
+
+    pyro.set_rng_seed(0)
+    vae = ConvHFVAE((1, 28, 28), 10, 10, 0.66, architecture="mlp", hidden_dim=400)
+    before = {name: value.clone() for name, value in vae.state_dict().items()}
+    example.initialise_weights(vae, scheme)
+    layers = [m for m in vae.modules() if isinstance(m, torch.nn.Linear)]
+    assert layers
+    for layer in layers:
+        fan_out, fan_in = layer.weight.shape
+        if scheme == "default":  # PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in)), left as it was
+            assert layer.weight.abs().max() <= 1 / math.sqrt(fan_in)
+            continue
+        assert torch.all(layer.bias == 0)
+        if scheme == "xavier":
+            bound = math.sqrt(6 / (fan_in + fan_out))
+            assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+        elif layer.weight.numel() > 10_000:  # He normal: sd sqrt(2 / fan_in)
+            assert float(layer.weight.detach().std()) == pytest.approx(math.sqrt(2 / fan_in), rel=0.05)
+    changed = any(not torch.equal(before[name], value) for name, value in vae.state_dict().items())
+    assert changed == (scheme != "default")
+
+
+def test_kmeans_class_init_fits_the_class_to_clusters_without_the_labels(example, tmp_path):
+    from pyro_hfvae.models import ConvHFVAE
+
+    args = parse(example, TINY + ["--data", str(tmp_path / "absent"), "--class-init-epochs", "2",
+                                  "--class-init-fit-epochs", "40", "--lr", "0.01"])
+    images, labels, _ = example.load_data(args)  # 200 digits, batches of 50: 4 steps per epoch
+    runs = []
+    for given in (labels, np.random.RandomState(0).permutation(labels)):
+        pyro.set_rng_seed(0)
+        vae = ConvHFVAE(tuple(images.shape[1:]), 10, args.style_dim, args.temperature, architecture="mlp",
+                        hidden_dim=args.hidden_dim)
+        runs.append((example.kmeans_class_init(vae, images, given, args), vae.state_dict()))
+    (first, params), (shuffled, shuffled_params) = runs
+    # The labels only score the clusters: training is the same with shuffled labels.
+    assert all(torch.equal(params[name], shuffled_params[name]) for name in params)
+    assert first["agreement"] == shuffled["agreement"] > 0.9
+    assert first["kmeans_accuracy"] > shuffled["kmeans_accuracy"]
+    assert first["images"] == (2 + 40) * 4 * 50
+
+
+def test_main_counts_the_class_init_images_in_the_budget(example, tmp_path):
+    flags = TINY + ["--data", str(tmp_path / "absent"), "--models", "hfvae", "--class-init", "kmeans",
+                    "--class-init-epochs", "1", "--class-init-fit-epochs", "1"]
+    (_, result), = example.main(parse(example, flags)).items()
+    assert result["class_init"]["images"] == (4 + 4) * 50
+    assert result["images_seen"] == 3 * 50 + result["class_init"]["images"]
+    assert 0.0 <= result["class_init"]["kmeans_accuracy"] <= 1.0
