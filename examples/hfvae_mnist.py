@@ -181,14 +181,16 @@ def initialise_weights(vae: Network, scheme: str) -> None:
             torch.nn.init.zeros_(layer.bias)
 
 
-def kmeans_class_init(vae: ConvHFVAE, images: torch.Tensor, labels: np.ndarray, args: argparse.Namespace) -> dict:
+def kmeans_class_init(vae: ConvHFVAE, images: torch.Tensor, labels: np.ndarray, args: argparse.Namespace,
+                      held_out: tuple[torch.Tensor, np.ndarray] | None = None) -> dict:
     """
     A label-free start for the class (deep clustering's initialisation, as DEC and VaDE start from
     k-means on a pretrained autoencoder's code): trains the beta-VAE of :func:`main` for
     ``--class-init-epochs`` epochs, clusters its posterior means of the training digits by k-means
     (10 clusters), and fits ``vae``'s class head to those clusters by cross-entropy for
-    ``--class-init-fit-epochs`` epochs. ``labels`` only score the clusters; they do not enter
-    training. Returns what it did, with the images it used.
+    ``--class-init-fit-epochs`` epochs. ``labels`` (and those of ``held_out``) only score the
+    clusters, as :func:`evaluate` scores the beta-VAE's; they do not enter training. Returns what it
+    did, with the images it used.
     """
     num_data, batch_size = len(images), min(args.batch_size, len(images))
     pretrained = image_network(tuple(images.shape[1:]), 0, 10 + args.style_dim, args).to(images.device)
@@ -196,7 +198,15 @@ def kmeans_class_init(vae: ConvHFVAE, images: torch.Tensor, labels: np.ndarray, 
     seconds = train(pretrained, images, args, "beta-vae", steps=pretrain_steps)
     with torch.no_grad():
         means = torch.cat([pretrained.encode(batch)["z"] for batch in images.split(1000)]).cpu().numpy()
-    clusters = KMeans(10, n_init=10, random_state=args.seed).fit_predict(means)
+    kmeans = KMeans(10, n_init=10, random_state=args.seed).fit(means)
+    clusters = kmeans.labels_
+    kmeans_accuracy, matched = cluster_accuracy(labels, clusters, 10)
+    scores = {"kmeans_accuracy": kmeans_accuracy}
+    if held_out is not None:
+        with torch.no_grad():
+            held_means = torch.cat([pretrained.encode(batch)["z"] for batch in held_out[0].split(1000)])
+        scores["kmeans_held_out_accuracy"] = matched_accuracy(matched, kmeans.predict(held_means.cpu().numpy()),
+                                                             held_out[1])
     targets = torch.from_numpy(clusters).long().to(images.device)
     optim = torch.optim.Adam(vae.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed)
@@ -212,8 +222,7 @@ def kmeans_class_init(vae: ConvHFVAE, images: torch.Tensor, labels: np.ndarray, 
         optim.step()
     with torch.no_grad():
         fitted = torch.cat([vae.encode(batch)["y"].argmax(-1) for batch in images.split(1000)]).cpu().numpy()
-    return {"kmeans_accuracy": cluster_accuracy(labels, clusters, 10)[0],
-            "agreement": float(np.mean(fitted == clusters)),
+    return {**scores, "agreement": float(np.mean(fitted == clusters)),
             "images": (pretrain_steps + fit_steps) * batch_size,
             "seconds": seconds + time.perf_counter() - start}
 
@@ -478,7 +487,7 @@ def main(args: argparse.Namespace) -> dict[str, dict]:
         if kind == "hfvae":
             initialise_weights(vae, args.weight_init)
             if args.class_init == "kmeans":
-                class_init = kmeans_class_init(vae, images, labels, args)
+                class_init = kmeans_class_init(vae, images, labels, args, held_out)
         seconds = train(vae, images, args, kind)
         results[name] = evaluate(vae, images, labels, args, knn, held_out)
         results[name].update(seconds=seconds, kind=kind, steps=num_steps(args, len(images)))

@@ -245,13 +245,20 @@ def test_kmeans_class_init_fits_the_class_to_clusters_without_the_labels(example
         pyro.set_rng_seed(0)
         vae = ConvHFVAE(tuple(images.shape[1:]), 10, args.style_dim, args.temperature, architecture="mlp",
                         hidden_dim=args.hidden_dim)
-        runs.append((example.kmeans_class_init(vae, images, given, args), vae.state_dict()))
+        runs.append((example.kmeans_class_init(vae, images, given, args, held_out=(images[:50], given[:50])),
+                     vae.state_dict()))
     (first, params), (shuffled, shuffled_params) = runs
     # The labels only score the clusters: training is the same with shuffled labels.
     assert all(torch.equal(params[name], shuffled_params[name]) for name in params)
     assert first["agreement"] == shuffled["agreement"] > 0.9
     assert first["kmeans_accuracy"] > shuffled["kmeans_accuracy"]
     assert first["images"] == (2 + 40) * 4 * 50
+    # Digits the clusters were fitted on, scored as held out, keep their clusters: the same accuracy
+    # on them as the training clusters read through the matching.
+    rescored = example.kmeans_class_init(
+        ConvHFVAE(tuple(images.shape[1:]), 10, args.style_dim, args.temperature, architecture="mlp",
+                  hidden_dim=args.hidden_dim), images[:50], labels[:50], args, held_out=(images[:50], labels[:50]))
+    assert rescored["kmeans_held_out_accuracy"] == pytest.approx(rescored["kmeans_accuracy"])
 
 
 def test_main_counts_the_class_init_images_in_the_budget(example, tmp_path):
