@@ -40,6 +40,12 @@ goes into the Concrete before the style takes it: the default setting's cluster 
 rose from 0.40 to 0.66 in every one of seeds 0-4 (median, held out; docs/mnist_results.md),
 and over fifteen seeds with the warm-up it is 0.61 +- 0.08.
 
+``--class-init kmeans`` starts the class the way deep clustering (DEC, VaDE) does, without
+labels: the beta-VAE trains for ``--class-init-epochs``, k-means clusters its posterior means, and
+the HFVAE's class head is fitted to those clusters by cross-entropy for
+``--class-init-fit-epochs`` before the HFVAE loss takes over; the reported budget counts those
+images. ``--weight-init`` re-draws the HFVAE's weights (Glorot or He) instead of PyTorch's default.
+
 ``--guide structured`` conditions the style's posterior on the class, q(z | x, y), as the
 authors' reference network does (:class:`~pyro_hfvae.models.SemiSupervisedHFVAE` without
 labels). ``--architecture conv`` gives both models two 4x4 stride-2 convolutions of

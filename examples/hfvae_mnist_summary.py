@@ -51,6 +51,10 @@ def read(paths: list[str]) -> list[dict]:
                 if settings.get("style_warmup_epochs", 0) > 0:
                     name += (f" + style warm-up ({settings['style_warmup_epochs']} epochs, "
                              f"style rate x {settings['style_warmup_beta']:g})")
+                if settings.get("class_init", "none") == "kmeans":
+                    name += f" + k-means start ({settings['class_init_epochs']} beta-VAE epochs)"
+                if settings.get("weight_init", "default") != "default":
+                    name += f", {settings['weight_init']} weights"
             if settings.get("architecture", "mlp") == "conv":
                 name += f", conv {'-'.join(map(str, settings['channels']))}"
             records.append({"name": name, "path": str(path), "settings": settings, **result})
@@ -131,13 +135,19 @@ def kept_restarts_table(records: list[dict], keep_by: str = "elbo", group_size: 
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
-def paired_table(records: list[dict]) -> str:
+def paired_table(records: list[dict], against: str | None = None) -> str:
     """
-    Every model against the first one read (files in sorted order), seed by seed on the seeds both
-    have: the held-out cluster accuracy's differences (this model - the first), their mean +- sd, the
-    paired t test's and the Wilcoxon signed-rank test's two-sided p, and how many seeds went up.
+    Every model against a reference, seed by seed on the seeds both have: the held-out cluster
+    accuracy's differences (this model - the reference), their mean +- sd, the paired t test's and
+    the Wilcoxon signed-rank test's two-sided p, and how many seeds went up. The reference is the
+    model named ``against`` or, by default, the first one read (files in sorted order).
     """
     names = list(dict.fromkeys(r["name"] for r in records))
+    if against is not None:
+        if against not in names:
+            raise ValueError(f"expected --against to name a model of the runs ({', '.join(names)}) but got {against}")
+        names.remove(against)
+        names.insert(0, against)
     lines = ["| model | against | seeds | difference per seed (held out) | mean +- sd | paired t p | Wilcoxon p "
              "| seeds up |", "|---|---|---|---|---|---|---|---|"]
     accuracy = {(r["name"], r["settings"]["seed"]): r["held_out_cluster_accuracy"] for r in records}
@@ -152,6 +162,27 @@ def paired_table(records: list[dict]) -> str:
                      f"| {comparison.t_p:.3f} | {comparison.wilcoxon_p:.3f} "
                      f"| {comparison.ahead} of {len(seeds)} |")
     return "\n".join(lines)
+
+
+def start_table(records: list[dict]) -> str:
+    """
+    Per model started from k-means clusters (``--class-init kmeans``): the held-out cluster accuracy
+    of the start (k-means on the pretrained beta-VAE's means) and of the trained model, seed by seed,
+    and the lift (trained - start) with the paired t test's and the Wilcoxon signed-rank test's
+    two-sided p; "" when no run has a start.
+    """
+    lines = ["| model | seeds | start (held out) | trained (held out) | lift per seed | mean +- sd | paired t p "
+             "| Wilcoxon p | seeds up |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["name"] for r in records if "class_init" in r):
+        rows = sorted((r for r in records if r["name"] == name), key=lambda r: r["settings"]["seed"])
+        start = [r["class_init"]["kmeans_held_out_accuracy"] for r in rows]
+        trained = [r["held_out_cluster_accuracy"] for r in rows]
+        comparison = paired_comparison(trained, start)
+        lines.append(f"| {name} | {', '.join(str(r['settings']['seed']) for r in rows)} | {mean_sd(start)} "
+                     f"| {mean_sd(trained)} | {', '.join(f'{d:+.3f}' for d in comparison.differences)} "
+                     f"| {mean_sd(comparison.differences)} | {comparison.t_p:.3g} | {comparison.wilcoxon_p:.3g} "
+                     f"| {comparison.ahead} of {len(rows)} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 #: The settings of examples/hfvae_mnist.py a screen varies, with the script's defaults.
@@ -304,7 +335,10 @@ def main(args: argparse.Namespace) -> str:
         records = read(args.runs)
         parts += [runs_table(records), kept_restarts_table(records, args.keep_by, args.restarts)]
         if args.paired:
-            parts.append(paired_table(records))
+            parts.append(paired_table(records, args.against))
+        starts = start_table(records)
+        if starts:
+            parts.append(starts)
         if out_dir is not None:
             plot_label_information(records, out_dir / "label_information.png")
     if args.screen:
@@ -330,6 +364,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help="restarts per group, consecutive seeds (default: every seed of a model is one group)")
     parser.add_argument("--paired", action="store_true",
                         help="with --runs: every model against the first, seed by seed (paired t and Wilcoxon)")
+    parser.add_argument("--against", default=None,
+                        help="with --paired: the model every other is compared with (default: the first read)")
     parser.add_argument("--out-dir", default=None, help="where to write the figures")
     return parser
 

@@ -71,6 +71,10 @@ def test_screen_pools_the_seeds_of_a_setting(example, tmp_path):
      "HFVAE (beta=16), conv 16-32", "HFVAE conv | architecture=conv, hidden_dim=256"),
     ("prior", {"learn_class_prior": True},
      "HFVAE (beta=16), learned class prior", "HFVAE prior | learn_class_prior=True"),
+    ("kmeans", {"class_init": "kmeans", "class_init_epochs": 20, "class_init_fit_epochs": 2},
+     "HFVAE (beta=16) + k-means start (20 beta-VAE epochs)",
+     "HFVAE kmeans | class_init=kmeans, class_init_epochs=20, class_init_fit_epochs=2"),
+    ("xavier", {"weight_init": "xavier"}, "HFVAE (beta=16), xavier weights", "HFVAE xavier | weight_init=xavier"),
 ])
 def test_a_changed_network_or_schedule_names_its_rows(example, tmp_path, stem, settings, runs_name, screen_start):
     record = _result(0, 16.0, 3.0, 0.6, 6.0, 0.0, 0.0, 0.1)
@@ -131,3 +135,39 @@ def test_paired_table_against_the_first_model(example, tmp_path):
     assert f"| {p:.3f} |" in row
     # Wilcoxon, exact for 3 pairs: W = min(W+, W-) = 1 (the -0.03 has rank 1), P(W <= 1) = 2 * 2/8.
     assert row.endswith("| 0.500 | 2 of 3 |")
+    # Against the second model instead, the differences change sign and the p-values stay.
+    flags = ["--runs", *paths, "--paired", "--against", "HFVAE (beta=16), style given class"]
+    reversed_row = example.main(example.make_parser().parse_args(flags)).split("\n\n")[-1].splitlines()[2]
+    assert reversed_row.startswith("| HFVAE (beta=16) | HFVAE (beta=16), style given class | 1, 2, 3 "
+                                   "| -0.050, +0.030, -0.100 |")
+    assert f"| {p:.3f} |" in reversed_row and reversed_row.endswith("| 0.500 | 1 of 3 |")
+    with pytest.raises(ValueError, match="expected --against to name a model"):
+        example.main(example.make_parser().parse_args(["--runs", *paths, "--paired", "--against", "VAE"]))
+
+
+def test_start_table_gives_the_lift_over_the_k_means_start(example, tmp_path):
+    start, trained = [0.60, 0.62, 0.65, 0.58], [0.70, 0.69, 0.66, 0.75]
+    paths = []
+    for seed, (before, after) in enumerate(zip(start, trained)):
+        record = _result(seed, 16.0, 3.0, after + 0.01, 6.0, 0.0, 0.0, 0.1)
+        record["settings"].update(class_init="kmeans", class_init_epochs=20, class_init_fit_epochs=2)
+        record["models"]["HFVAE (beta=16)"]["class_init"] = {"kmeans_held_out_accuracy": before}
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps(record))
+        paths.append(str(path))
+    plain = tmp_path / "plain.json"  # a run without a start has no row
+    plain.write_text(json.dumps(_result(0, 16.0, 3.0, 0.5, 6.0, 0.0, 0.0, 0.1)))
+    text = example.main(example.make_parser().parse_args(["--runs", *paths, str(plain)]))
+    lines = text.split("\n\n")[-1].splitlines()
+    assert len(lines) == 3
+    lift = np.array(trained) - np.array(start)
+    t = lift.mean() / (lift.std(ddof=1) / np.sqrt(4))
+    assert lines[2].startswith("| HFVAE (beta=16) + k-means start (20 beta-VAE epochs) | 0, 1, 2, 3 | "
+                               f"{np.mean(start):.3f} +- {np.std(start, ddof=1):.3f} | "
+                               f"{np.mean(trained):.3f} +- {np.std(trained, ddof=1):.3f} | "
+                               "+0.100, +0.070, +0.010, +0.170 |")
+    from scipy.stats import t as student
+
+    assert f"| {2 * student.sf(t, 3):.3g} |" in lines[2]
+    # Wilcoxon, exact for 4 positive pairs: p = 2 / 2^4.
+    assert lines[2].endswith("| 0.125 | 4 of 4 |")
