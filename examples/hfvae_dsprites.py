@@ -235,7 +235,7 @@ def paired_table(records: list[dict], model: str = "hfvae") -> str:
                 continue
             comparison = paired_comparison(*([final[kind, seed][key] for seed in seeds] for kind in (model, other)))
             lines.append(f"| {title} | {name} | {', '.join(map(str, seeds))} | "
-                         + ", ".join(f"{d:+.3f}" for d in comparison.differences)
+                         + comparison.format_differences()
                          + f" | {mean_sd(comparison.differences)} | {comparison.ahead}/{len(seeds)} "
                          f"| {comparison.t_p:.3g} | {comparison.wilcoxon_p:.3g} |")
     return "\n".join(lines) if len(lines) > 2 else ""

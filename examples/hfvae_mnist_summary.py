@@ -158,7 +158,7 @@ def paired_table(records: list[dict], against: str | None = None) -> str:
         comparison = paired_comparison(*([accuracy[model, seed] for seed in seeds] for model in (name, names[0])))
         difference = comparison.differences
         lines.append(f"| {name} | {names[0]} | {', '.join(map(str, seeds))} "
-                     f"| {', '.join(f'{d:+.3f}' for d in difference)} | {mean_sd(difference)} "
+                     f"| {comparison.format_differences()} | {mean_sd(difference)} "
                      f"| {comparison.t_p:.3f} | {comparison.wilcoxon_p:.3f} "
                      f"| {comparison.ahead} of {len(seeds)} |")
     return "\n".join(lines)
@@ -179,7 +179,7 @@ def start_table(records: list[dict]) -> str:
         trained = [r["held_out_cluster_accuracy"] for r in rows]
         comparison = paired_comparison(trained, start)
         lines.append(f"| {name} | {', '.join(str(r['settings']['seed']) for r in rows)} | {mean_sd(start)} "
-                     f"| {mean_sd(trained)} | {', '.join(f'{d:+.3f}' for d in comparison.differences)} "
+                     f"| {mean_sd(trained)} | {comparison.format_differences()} "
                      f"| {mean_sd(comparison.differences)} | {comparison.t_p:.3g} | {comparison.wilcoxon_p:.3g} "
                      f"| {comparison.ahead} of {len(rows)} |")
     return "\n".join(lines) if len(lines) > 2 else ""

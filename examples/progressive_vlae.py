@@ -445,7 +445,7 @@ def paired_differences(runs: list[Run], quantities: dict[str, Callable[[Run], fl
     for (name, baseline, comparison), holm_p in zip(rows, holm([row[2].t_p for row in rows])):
         differences = comparison.differences
         lines.append(
-            f"| {name} | {baseline} | {len(differences)} | " + ", ".join(f"{d:+.3f}" for d in differences)
+            f"| {name} | {baseline} | {len(differences)} | " + comparison.format_differences()
             + f" | {_mean_std(differences)} | {comparison.ahead}/{len(differences)} | {comparison.t_p:.3g} | "
             f"{comparison.wilcoxon_p:.3g} | {holm_p:.3g} |"
         )

@@ -239,7 +239,7 @@ def cost_table(results: Path, model: str = "hfvae", other: str = "beta-vae") -> 
         costs = {m: [cost(runs[m, True, seed], runs[m, False, seed]) for seed in seeds] for m in (model, other)}
         comparison = paired_comparison(costs[model], costs[other])
         lines.append(f"| {name} | {mean_sd(costs[model], 3)} | {mean_sd(costs[other], 3)} | "
-                     + ", ".join(f"{d:+.3f}" for d in comparison.differences)
+                     + comparison.format_differences()
                      + f" | {mean_sd(comparison.differences, 3)} | {int((comparison.differences < 0).sum())}/"
                      f"{len(seeds)} | {comparison.t_p:.3g} | {comparison.wilcoxon_p:.3g} |")
     return "\n".join(lines)

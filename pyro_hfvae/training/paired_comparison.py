@@ -49,6 +49,18 @@ class PairedComparison:
         """The seeds where the first method scores higher (:math:`d_s > 0`)."""
         return int((self.differences > 0).sum())
 
+    def format_differences(self, digits: int = 3) -> str:
+        """
+        The differences as signed numbers in seed order, comma-separated: the cell the result
+        tables print for a comparison.
+
+        Example::
+
+            >>> paired_comparison([0.7, 0.5], [0.5, 0.6]).format_differences()
+            '+0.200, -0.100'
+        """
+        return ", ".join(f"{d:+.{digits}f}" for d in self.differences)
+
     @property
     def t_p(self) -> float:
         r"""

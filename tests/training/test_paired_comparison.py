@@ -70,3 +70,11 @@ def test_holm_keeps_undefined_tests_out_of_the_family():
     adjusted = holm([0.01, math.nan, 0.04])
     assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
     assert holm([]) == [] and holm([0.6, 0.7]) == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("digits", [1, 3])
+def test_format_differences_prints_each_signed_difference_in_seed_order(digits):
+    comparison = paired_comparison([0.71, 0.5, 0.3], [0.5, 0.62, 0.3])
+    cells = comparison.format_differences(digits).split(", ")
+    assert [float(cell) for cell in cells] == pytest.approx([0.21, -0.12, 0.0], abs=0.5 * 10.0 ** -digits)
+    assert all(cell[0] in "+-" and len(cell.split(".")[1]) == digits for cell in cells)
