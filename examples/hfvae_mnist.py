@@ -82,9 +82,11 @@ GPU, longer (the paper's batch sizes are 512-1024)::
     python examples/hfvae_mnist.py --steps 50000 --batch-size 512 --device cuda
 """
 import argparse
+import itertools
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +138,18 @@ def num_steps(args: argparse.Namespace, num_data: int) -> int:
     return args.steps if args.epochs is None else args.epochs * (num_data // min(args.batch_size, num_data))
 
 
+def minibatches(num_data: int, batch_size: int, seed: int, device: torch.device | str) -> Iterator[torch.Tensor]:
+    """
+    Batches of positions in ``range(num_data)`` without end, each epoch a fresh permutation drawn
+    from a generator seeded by ``seed`` (the last incomplete batch of an epoch is dropped).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(num_data, generator=generator).to(device)
+        for first in range(0, num_data - batch_size + 1, batch_size):
+            yield order[first:first + batch_size]
+
+
 def train(vae: Network, images: torch.Tensor, args: argparse.Namespace, kind: str, steps: int | None = None) -> float:
     """
     Trains ``vae`` as an HFVAE or a beta-VAE for ``steps`` steps (default :func:`num_steps`);
@@ -153,8 +167,7 @@ def train(vae: Network, images: torch.Tensor, args: argparse.Namespace, kind: st
     optim = Adam({"lr": args.lr})
     svi = SVI(model, guide, optim, loss)
     num_data, batch_size = len(images), min(args.batch_size, len(images))
-    generator = torch.Generator().manual_seed(args.seed)
-    start, step = time.perf_counter(), 0
+    start = time.perf_counter()
     steps = num_steps(args, num_data) if steps is None else steps
     warmup_steps = 0
     if kind == "hfvae" and args.style_warmup_epochs > 0:
@@ -164,18 +177,13 @@ def train(vae: Network, images: torch.Tensor, args: argparse.Namespace, kind: st
         warmup_steps = args.style_warmup_epochs * (num_data // batch_size)
         warmup = HITLoss({"z": args.style_warmup_beta}, default_beta=1.0, concrete_scoring=args.concrete_scoring)
         svi = SVI(model, guide, optim, warmup)
-    while step < steps:
-        order = torch.randperm(num_data, generator=generator).to(images.device)
-        for first in range(0, num_data - batch_size + 1, batch_size):
-            idx = order[first:first + batch_size]
-            value = svi.step(images[idx], idx, num_data)
-            step += 1
-            if step == warmup_steps:
-                svi = SVI(model, guide, optim, loss)  # the same Adam state goes on
-            if step % args.log_every == 0 or step == steps:
-                logger.info("%s step %d loss/N %.2f", kind, step, value / num_data)
-            if step == steps:
-                break
+    for step, idx in enumerate(itertools.islice(minibatches(num_data, batch_size, args.seed, images.device), steps),
+                               start=1):
+        value = svi.step(images[idx], idx, num_data)
+        if step == warmup_steps:
+            svi = SVI(model, guide, optim, loss)  # the same Adam state goes on
+        if step % args.log_every == 0 or step == steps:
+            logger.info("%s step %d loss/N %.2f", kind, step, value / num_data)
     return time.perf_counter() - start
 
 
@@ -224,13 +232,8 @@ def kmeans_class_init(vae: ConvHFVAE, images: torch.Tensor, labels: np.ndarray, 
                                                              held_out[1])
     targets = torch.from_numpy(clusters).long().to(images.device)
     optim = torch.optim.Adam(vae.parameters(), lr=args.lr)
-    generator = torch.Generator().manual_seed(args.seed)
     start, fit_steps = time.perf_counter(), args.class_init_fit_epochs * (num_data // batch_size)
-    for step in range(fit_steps):
-        if step % (num_data // batch_size) == 0:
-            order = torch.randperm(num_data, generator=generator).to(images.device)
-        first = (step % (num_data // batch_size)) * batch_size
-        idx = order[first:first + batch_size]
+    for idx in itertools.islice(minibatches(num_data, batch_size, args.seed, images.device), fit_steps):
         optim.zero_grad()
         logits = vae.posterior(images[idx])["y"].logits
         torch.nn.functional.cross_entropy(logits, targets[idx]).backward()

@@ -268,3 +268,12 @@ def test_main_counts_the_class_init_images_in_the_budget(example, tmp_path):
     assert result["class_init"]["images"] == (4 + 4) * 50
     assert result["images_seen"] == 3 * 50 + result["class_init"]["images"]
     assert 0.0 <= result["class_init"]["kmeans_accuracy"] <= 1.0
+
+
+def test_minibatches_cover_each_epoch_once_in_a_fresh_order(example):
+    batches = list(itertools.islice(example.minibatches(7, 3, seed=0, device="cpu"), 6))  # 2 batches an epoch
+    assert all(len(batch) == 3 for batch in batches)
+    epochs = [torch.cat(batches[i:i + 2]) for i in range(0, 6, 2)]
+    assert all(len(set(epoch.tolist())) == 6 for epoch in epochs)  # one item of 7 left out, none repeated
+    generator = torch.Generator().manual_seed(0)
+    assert all(torch.equal(epoch, torch.randperm(7, generator=generator)[:6]) for epoch in epochs)
