@@ -201,10 +201,11 @@ def initialise_weights(vae: Network, scheme: str) -> None:
                 torch.nn.init.xavier_uniform_(layer.weight)
             else:
                 torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-            torch.nn.init.zeros_(layer.bias)
+            if layer.bias is not None:
+                torch.nn.init.zeros_(layer.bias)
 
 
-def kmeans_class_init(vae: ConvHFVAE, images: torch.Tensor, labels: np.ndarray, args: argparse.Namespace,
+def kmeans_class_init(vae: Network, images: torch.Tensor, labels: np.ndarray, args: argparse.Namespace,
                       held_out: tuple[torch.Tensor, np.ndarray] | None = None) -> dict:
     """
     A label-free start for the class (deep clustering's initialisation, as DEC and VaDE start from

@@ -261,9 +261,10 @@ def test_kmeans_class_init_fits_the_class_to_clusters_without_the_labels(example
     assert rescored["kmeans_held_out_accuracy"] == pytest.approx(rescored["kmeans_accuracy"])
 
 
-def test_main_counts_the_class_init_images_in_the_budget(example, tmp_path):
+@pytest.mark.parametrize("guide", ["factorised", "structured"])
+def test_main_counts_the_class_init_images_in_the_budget(example, tmp_path, guide):
     flags = TINY + ["--data", str(tmp_path / "absent"), "--models", "hfvae", "--class-init", "kmeans",
-                    "--class-init-epochs", "1", "--class-init-fit-epochs", "1"]
+                    "--class-init-epochs", "1", "--class-init-fit-epochs", "1", "--guide", guide]
     (_, result), = example.main(parse(example, flags)).items()
     assert result["class_init"]["images"] == (4 + 4) * 50
     assert result["images_seen"] == 3 * 50 + result["class_init"]["images"]
