@@ -52,7 +52,9 @@ def read(paths: list[str]) -> list[dict]:
                     name += (f" + style warm-up ({settings['style_warmup_epochs']} epochs, "
                              f"style rate x {settings['style_warmup_beta']:g})")
                 if settings.get("class_init", "none") == "kmeans":
-                    name += f" + k-means start ({settings['class_init_epochs']} beta-VAE epochs)"
+                    then = (f"{settings['epochs']} epochs" if settings.get("epochs") is not None
+                            else f"{settings['steps']} steps")
+                    name += f" + k-means start ({settings['class_init_epochs']} beta-VAE epochs, then {then})"
                 if settings.get("weight_init", "default") != "default":
                     name += f", {settings['weight_init']} weights"
             if settings.get("architecture", "mlp") == "conv":

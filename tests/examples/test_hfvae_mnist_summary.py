@@ -1,5 +1,6 @@
 """examples/hfvae_mnist_summary.py: tables and figures from result files of examples/hfvae_mnist.py."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,8 +72,8 @@ def test_screen_pools_the_seeds_of_a_setting(example, tmp_path):
      "HFVAE (beta=16), conv 16-32", "HFVAE conv | architecture=conv, hidden_dim=256"),
     ("prior", {"learn_class_prior": True},
      "HFVAE (beta=16), learned class prior", "HFVAE prior | learn_class_prior=True"),
-    ("kmeans", {"class_init": "kmeans", "class_init_epochs": 20, "class_init_fit_epochs": 2},
-     "HFVAE (beta=16) + k-means start (20 beta-VAE epochs)",
+    ("kmeans", {"class_init": "kmeans", "class_init_epochs": 20, "class_init_fit_epochs": 2, "epochs": 78},
+     "HFVAE (beta=16) + k-means start (20 beta-VAE epochs, then 78 epochs)",
      "HFVAE kmeans | class_init=kmeans, class_init_epochs=20, class_init_fit_epochs=2"),
     ("xavier", {"weight_init": "xavier"}, "HFVAE (beta=16), xavier weights", "HFVAE xavier | weight_init=xavier"),
 ])
@@ -150,7 +151,9 @@ def test_start_table_gives_the_lift_over_the_k_means_start(example, tmp_path):
     paths = []
     for seed, (before, after) in enumerate(zip(start, trained)):
         record = _result(seed, 16.0, 3.0, after + 0.01, 6.0, 0.0, 0.0, 0.1)
-        record["settings"].update(class_init="kmeans", class_init_epochs=20, class_init_fit_epochs=2)
+        # seeds 0 and 1 of one budget, 2 and 3 of another: two rows, not one
+        record["settings"].update(class_init="kmeans", class_init_epochs=20, class_init_fit_epochs=2,
+                                  epochs=None, steps=500 if seed < 2 else 900)
         record["models"]["HFVAE (beta=16)"]["class_init"] = {"kmeans_held_out_accuracy": before}
         path = tmp_path / f"seed{seed}.json"
         path.write_text(json.dumps(record))
@@ -159,15 +162,23 @@ def test_start_table_gives_the_lift_over_the_k_means_start(example, tmp_path):
     plain.write_text(json.dumps(_result(0, 16.0, 3.0, 0.5, 6.0, 0.0, 0.0, 0.1)))
     text = example.main(example.make_parser().parse_args(["--runs", *paths, str(plain)]))
     lines = text.split("\n\n")[-1].splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
+    assert lines[2].startswith("| HFVAE (beta=16) + k-means start (20 beta-VAE epochs, then 500 steps) | 0, 1 |")
+    assert lines[3].startswith("| HFVAE (beta=16) + k-means start (20 beta-VAE epochs, then 900 steps) | 2, 3 |")
+    # All four as one budget: the lift and its tests over four seeds.
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        record["settings"]["steps"] = 500
+        Path(path).write_text(json.dumps(record))
+    row = example.main(example.make_parser().parse_args(["--runs", *paths])).split("\n\n")[-1].splitlines()[2]
     lift = np.array(trained) - np.array(start)
     t = lift.mean() / (lift.std(ddof=1) / np.sqrt(4))
-    assert lines[2].startswith("| HFVAE (beta=16) + k-means start (20 beta-VAE epochs) | 0, 1, 2, 3 | "
-                               f"{np.mean(start):.3f} +- {np.std(start, ddof=1):.3f} | "
-                               f"{np.mean(trained):.3f} +- {np.std(trained, ddof=1):.3f} | "
-                               "+0.100, +0.070, +0.010, +0.170 |")
+    assert row.startswith("| HFVAE (beta=16) + k-means start (20 beta-VAE epochs, then 500 steps) | 0, 1, 2, 3 | "
+                          f"{np.mean(start):.3f} +- {np.std(start, ddof=1):.3f} | "
+                          f"{np.mean(trained):.3f} +- {np.std(trained, ddof=1):.3f} | "
+                          "+0.100, +0.070, +0.010, +0.170 |")
     from scipy.stats import t as student
 
-    assert f"| {2 * student.sf(t, 3):.3g} |" in lines[2]
+    assert f"| {2 * student.sf(t, 3):.3g} |" in row
     # Wilcoxon, exact for 4 positive pairs: p = 2 / 2^4.
-    assert lines[2].endswith("| 0.125 | 4 of 4 |")
+    assert row.endswith("| 0.125 | 4 of 4 |")
