@@ -221,14 +221,14 @@ def kmeans_class_init(vae: Network, images: torch.Tensor, labels: np.ndarray, ar
     pretrain_steps = args.class_init_epochs * (num_data // batch_size)
     seconds = train(pretrained, images, args, "beta-vae", steps=pretrain_steps)
     with torch.no_grad():
-        means = torch.cat([pretrained.encode(batch)["z"] for batch in images.split(1000)]).cpu().numpy()
+        means = torch.cat(_batched_codes(pretrained, images)["z"]).cpu().numpy()
     kmeans = KMeans(10, n_init=10, random_state=args.seed).fit(means)
     clusters = kmeans.labels_
     kmeans_accuracy, matched = cluster_accuracy(labels, clusters, 10)
     scores = {"kmeans_accuracy": kmeans_accuracy}
     if held_out is not None:
         with torch.no_grad():
-            held_means = torch.cat([pretrained.encode(batch)["z"] for batch in held_out[0].split(1000)])
+            held_means = torch.cat(_batched_codes(pretrained, held_out[0])["z"])
         scores["kmeans_held_out_accuracy"] = matched_accuracy(matched, kmeans.predict(held_means.cpu().numpy()),
                                                              held_out[1])
     targets = torch.from_numpy(clusters).long().to(images.device)
@@ -240,7 +240,7 @@ def kmeans_class_init(vae: Network, images: torch.Tensor, labels: np.ndarray, ar
         torch.nn.functional.cross_entropy(logits, targets[idx]).backward()
         optim.step()
     with torch.no_grad():
-        fitted = torch.cat([vae.encode(batch)["y"].argmax(-1) for batch in images.split(1000)]).cpu().numpy()
+        fitted = torch.cat(_batched_codes(vae, images)["y"]).argmax(-1).cpu().numpy()
     return {**scores, "agreement": float(np.mean(fitted == clusters)),
             "images": (pretrain_steps + fit_steps) * batch_size,
             "seconds": seconds + time.perf_counter() - start}
