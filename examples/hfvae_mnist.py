@@ -216,6 +216,9 @@ def kmeans_class_init(vae: Network, images: torch.Tensor, labels: np.ndarray, ar
     clusters, as :func:`evaluate` scores the beta-VAE's; they do not enter training. Returns what it
     did, with the images it used.
     """
+    if args.class_init_epochs < 0 or args.class_init_fit_epochs < 1:
+        raise ValueError(f"expected --class-init-epochs >= 0 and --class-init-fit-epochs >= 1 but got "
+                         f"{args.class_init_epochs} and {args.class_init_fit_epochs}; the class head must be fitted")
     num_data, batch_size = len(images), min(args.batch_size, len(images))
     pretrained = image_network(tuple(images.shape[1:]), 0, 10 + args.style_dim, args).to(images.device)
     pretrain_steps = args.class_init_epochs * (num_data // batch_size)

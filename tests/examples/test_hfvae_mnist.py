@@ -278,3 +278,11 @@ def test_minibatches_cover_each_epoch_once_in_a_fresh_order(example):
     assert all(len(set(epoch.tolist())) == 6 for epoch in epochs)  # one item of 7 left out, none repeated
     generator = torch.Generator().manual_seed(0)
     assert all(torch.equal(epoch, torch.randperm(7, generator=generator)[:6]) for epoch in epochs)
+
+
+@pytest.mark.parametrize("flags", [["--class-init-epochs", "-1"], ["--class-init-fit-epochs", "0"]])
+def test_kmeans_class_init_rejects_a_start_without_epochs(example, tmp_path, flags):
+    args = parse(example, TINY + ["--data", str(tmp_path / "absent"), "--models", "hfvae", "--class-init", "kmeans"]
+                 + flags)
+    with pytest.raises(ValueError, match="expected --class-init-epochs >= 0 and --class-init-fit-epochs >= 1"):
+        example.main(args)
