@@ -11,8 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-
+from pyro_hfvae._format import format_mean_sd
 from pyro_hfvae.util import atomic_file
 
 
@@ -52,7 +51,8 @@ def add_result_flags(parser: argparse.ArgumentParser, results: str) -> None:
 def mean_sd(values: Sequence[float], digits: int = 3, plus_minus: str = "+-") -> str:
     """
     ``"mean +- sd"`` of ``values`` (the sample standard deviation); a single value alone, which has
-    no sd; ``"-"`` for no values. ``plus_minus`` is the sign between them.
+    no sd; ``"-"`` for no values. ``plus_minus`` is the sign between them. The library's one
+    formatter of these cells, so that a tiny negative mean reads ``0.000`` here as in its tables.
 
     Example::
 
@@ -60,17 +60,10 @@ def mean_sd(values: Sequence[float], digits: int = 3, plus_minus: str = "+-") ->
         '2.00 +- 1.00'
         >>> mean_sd([1.0, 2.0, 3.0], digits=2, plus_minus="±")
         '2.00 ± 1.00'
-        >>> mean_sd([0.5])
-        '0.500'
-        >>> mean_sd([])
-        '-'
+        >>> mean_sd([0.5]), mean_sd([-0.0001, 0.0]), mean_sd([])
+        ('0.500', '0.000 +- 0.000', '-')
     """
-    values = np.asarray(values, dtype=float)
-    if len(values) == 0:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{values.mean():.{digits}f} {plus_minus} {values.std(ddof=1):.{digits}f}"
+    return format_mean_sd(values, digits, plus_minus)
 
 
 def read_results(folder: str | os.PathLike, pattern: str = "*_seed*.json") -> list[dict]:

@@ -14,7 +14,7 @@ the digit, only flow and ablation):
   the same number of iterations, on MIG and MIG-sup (disentanglement_lib protocol);
 * **ablation**: pro-VLAE with no strategy / pre-KL only / fade-in only / both, counting a
   run as failed when its loss or a parameter turns non-finite or a level's KL explodes
-  (exceeds ``--kl-limit`` nats per image on a training batch).
+  (exceeds ``--kl-limit`` nats per image on a training batch); ``--strategies`` runs some arms only.
 
 The runs of "both" are the pro-VLAE runs of the other two experiments. Results go to
 ``--out`` (``results.json``, ``information_flow.png``) and are printed as Markdown tables.
@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["flow", "compare", "ablation"],
         choices=["flow", "compare", "ablation"],
+    )
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=[name for name, _, _ in STRATEGIES],
+        choices=[name for name, _, _ in STRATEGIES],
+        help="the ablation's arms to run (quote the names with spaces)",
     )
     parser.add_argument("--dataset", choices=["dsprites", "mnist"], default="dsprites",
                         help="dSprites (all 737,280 rendered images) or MNIST digits (grey levels)")
@@ -540,12 +547,12 @@ def _record(item: dict) -> InformationRecord:
 def jobs(args: argparse.Namespace) -> list[tuple]:
     """The runs the chosen experiments need: ``(kind, seed, strategy)``, seed by seed."""
     measure = bool({"flow", "compare"} & set(args.experiments))
+    arms = [name for name, _, _ in STRATEGIES if name in args.strategies] if "ablation" in args.experiments else []
     out = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        if measure or "ablation" in args.experiments:
+        if measure or "both" in arms:
             out.append(("pro-VLAE", seed, "both"))
-        if "ablation" in args.experiments:
-            out.extend(("pro-VLAE", seed, name) for name, _, _ in STRATEGIES[:-1])
+        out.extend(("pro-VLAE", seed, name) for name in arms if name != "both")
         if measure:
             out.append(("VLAE", seed, "-"))
         if "compare" in args.experiments:
@@ -571,8 +578,8 @@ def run_job(args: argparse.Namespace, job: tuple, experiments: Experiments | Non
 
 
 # Settings that say how or which runs were made, not what was trained: pooled files may differ in them.
-_RUN_ONLY_SETTINGS = {"seeds", "first_seed", "out", "workers", "threads", "device", "experiments", "from_json",
-                      "preset", "data_dir"}
+_RUN_ONLY_SETTINGS = {"seeds", "first_seed", "out", "workers", "threads", "device", "experiments", "strategies",
+                      "from_json", "preset", "data_dir"}
 
 
 def trained_settings(settings: dict) -> dict:

@@ -16,7 +16,7 @@ import torch
 from matplotlib.figure import Figure
 from torch.distributions import Distribution
 
-from pyro_hfvae._format import format_number
+from pyro_hfvae._format import format_mean_sd
 from pyro_hfvae.infer.progressive import ProgressiveSchedule
 from pyro_hfvae.metrics.information import mutual_information
 from pyro_hfvae.ops.mixture import check_memory_budget
@@ -251,12 +251,6 @@ def _by_stage(
     return levels, dict(sorted(stages.items()))
 
 
-def _mean_std(values: Sequence[float], digits: int) -> str:
-    if len(values) == 1:
-        return format_number(values[0], digits)
-    return f"{format_number(np.mean(values), digits)} ± {format_number(np.std(values, ddof=1), digits)}"
-
-
 def information_table(runs: Sequence[Sequence[InformationRecord]], digits: int = 2) -> str:
     r"""
     The information per level and stage as a Markdown table laid out like pro-VLAE's
@@ -284,8 +278,10 @@ def information_table(runs: Sequence[Sequence[InformationRecord]], digits: int =
     ]
     for stage, records in stages.items():
         active = records[0].active
-        cells = [_mean_std([r.levels[level] for r in records], digits) if level in active else "" for level in levels]
-        total = _mean_std([r.total for r in records], digits)
+        cells = [
+            format_mean_sd([r.levels[level] for r in records], digits) if level in active else "" for level in levels
+        ]
+        total = format_mean_sd([r.total for r in records], digits)
         lines.append(f"| {stage} | " + " | ".join(cells) + f" | {total} |")
     return "\n".join(lines)
 

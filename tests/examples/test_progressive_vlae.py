@@ -181,3 +181,22 @@ def test_the_comparison_table_reports_the_mean_of_the_best_three_as_the_paper_do
     best = sorted(migs)[-3:]
     expected = [f"{sum(best) / 3:.3f}", f"{sum(best) / 6:.3f}"] if len(migs) >= 3 else ["-", "-"]
     assert rows[0][:2] == ["pro-VLAE", str(len(migs))] and rows[0][4:6] == expected
+
+
+@pytest.mark.parametrize("experiments, strategies, expected", [
+    (["ablation"], None, ["both", "no strategy", "pre-KL only", "fade-in only"]),
+    (["ablation"], ["no strategy"], ["no strategy"]),
+    (["ablation"], ["fade-in only", "no strategy"], ["no strategy", "fade-in only"]),
+    # "both" is the measured pro-VLAE run of flow, so it is trained once whatever the arms chosen
+    (["flow", "ablation"], ["pre-KL only"], ["both", "pre-KL only"]),
+])
+def test_the_ablation_runs_the_chosen_arms_only(load_example, experiments, strategies, expected):
+    example = load_example("progressive_vlae")
+    argv = ["--experiments", *experiments, "--seeds", "2", "--first-seed", "5"]
+    args = parse(example, *argv, *(["--strategies", *strategies] if strategies else []))
+    jobs = example.jobs(args)
+    arms = [strategy for kind, seed, strategy in jobs if kind == "pro-VLAE"]
+    assert arms == expected * 2
+    assert [seed for kind, seed, _ in jobs if kind == "pro-VLAE"] == [5] * len(expected) + [6] * len(expected)
+    # the arms run do not enter the settings compared when result files are pooled
+    assert "strategies" not in example.trained_settings(vars(args))
