@@ -59,7 +59,7 @@ def test_smoke_runs_score_and_continue_with_their_curve(example, tmp_path):
     assert [p["step"] for p in longer["curve"]] == [2, 4, 6] and longer["curve"][:2] == records[1]["curve"]
     table, depth_table = example.summary(tmp_path / "results").split("\n\nDCI from full-depth forests")
     assert table.count("\n") == 5 and "| HFVAE | 0 | 96 |" in table and "| beta-VAE | 0 | 64 |" in table
-    assert "I(class; factor) / H(factor), over 1 seeds: shape " in table
+    assert "I(class; factor) / H(factor), over 1 seed: shape " in table
     # the HFVAE's file was rewritten by the longer run, scored with the default full-depth forest only
     assert "\n| beta-VAE | 0 | " in depth_table and "HFVAE" not in depth_table
     assert example.plot_importance(tmp_path / "results", tmp_path / "importance.png")
