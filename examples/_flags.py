@@ -51,8 +51,8 @@ def add_result_flags(parser: argparse.ArgumentParser, results: str) -> None:
 def mean_sd(values: Sequence[float], digits: int = 3, plus_minus: str = "+-") -> str:
     """
     ``"mean +- sd"`` of ``values`` (the sample standard deviation); a single value alone, which has
-    no sd; ``"-"`` for no values. ``plus_minus`` is the sign between them. The library's one
-    formatter of these cells, so that a tiny negative mean reads ``0.000`` here as in its tables.
+    no sd; ``"-"`` for no values. ``plus_minus`` is the sign between them. It calls the library's
+    formatter, so a tiny negative mean reads ``0.000`` here as in the library's own tables.
 
     Example::
 
