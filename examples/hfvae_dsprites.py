@@ -241,6 +241,11 @@ def paired_table(records: list[dict], model: str = "hfvae") -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def seed_count(count: int) -> str:
+    """``"1 seed"`` or ``"N seeds"``."""
+    return f"{count} seed{'' if count == 1 else 's'}"
+
+
 def summary(results: Path) -> str:
     """
     The table over seeds of the result files in ``results`` (mean +- sd, sample sd), and the HFVAE
@@ -263,9 +268,8 @@ def summary(results: Path) -> str:
                      f"| {kim:.2f} +- {kim_sd:.2f} | {dci:.2f} +- {dci_sd:.2f} |")
     shares = [r["final"]["class_information"] for r in records if "class_information" in r["final"]]
     if shares:
-        seeds = f"{len(shares)} seed{'s' if len(shares) > 1 else ''}"
         lines += ["", f"The HFVAE's class (its argmax) against each factor, I(class; factor) / H(factor), over "
-                      f"{seeds}: " + ", ".join(f"{name} {mean_sd([s[name] for s in shares])}"
+                      f"{seed_count(len(shares))}: " + ", ".join(f"{name} {mean_sd([s[name] for s in shares])}"
                                               for name in DSprites.factor_names) + "."]
     paired = paired_table(records)
     if paired:
@@ -380,7 +384,7 @@ def plot_curves(results: Path, path: Path) -> None:
                           color=color, linewidth=0.7, alpha=0.35)
             images, mean = mean_curve(curves, key)
             axis.plot([i / 1e6 for i in images], mean, "o-", color=color, markersize=3, linewidth=2,
-                      label=f"{name} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+                      label=f"{name} ({seed_count(len(curves))})")
     for axis, (_, title) in zip(axes, panels):
         axis.set_xlabel("images seen (millions)")
         axis.set_title(title)

@@ -19,6 +19,11 @@ def _args(example, tmp_path, *flags):
     return example.parse_with_preset(example.make_parser(), example.PRESETS, argv)
 
 
+@pytest.mark.parametrize("count, expected", [(1, "1 seed"), (2, "2 seeds"), (10, "10 seeds")])
+def test_seed_count_says_seed_for_one(example, count, expected):
+    assert example.seed_count(count) == expected
+
+
 def test_objectives_are_the_special_cases_of_one_loss(example, tmp_path):
     args = _args(example, tmp_path, "--beta", "5", "--gamma", "2")
     losses, classes = {}, {}
