@@ -33,7 +33,7 @@ points for the variances, and DCI from random-forest regressors of full depth on
 points, as the HFVAE paper computes it (``--dci forest-validated`` adds forests whose depth is
 chosen per factor on a validation fifth of the training points, as Eastwood & Williams did, and
 ``--dci boosting`` disentanglement_lib's gradient-boosted classifiers, minutes per model on a
-CPU). One result file per run; ``--summary`` and
+CPU); ``--score-at`` scores the same run so at smaller budgets on its way. One result file per run; ``--summary`` and
 ``--figure`` rebuild the table and the curves from the result files alone::
 
     # one process per model and seed; two at a time on the 2-core machine
@@ -67,7 +67,7 @@ from pyro_hfvae.metrics import (
     forest_dci,
     sample_codes,
 )
-from pyro_hfvae.training import Trainer, paired_comparison
+from pyro_hfvae.training import Trainer, load_checkpoint, paired_comparison
 from pyro_hfvae.training.config import resolve_config
 from pyro_hfvae.training.trainer import EVALUATIONS_FILE, read_jsonl
 
@@ -422,6 +422,30 @@ def plot_importance(results: Path, path: Path) -> bool:
     return True
 
 
+def score_on_the_way(args: argparse.Namespace, model: str, seed: int, earlier: dict | None) -> dict | None:
+    """
+    Trains the run to each step of ``args.score_at`` below ``args.steps`` and scores it there,
+    into ``<results>/at_step<S>/``: the same run scored at smaller budgets. Scoring reads the
+    model in :meth:`Trainer.evaluation_mode`, so the run goes on exactly as without it.
+
+    :returns: the record of the last of these steps (whose curve the run's own continues), else ``earlier``.
+    """
+    run_dir = Path(args.runs_dir) / f"{model}_seed{seed}"
+    for steps in sorted(s for s in set(args.score_at) if s < args.steps):
+        path = Path(args.results) / f"at_step{steps}" / f"{model}_seed{seed}.json"
+        if path.exists() and not args.overwrite:
+            earlier = json.loads(path.read_text())
+            continue
+        checkpoint = run_dir / "checkpoint.pt"
+        done = int(load_checkpoint(checkpoint)["step"]) if checkpoint.exists() else 0
+        if done > steps:
+            raise SystemExit(f"expected {run_dir} to be at step {steps} or before, to score it there (--score-at), "
+                             f"but its checkpoint is at step {done}; drop {steps} from --score-at")
+        earlier = run(argparse.Namespace(**{**vars(args), "steps": steps}), model, seed, earlier)
+        write_json(path, earlier)
+    return earlier
+
+
 def main(args: argparse.Namespace) -> list[dict]:
     results = Path(args.results)
     records = []
@@ -433,7 +457,7 @@ def main(args: argparse.Namespace) -> list[dict]:
                 if saved is not None and saved["steps"] >= args.steps:
                     records.append(saved)
                     continue
-                record = run(args, model, seed, saved)
+                record = run(args, model, seed, score_on_the_way(args, model, seed, saved))
                 write_json(path, record)
                 records.append(record)
     print(summary(results))
@@ -471,6 +495,9 @@ def make_parser() -> argparse.ArgumentParser:
                              "chosen per factor on a validation fifth of the training points (as Eastwood & "
                              "Williams), and from gradient-boosted classifiers (disentanglement_lib; minutes per "
                              "model on a CPU)")
+    parser.add_argument("--score-at", type=int, nargs="+", default=[],
+                        help="also score each run with the final metrics at these steps on its way to --steps, "
+                             "into <results>/at_step<S>/")
     parser.add_argument("--runs-dir", default="runs/dsprites", help="the run directories")
     parser.add_argument("--figure", action="store_true", help="draw the curves of the result files")
     parser.add_argument("--reference-out", default=None,

@@ -72,6 +72,20 @@ def test_smoke_runs_score_and_continue_with_their_curve(example, tmp_path):
     assert not example.plot_importance(tmp_path, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
 
 
+def test_scoring_on_the_way_leaves_the_run_as_without_it(example, tmp_path):
+    scored = example.main(_args(example, tmp_path / "a", "--models", "hfvae", "--steps", "6", "--score-at", "4", "2"))
+    plain = example.main(_args(example, tmp_path / "b", "--models", "hfvae", "--steps", "6"))
+    assert scored[0]["final"] == plain[0]["final"] and scored[0]["curve"] == plain[0]["curve"]
+    for steps in (2, 4):
+        record = json.loads((tmp_path / "a" / "results" / f"at_step{steps}" / "hfvae_seed0.json").read_text())
+        assert record["steps"] == steps and record["images"] == 16 * steps
+        assert record["curve"] == plain[0]["curve"][: steps // 2]  # one point every 2 steps
+        assert 0.0 <= record["final"]["dci_disentanglement"] <= 1.0
+    assert record["final"] != plain[0]["final"]
+    with pytest.raises(SystemExit, match="its checkpoint is at step 6; drop 5 from --score-at"):
+        example.main(_args(example, tmp_path / "a", "--models", "hfvae", "--steps", "8", "--score-at", "5"))
+
+
 def test_a_run_made_with_other_settings_is_refused(example, tmp_path):
     example.main(_args(example, tmp_path, "--models", "beta-tcvae"))
     (tmp_path / "results" / "beta-tcvae_seed0.json").unlink()
