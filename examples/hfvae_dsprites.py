@@ -33,8 +33,9 @@ points for the variances, and DCI from random-forest regressors of full depth on
 points, as the HFVAE paper computes it (``--dci forest-validated`` adds forests whose depth is
 chosen per factor on a validation fifth of the training points, as Eastwood & Williams did, and
 ``--dci boosting`` disentanglement_lib's gradient-boosted classifiers, minutes per model on a
-CPU); ``--score-at`` scores the same run so at smaller budgets on its way. One result file per run; ``--summary`` and
-``--figure`` rebuild the table and the curves from the result files alone::
+CPU). ``--score-at`` scores each run in the same way at chosen smaller budgets on its way, into
+``<results>/at_step<S>/``. One result file per run; ``--summary`` and ``--figure`` rebuild the
+table and the curves from the result files alone::
 
     # one process per model and seed; two at a time on the 2-core machine
     python examples/hfvae_dsprites.py --preset cpu --models hfvae --seeds 0
